@@ -1,0 +1,1 @@
+"""feeds plugin (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""websub plugin (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""xmpp plugin (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""Thoonk core (see docs/thoonk-keys.md)."""
