@@ -1,0 +1,459 @@
+"""The plugin contract: what a plugin offers, how the daemon drives it, and what it may use.
+
+A plugin is a subclass of :class:`Plugin` exposed through the entry-point group
+``thoonk_bridge.plugins`` (``name = "package.module:plugin"``, where ``plugin`` is the class).
+The built-in plugins under ``plugins/`` are registered exactly the same way, so a third-party
+plugin installs with pip and nothing else. ``docs/plugins.md`` walks through a complete example.
+
+Lifecycle, driven by the daemon (all plugins in dependency order, reverse order on stop):
+
+1. ``validate()``: checks beyond the settings schema, without connecting anywhere (``check``).
+2. ``setup()``: acquire resources (connections, HTTP routes on ``context.http``).
+3. ``start()``: begin work; endpoints are asked for after this.
+4. ``stop()``: release everything; must not raise.
+
+Endpoints: a plugin offers one or more :class:`EndpointKind` (``feeds``, ``xmpp``...). The router
+asks ``plugin.source(endpoint, route)`` / ``plugin.sink(endpoint, route)`` for each route using that
+kind, and drives the returned :class:`Source` / :class:`Sink`. Plugins never import each other:
+they talk through the router, the Thoonk core and the :class:`TopicRegistry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import redis.asyncio
+    import structlog
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from thoonk_bridge.thoonk import AsyncThoonk
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DeliveryError",
+    "Endpoint",
+    "EndpointKind",
+    "EventKind",
+    "Health",
+    "HealthState",
+    "ItemEvent",
+    "Plugin",
+    "PluginContext",
+    "PluginLoadError",
+    "Resync",
+    "RouteContext",
+    "Settings",
+    "Sink",
+    "Source",
+    "Topic",
+    "TopicRegistry",
+    "discover_plugins",
+]
+
+ENTRY_POINT_GROUP = "thoonk_bridge.plugins"
+
+
+class Settings(BaseModel):
+    """Base for plugin settings and endpoint options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(Settings):
+    """A plugin or endpoint that takes no options."""
+
+
+# --------------------------------------------------------------------------- events
+
+
+class EventKind(enum.StrEnum):
+    PUBLISH = "publish"  # a new id
+    EDIT = "edit"  # a known id, new payload
+    RETRACT = "retract"  # the id is gone
+
+
+@dataclass(frozen=True, slots=True)
+class ItemEvent:
+    """One change along a route. ``payload`` is None for retract."""
+
+    kind: EventKind
+    id: str
+    payload: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"item id must be a non-empty string, got {self.id!r}")
+        if self.kind is not EventKind.RETRACT and not isinstance(self.payload, str):
+            raise ValueError(f"{self.kind} of {self.id!r} needs a str payload")
+
+
+class Resync(Exception):
+    """Raised by ``Source.follow()`` after the source reconnected and may have missed events.
+
+    The router then takes a fresh ``snapshot()``, reconciles every sink, and calls ``follow()``
+    again. The source must have re-established its subscription *before* raising, so that nothing
+    published between the snapshot and the next ``follow()`` is lost.
+    """
+
+
+class DeliveryError(Exception):
+    """A sink could not apply an event.
+
+    ``retryable=True``: a transient problem (connection lost, server busy); the router retries
+    with backoff and jitter. ``retryable=False``: this event can never be applied (payload cannot
+    be converted, too large for the target); the router sends it to the route's dead-letter feed
+    with ``str(error)`` as the reason and goes on.
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint reference from the config: ``KIND:ADDRESS`` plus its validated options."""
+
+    kind: str
+    address: str
+    options: Settings = field(default_factory=NoSettings)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.address}"
+
+
+@dataclass(frozen=True)
+class EndpointKind:
+    """An endpoint kind a plugin offers.
+
+    - ``name``: the ``KIND`` in ``KIND:ADDRESS``.
+    - ``source_options`` / ``sink_options``: the options model when this kind can be a route's
+      ``from`` / ``to``; ``None`` when it cannot. The config validates an endpoint's mapping form
+      (``{endpoint: "KIND:ADDRESS", option: value}``) against the model; the ``address`` itself is
+      passed to the model as the field ``address`` when the model declares one.
+    - ``description``: one line for ``thoonk-bridge plugins``.
+    - ``resource``: what a sink of this kind writes, for the "two routes write the same thing"
+      check (default ``KIND:ADDRESS``).
+    """
+
+    name: str
+    source_options: type[Settings] | None = None
+    sink_options: type[Settings] | None = None
+    description: str = ""
+    resource: Callable[[Endpoint], str] = field(default=str)
+
+    @property
+    def can_source(self) -> bool:
+        return self.source_options is not None
+
+    @property
+    def can_sink(self) -> bool:
+        return self.sink_options is not None
+
+
+class Source(ABC):
+    """Where a route reads items from.
+
+    The router calls ``open()``, then ``snapshot()``, then iterates ``follow()``; events that happen
+    after ``open()`` returned must show up in ``follow()`` (buffer them), so nothing falls between
+    the snapshot and the follow.
+    """
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Start listening."""
+
+    @abstractmethod
+    async def snapshot(self) -> list[tuple[str, str]]:
+        """The current ``(id, payload)`` items, oldest first."""
+
+    @abstractmethod
+    def follow(self) -> AsyncIterator[ItemEvent]:
+        """Events as they happen. Ends when the source is closed; raises :class:`Resync` after a
+        reconnect that may have lost events."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop listening and release resources; must not raise."""
+
+
+class Sink(ABC):
+    """Where a route writes items to. ``apply`` must be idempotent by item id."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare the target (create the node, the directory...)."""
+
+    async def ids(self) -> dict[str, str | None] | None:
+        """What the sink holds now: ``{id: content_hash or None}``.
+
+        Return ``None`` when the sink cannot tell (a webhook); the router then uses its own ledger
+        of what it delivered, kept in Redis. ``content_hash`` is
+        ``thoonk_bridge.payload.content_hash`` of the payload as the router would send it; ``None``
+        means "present, content unknown" (never edited on reconcile).
+        """
+        return None
+
+    @abstractmethod
+    async def apply(self, event: ItemEvent) -> None:
+        """Apply one event. Raise :class:`DeliveryError` on failure."""
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook
+        """Write out anything buffered (called when a route drains and before close)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; must not raise."""
+
+
+# --------------------------------------------------------------------------- health
+
+
+class Health(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DEGRADED = "degraded"  # working, but something is wrong (retrying, reconnecting)
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class HealthState:
+    status: Health
+    detail: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.status is Health.READY
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A document the bridge serves that outsiders may subscribe to (WebSub).
+
+    ``path`` is the URL path on the daemon's HTTP application (``/feeds/news.atom``);
+    ``render`` returns the current full body.
+    """
+
+    path: str
+    content_type: str
+    render: Callable[[], Awaitable[bytes]]
+
+
+TopicListener = Callable[[str], Awaitable[None]]
+
+
+class TopicRegistry:
+    """Documents served by one plugin that another plugin distributes (feeds -> websub).
+
+    The serving plugin ``register``s each topic and calls ``changed(path)`` after every update;
+    a distributing plugin ``listen``s for changes and sets ``hub_url`` so that servers can
+    advertise it (``Link: <hub>; rel="hub"``).
+    """
+
+    def __init__(self) -> None:
+        self._topics: dict[str, Topic] = {}
+        self._listeners: list[TopicListener] = []
+        self.hub_url: str | None = None
+
+    def register(self, topic: Topic) -> None:
+        self._topics[topic.path] = topic
+
+    def unregister(self, path: str) -> None:
+        self._topics.pop(path, None)
+
+    def get(self, path: str) -> Topic | None:
+        return self._topics.get(path)
+
+    def paths(self) -> list[str]:
+        return sorted(self._topics)
+
+    def listen(self, listener: TopicListener) -> None:
+        self._listeners.append(listener)
+
+    async def changed(self, path: str) -> None:
+        for listener in list(self._listeners):
+            await listener(path)
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+@dataclass
+class PluginContext:
+    """What the daemon gives every plugin.
+
+    - ``thoonk``: the shared asyncio Thoonk client; ``redis``: its redis.asyncio client.
+    - ``http``: the one aiohttp application; add routes in ``setup()`` (it is frozen after start).
+    - ``public_url``: the base URL outsiders use to reach ``http`` (no trailing slash).
+    - ``metrics``: the Prometheus registry to register collectors with.
+    - ``log``: a structlog logger bound with ``plugin=<name>``.
+    - ``state_dir``: a directory this plugin may write to (``<state_dir>/<plugin name>``).
+    - ``topics``: the :class:`TopicRegistry` shared by all plugins.
+    - ``instance_id``: this daemon's id (unique among daemons sharing a Redis).
+    """
+
+    thoonk: AsyncThoonk
+    redis: redis.asyncio.Redis
+    http: web.Application
+    public_url: str
+    metrics: CollectorRegistry
+    log: structlog.typing.FilteringBoundLogger
+    state_dir: Path
+    topics: TopicRegistry
+    instance_id: str = "local"
+
+
+@dataclass
+class RouteContext:
+    """What a source or sink knows of the route it serves.
+
+    - ``name``: the route's name; ``mirror``: retract what the source no longer has on reconcile;
+    - ``format``: the payload format sinks should write (``None``: the sink's own default);
+    - ``initial``: ``"all"``, ``"none"`` or ``"latest:N"`` (what a new route delivers first);
+    - ``log``: bound with ``route=<name>``; ``dead_letter(item_id, payload, reason)`` stores an item
+      that cannot be delivered in the route's dead-letter feed.
+    """
+
+    name: str
+    mirror: bool
+    format: str | None
+    initial: str
+    log: structlog.typing.FilteringBoundLogger
+    dead_letter: Callable[[str, str | None, str], Awaitable[None]]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the plugin
+
+
+class Plugin(ABC):
+    """Base class of every plugin. Class attributes describe it; instances run it.
+
+    - ``name``: the key under ``plugins:`` in the config.
+    - ``version``: shown by ``thoonk-bridge plugins``.
+    - ``description``: one line for ``thoonk-bridge plugins``.
+    - ``settings_model``: the schema of its ``plugins.<name>`` settings (extra keys forbidden).
+    - ``endpoint_kinds``: the endpoint kinds it offers.
+    - ``depends_on``: names of plugins that must start before this one (when enabled).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = ""
+    settings_model: ClassVar[type[Settings]] = NoSettings
+    endpoint_kinds: ClassVar[tuple[EndpointKind, ...]] = ()
+    depends_on: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: Settings, context: PluginContext) -> None:
+        self.settings = settings
+        self.context = context
+        self._health = HealthState(Health.STARTING)
+
+    def validate(self) -> list[str]:
+        """Problems beyond the schema, found without connecting anywhere (empty: fine)."""
+        return []
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Acquire resources; add HTTP routes."""
+
+    async def start(self) -> None:
+        """Begin work. The default marks the plugin ready."""
+        self.set_health(Health.READY)
+
+    async def stop(self) -> None:
+        """Release everything; must not raise."""
+        self.set_health(Health.STOPPED)
+
+    async def check_live(self) -> list[str]:
+        """Problems found by reaching out (``check --live``): unreachable servers, bad login."""
+        return []
+
+    def health(self) -> HealthState:
+        return self._health
+
+    def set_health(self, status: Health, detail: str = "") -> None:
+        self._health = HealthState(status, detail)
+
+    def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
+        raise NotImplementedError(f"plugin {self.name!r} offers no source for {endpoint.kind!r}")
+
+    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+        raise NotImplementedError(f"plugin {self.name!r} offers no sink for {endpoint.kind!r}")
+
+
+class PluginLoadError(Exception):
+    """An installed plugin's entry point could not be loaded or is not a Plugin subclass."""
+
+
+def discover_plugins() -> dict[str, type[Plugin]]:
+    """Every plugin installed in the ``thoonk_bridge.plugins`` entry-point group, by name.
+
+    Raises :class:`PluginLoadError` naming each entry point that failed.
+    """
+    found: dict[str, type[Plugin]] = {}
+    problems: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken third-party plugin must name itself
+            problems.append(f"{ep.name} ({ep.value}): {type(exc).__name__}: {exc}")
+            continue
+        if not (isinstance(obj, type) and issubclass(obj, Plugin)):
+            problems.append(f"{ep.name} ({ep.value}): not a thoonk_bridge.plugin.Plugin subclass")
+            continue
+        if getattr(obj, "name", None) != ep.name:
+            problems.append(f"{ep.name} ({ep.value}): plugin class name is {getattr(obj, 'name', None)!r}")
+            continue
+        found[ep.name] = obj
+    if problems:
+        raise PluginLoadError("cannot load plugins: " + "; ".join(problems))
+    return found
+
+
+def start_order(plugins: dict[str, type[Plugin]]) -> list[str]:
+    """Plugin names in dependency order (dependencies first); raises ValueError on a cycle."""
+    order: list[str] = []
+    state: dict[str, Literal["visiting", "done"]] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise ValueError("plugin dependency cycle: " + " -> ".join((*chain, name)))
+        state[name] = "visiting"
+        for dep in plugins[name].depends_on:
+            if dep in plugins:
+                visit(dep, (*chain, name))
+        state[name] = "done"
+        order.append(name)
+
+    for name in sorted(plugins):
+        visit(name, ())
+    return order
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a task and wait for it, swallowing its cancellation (for ``stop``/``close``)."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # noqa: BLE001 - stop paths must not raise
+        pass
