@@ -1,0 +1,328 @@
+"""The two faces: :class:`Thoonk` (sync) and :class:`AsyncThoonk` (asyncio).
+
+Both inherit every operation from :class:`ThoonkBase`; they differ only in the executor that runs
+operations (scripts.py) and in how events are delivered (events.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis as _redis
+import redis.asyncio as _aredis
+
+from .embedded import EmbeddedRedis
+from .events import EVENT_KINDS, AsyncEvents, Listener
+from .exceptions import FeedDoesNotExist, FeedTypeMismatch
+from .feed import Feed, FeedBase, as_str, check_name, op
+from .job import Job
+from .keys import FEED_TYPES, FEEDS, FeedKeys
+from .queue import Queue
+from .scripts import AsyncExecutor, Batch, Cmd, Eval, Op, SyncExecutor, describe
+from .sorted_feed import SortedFeed
+
+__all__ = ["ThoonkBase", "Thoonk", "AsyncThoonk", "DEFAULT_STATE_DIR"]
+
+DEFAULT_STATE_DIR = Path("data") / "redis"
+
+FEED_CLASSES: dict[str, type[FeedBase]] = {"feed": Feed, "sorted_feed": SortedFeed, "queue": Queue, "job": Job}
+
+_DELETE = "\x00"  # config value marker: remove the field (see lua/config.lua)
+
+
+def encode_config(name: str, config: Mapping[str, Any] | None, *, allow_delete: bool) -> list[str]:
+    """A config mapping -> flat [field, value, ...] of strings, checked (bad input raises here)."""
+    if config is None:
+        return []
+    if not isinstance(config, Mapping):
+        raise TypeError(f"feed {name!r}: config must be a mapping, not {type(config).__name__}")
+    out: list[str] = []
+    for key, value in config.items():
+        if not isinstance(key, str) or not key or "\x00" in key:
+            raise ValueError(f"feed {name!r}: config keys must be non-empty str without NUL: {key!r}")
+        if value is None:
+            if not allow_delete:
+                continue
+            out += (key, _DELETE)
+            continue
+        if key == "type":
+            if value not in FEED_TYPES:
+                raise ValueError(f"feed {name!r}: type must be one of {', '.join(FEED_TYPES)}, not {value!r}")
+            text = value
+        elif key in ("max_length", "timeout"):
+            try:
+                number = float(value) if key == "timeout" else int(value)
+            except (TypeError, ValueError):
+                number = -1
+            if isinstance(value, bool) or number < 0:
+                raise ValueError(f"feed {name!r}: {key} must be a number >= 0, not {value!r}")
+            text = str(number)
+        elif isinstance(value, bool):
+            text = "1" if value else "0"
+        elif isinstance(value, str | int | float):
+            text = str(value)
+        else:
+            raise TypeError(
+                f"feed {name!r}: config value of {key!r} must be str or a number, not {type(value).__name__}"
+            )
+        if "\x00" in text:
+            raise ValueError(f"feed {name!r}: config value of {key!r} contains NUL")
+        out += (key, text)
+    return out
+
+
+class ThoonkBase:
+    """Feed management and feed handles; every method is an operation run by ``self._run``."""
+
+    _run: Callable[[Op[Any]], Any]
+
+    def __init__(self, client: Any, embedded: EmbeddedRedis | None, owns_client: bool) -> None:
+        self.redis = client
+        self.embedded = embedded
+        self._owns_client = owns_client
+        self.instance = uuid.uuid4().hex
+        self.address = describe(client)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address}>"
+
+    @op
+    def ping(self) -> Op[bool]:
+        return bool((yield Cmd("PING")))
+
+    # --- feed management ----------------------------------------------------------------------
+
+    def _create(self, name: str, config: Mapping[str, Any] | None, wanted: str, mode: str) -> Op[FeedBase]:
+        name = check_name(name)
+        fields = encode_config(name, config, allow_delete=False)
+        given = dict(zip(fields[::2], fields[1::2], strict=True))
+        wanted = given.get("type", wanted)
+        if "type" not in given:
+            fields += ("type", wanted)
+        k = FeedKeys(name)
+        _, actual = yield Eval("create", (FEEDS, k.config), (name, self.instance, mode, *fields))
+        actual = as_str(actual)
+        if actual != wanted:
+            raise FeedTypeMismatch(name, actual, wanted)
+        return FEED_CLASSES[wanted](self, name)
+
+    @op
+    def create_feed(self, name: str, config: Mapping[str, Any] | None = None) -> Op[FeedBase]:
+        """Create a feed (type from ``config['type']``, default ``feed``); FeedExists if it exists."""
+        return (yield from self._create(name, config, "feed", "create"))
+
+    @op
+    def set_config(self, name: str, config: Mapping[str, Any]) -> Op[None]:
+        """Merge ``config`` into the feed's config (a None value removes a field); announces ``conffeed``.
+
+        FeedDoesNotExist for an unknown feed; FeedTypeMismatch if ``type`` would change.
+        """
+        name = check_name(name)
+        fields = encode_config(name, config, allow_delete=True)
+        yield Eval("config", (FEEDS, FeedKeys(name).config), (name, self.instance, *fields))
+
+    @op
+    def get_config(self, name: str) -> Op[dict[str, str]]:
+        """The feed's config hash (values as stored, strings), with its ``type``."""
+        name = check_name(name)
+        exists, raw = yield Batch(
+            [Cmd("SISMEMBER", FEEDS, name), Cmd("HGETALL", FeedKeys(name).config)], atomic=True
+        )
+        if not exists:
+            raise FeedDoesNotExist(name)
+        config = {as_str(k): as_str(v) for k, v in raw.items()}
+        config.setdefault("type", "feed")
+        return config
+
+    @op
+    def feed_type(self, name: str) -> Op[str]:
+        name = check_name(name)
+        exists, kind = yield Batch(
+            [Cmd("SISMEMBER", FEEDS, name), Cmd("HGET", FeedKeys(name).config, "type")], atomic=True
+        )
+        if not exists:
+            raise FeedDoesNotExist(name)
+        return as_str(kind) or "feed"
+
+    @op
+    def feed_exists(self, name: str) -> Op[bool]:
+        name = check_name(name)
+        return bool((yield Cmd("SISMEMBER", FEEDS, name)))
+
+    @op
+    def get_feed_names(self) -> Op[set[str]]:
+        return {as_str(n) for n in (yield Cmd("SMEMBERS", FEEDS))}
+
+    @op
+    def delete_feed(self, name: str) -> Op[None]:
+        """Delete a feed and all its keys; announces ``delfeed``. FeedDoesNotExist if unknown."""
+        name = check_name(name)
+        yield Eval("delete", (FEEDS, *FeedKeys(name).all()), (name, self.instance))
+
+    # --- handles (create if missing, as in thoonk.py) ------------------------------------------
+
+    @op
+    def feed(self, name: str, config: Mapping[str, Any] | None = None) -> Op[Feed]:
+        """The plain feed ``name``, created (with ``config``) if missing; FeedTypeMismatch if not a feed."""
+        return (yield from self._create(name, config, "feed", "ensure"))  # type: ignore[return-value]
+
+    @op
+    def sorted_feed(self, name: str, config: Mapping[str, Any] | None = None) -> Op[SortedFeed]:
+        return (yield from self._create(name, config, "sorted_feed", "ensure"))  # type: ignore[return-value]
+
+    list = sorted_feed  # the original README's name
+
+    @op
+    def queue(self, name: str, config: Mapping[str, Any] | None = None) -> Op[Queue]:
+        return (yield from self._create(name, config, "queue", "ensure"))  # type: ignore[return-value]
+
+    @op
+    def job(self, name: str, config: Mapping[str, Any] | None = None) -> Op[Job]:
+        return (yield from self._create(name, config, "job", "ensure"))  # type: ignore[return-value]
+
+
+def _target(url: str | None, host: str | None, port: int | None, state_dir: str | os.PathLike[str] | None
+            ) -> tuple[str | None, str | None, int | None, EmbeddedRedis | None]:
+    """(url, host, port, embedded server): a URL in ``host`` counts as url; nothing at all = embedded."""
+    if url is None and host is not None and "://" in host:
+        url, host = host, None
+    if url is not None or host is not None or port is not None:
+        return url, host, port, None
+    embedded = EmbeddedRedis(Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR, persistent=True)
+    embedded.start()
+    return embedded.url, None, None, embedded
+
+
+def _client_kwargs(db: int, password: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0}
+    if password is not None:
+        kwargs["password"] = password
+    kwargs.update(extra)
+    return kwargs
+
+
+class Thoonk(ThoonkBase):
+    """Sync Thoonk: ``Thoonk(host, port, db)``, ``Thoonk(url="redis://...")``, ``Thoonk(redis=client)``,
+    or ``Thoonk()`` for a private redis-server in ``state_dir`` (default ./data/redis), stopped on close().
+    """
+
+    def __init__(self, host: str | None = None, port: int | None = None, db: int = 0,
+                 password: str | None = None, *, url: str | None = None,
+                 state_dir: str | os.PathLike[str] | None = None, redis: _redis.Redis | None = None,
+                 listen: bool = False, **redis_kwargs: Any) -> None:
+        embedded = None
+        if redis is not None:
+            client, owns = redis, False
+        else:
+            url, host, port, embedded = _target(url, host, port, state_dir)
+            kwargs = _client_kwargs(db, password, redis_kwargs)
+            if url is not None:
+                client = _redis.Redis.from_url(url, **kwargs)
+            else:
+                client = _redis.Redis(host=host or "localhost", port=port or 6379, db=db, **kwargs)
+            owns = True
+        super().__init__(client, embedded, owns)
+        self._executor = SyncExecutor(client)
+        self._run = self._executor.run
+        self._listener: Listener | None = None
+        if listen:
+            self.listen()
+
+    def listen(self, timeout: float = 10.0) -> None:
+        """Start the listener thread (register_handler does this on first use)."""
+        if self._listener is None:
+            self._listener = Listener(self.redis, self.address)
+            self._listener.start()
+        if not self._listener.ready.wait(timeout):
+            raise self._listener.error or TimeoutError(f"listener did not subscribe to {self.address} in {timeout} s")
+
+    def register_handler(self, event: str, handler: Callable[..., Any]) -> None:
+        """Call ``handler`` for ``event`` (create, delete, config, publish, edit, retract, position, finish)
+        in the listener thread, with thoonk.py's arguments (e.g. publish: feed, item, id)."""
+        kind = event.removesuffix("_notice")
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENT_KINDS)}")
+        self.listen()
+        assert self._listener is not None
+        self._listener.add(kind, handler)
+
+    def remove_handler(self, event: str, handler: Callable[..., Any]) -> None:
+        if self._listener is not None:
+            self._listener.remove(event.removesuffix("_notice"), handler)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._owns_client:
+            self.redis.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+
+    def __enter__(self) -> Thoonk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncThoonk(ThoonkBase):
+    """asyncio Thoonk: the same operations as coroutines, and ``events()``.
+
+    Construction needs no running loop (connections open on first use); ``await AsyncThoonk.connect(...)``
+    also checks that Redis answers.
+    """
+
+    def __init__(self, url: str | None = None, host: str | None = None, port: int | None = None, db: int = 0,
+                 password: str | None = None, *, state_dir: str | os.PathLike[str] | None = None,
+                 redis: _aredis.Redis | None = None, **redis_kwargs: Any) -> None:
+        embedded = None
+        if redis is not None:
+            client, owns = redis, False
+        else:
+            url, host, port, embedded = _target(url, host, port, state_dir)
+            kwargs = _client_kwargs(db, password, redis_kwargs)
+            if url is not None:
+                client = _aredis.Redis.from_url(url, **kwargs)
+            else:
+                client = _aredis.Redis(host=host or "localhost", port=port or 6379, db=db, **kwargs)
+            owns = True
+        super().__init__(client, embedded, owns)
+        self._executor = AsyncExecutor(client)
+        self._run = self._executor.run
+
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> AsyncThoonk:
+        """Construct and PING (RedisUnavailable naming the address when it does not answer)."""
+        self = cls(*args, **kwargs)
+        try:
+            await self.ping()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    def events(self, *feeds: str, lifecycle: bool = False) -> AsyncEvents:
+        """Events of the named feeds (all feeds when none are named); with ``lifecycle`` also
+        create/delete/config. Use as ``async with`` (subscribed on entry) and ``async for``."""
+        names = tuple(check_name(f) for f in feeds)
+        return AsyncEvents(self.redis, self.address, names, lifecycle)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.redis.aclose()
+        if self.embedded is not None:
+            embedded, self.embedded = self.embedded, None
+            await asyncio.to_thread(embedded.stop)
+
+    async def __aenter__(self) -> AsyncThoonk:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,306 @@
+"""Live events: Redis pub/sub messages of the Thoonk channels, as :class:`Event` values.
+
+``AsyncThoonk.events(...)`` gives an :class:`AsyncEvents` (async context manager and async
+iterator); ``Thoonk.register_handler(...)`` runs a :class:`Listener` thread calling handlers with
+the thoonk.py signatures. Both parse messages with :func:`parse`.
+
+Redis pub/sub drops messages while nobody listens. The subscription is confirmed by Redis when
+``start()``/``__aenter__`` returns, so: subscribe, then snapshot (``get_all()``), then iterate, and
+nothing falls in between. When the connection drops, iteration raises :class:`RedisUnavailable`
+(instead of silently reconnecting and hiding the gap): subscribe again and reconcile.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+
+from .exceptions import RedisUnavailable
+from .keys import CHANNEL_PREFIXES, LIFECYCLE_CHANNELS
+
+__all__ = ["Event", "parse", "subscription", "AsyncEvents", "Listener", "EVENT_KINDS"]
+
+log = logging.getLogger(__name__)
+
+EVENT_KINDS = ("publish", "edit", "retract", "position", "create", "delete", "config", "finish")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Thoonk event.
+
+    kind: publish | edit | retract | position | create | delete | config | finish
+    feed: the feed's name
+    id: the item / job id (None for create, delete, config)
+    item: the payload (publish, edit)
+    extra: position (``:end``, ``begin:``, ``:ID``, ``ID:``), finish result, or for
+        create/delete/config the instance id of the Thoonk client that made the change
+    """
+
+    kind: str
+    feed: str
+    id: str | None = None
+    item: str | None = None
+    extra: str | None = None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def parse(channel: Any, data: Any) -> Event | None:
+    """A message on a Thoonk channel -> Event (None for channels that are not Thoonk's)."""
+    channel, data = _text(channel), _text(data)
+    kind = LIFECYCLE_CHANNELS.get(channel)
+    if kind is not None:
+        name, _, instance = data.partition("\x00")
+        return Event(kind, name, extra=instance or None)
+    for kind, prefix in CHANNEL_PREFIXES.items():
+        if channel.startswith(prefix):
+            feed = channel[len(prefix):]
+            if kind == "retract":
+                return Event(kind, feed, data)
+            id, sep, rest = data.partition("\x00")
+            if kind in ("publish", "edit"):
+                return Event(kind, feed, id, rest)
+            return Event(kind, feed, id, extra=rest if sep else None)
+    return None
+
+
+def subscription(feeds: tuple[str, ...], lifecycle: bool) -> tuple[list[str], list[str]]:
+    """(channels, patterns) to listen to: the named feeds' channels, or every feed's (patterns)."""
+    channels: list[str] = []
+    patterns: list[str] = []
+    if feeds:
+        channels += [prefix + name for name in feeds for prefix in CHANNEL_PREFIXES.values()]
+    else:
+        patterns += [prefix + "*" for prefix in CHANNEL_PREFIXES.values()]
+    if lifecycle:
+        channels += list(LIFECYCLE_CHANNELS)
+    return channels, patterns
+
+
+def _dedicated_client(client: redis.asyncio.Redis) -> redis.asyncio.Redis | None:
+    """A one-connection client like ``client`` but without retries, so a dropped connection shows."""
+    try:
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
+        kwargs["retry_on_error"] = []
+        return redis.asyncio.Redis(
+            connection_pool=redis.asyncio.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
+    except Exception:  # e.g. a cluster client: use its own pubsub
+        log.debug("no dedicated pub/sub connection for %r", client, exc_info=True)
+        return None
+
+
+class AsyncEvents:
+    """``async with pubsub.events("news") as events: ... async for event in events: ...``"""
+
+    def __init__(self, client: redis.asyncio.Redis, address: str, feeds: tuple[str, ...], lifecycle: bool) -> None:
+        self._client = client
+        self._address = address
+        self.feeds = feeds
+        self.lifecycle = lifecycle
+        self._own: redis.asyncio.Redis | None = None
+        self._pubsub: Any = None
+        self._buffer: collections.deque[Event] = collections.deque()
+        self._started = False
+        self._closed = False
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        if message.get("type") not in ("message", "pmessage"):
+            return
+        event = parse(message["channel"], message["data"])
+        if event is None:
+            return
+        if self.feeds and event.feed not in self.feeds:
+            return
+        self._buffer.append(event)
+
+    def _lost(self, error: BaseException) -> RedisUnavailable:
+        return RedisUnavailable(self._address, f"event subscription lost ({error}); subscribe again and reconcile")
+
+    async def start(self) -> AsyncEvents:
+        """Subscribe, and return once Redis has confirmed every subscription."""
+        if self._closed:
+            raise RuntimeError("this event stream is closed; ask pubsub.events() for a new one")
+        if self._started:
+            return self
+        channels, patterns = subscription(self.feeds, self.lifecycle)
+        self._own = _dedicated_client(self._client)
+        self._pubsub = (self._own or self._client).pubsub()
+        try:
+            if channels:
+                await self._pubsub.subscribe(*channels)
+            if patterns:
+                await self._pubsub.psubscribe(*patterns)
+            pending = len(channels) + len(patterns)
+            while pending:
+                message = await self._pubsub.get_message(timeout=10.0)
+                if message is None:
+                    raise RedisUnavailable(self._address, "no subscription confirmation within 10 s")
+                if message["type"] in ("subscribe", "psubscribe"):
+                    pending -= 1
+                else:
+                    self._accept(message)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            await self.aclose()
+            raise RedisUnavailable(self._address, e) from e
+        self._started = True
+        return self
+
+    async def __aenter__(self) -> AsyncEvents:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncEvents:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        await self.start()
+        while not self._buffer:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                raise self._lost(e) from e
+            if message is None:
+                if self._closed:
+                    raise StopAsyncIteration
+                continue
+            self._accept(message)
+        return self._buffer.popleft()
+
+    async def get(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None after ``timeout`` seconds (None: wait as long as it takes)."""
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except TimeoutError:
+            return None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()
+            except Exception:
+                log.debug("closing pub/sub", exc_info=True)
+        own, self._own = self._own, None
+        if own is not None:
+            try:
+                await own.aclose(close_connection_pool=True)
+            except Exception:
+                log.debug("closing pub/sub client", exc_info=True)
+
+
+def _handler_args(event: Event) -> tuple[Any, ...]:
+    """thoonk.py's handler signatures."""
+    if event.kind in ("create", "delete", "config"):
+        return (event.feed,)
+    if event.kind in ("publish", "edit"):
+        return (event.feed, event.item, event.id)
+    if event.kind == "retract":
+        return (event.feed, event.id)
+    return (event.feed, event.id, event.extra)  # position, finish
+
+
+class Listener(threading.Thread):
+    """The sync face's listener thread: every feed's events, plus create/delete/config.
+
+    Handlers are called in this thread as in thoonk.py: create(feed), delete(feed), config(feed),
+    publish(feed, item, id), edit(feed, item, id), retract(feed, id), position(feed, id, position),
+    finish(feed, id, result). A handler that raises is logged and the others still run. The
+    connection is re-established when it drops (events sent meanwhile are lost, as with any
+    Redis pub/sub listener).
+    """
+
+    def __init__(self, client: redis.Redis, address: str) -> None:
+        super().__init__(name="thoonk-listener", daemon=True)
+        self._client = client
+        self._address = address
+        self._handlers: dict[str, list[Callable[..., Any]]] = {}
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def add(self, kind: str, handler: Callable[..., Any]) -> None:
+        with self._lock:
+            self._handlers.setdefault(kind, []).append(handler)
+
+    def remove(self, kind: str, handler: Callable[..., Any]) -> None:
+        with self._lock:
+            try:
+                self._handlers.get(kind, []).remove(handler)
+            except ValueError:
+                pass
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            handlers = list(self._handlers.get(event.kind, ()))
+        args = _handler_args(event)
+        for handler in handlers:
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("thoonk %s handler %r failed", event.kind, handler)
+
+    def run(self) -> None:
+        channels, patterns = subscription((), lifecycle=True)
+        while not self._stop_event.is_set():
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(*channels)
+                pubsub.psubscribe(*patterns)
+                pending = len(channels) + len(patterns)
+                while pending and not self._stop_event.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is None:
+                        continue
+                    if message["type"] in ("subscribe", "psubscribe"):
+                        pending -= 1
+                    else:
+                        self._dispatch(message)
+                self.ready.set()
+                while not self._stop_event.is_set():
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                    if message is not None:
+                        self._dispatch(message)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                self.error = RedisUnavailable(self._address, e)
+                log.warning("thoonk listener: %s; reconnecting", self.error)
+                self._stop_event.wait(0.5)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") in ("message", "pmessage"):
+            event = parse(message["channel"], message["data"])
+            if event is not None:
+                self.emit(event)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)

@@ -1,0 +1,47 @@
+-- Publish (or edit) one or more items on a plain feed.
+-- KEYS: feed.config:NAME, feed.ids:NAME, feed.items:NAME, feed.publishes:NAME
+-- ARGV: name, id1, item1, id2, item2, ...
+-- Each item gets a score (milliseconds, microsecond fraction) strictly above the newest one, so
+-- ZRANGE order is publish order and an edit moves the item to the end. With max_length set, the
+-- oldest items beyond it are retracted (feed.retract events) before the publish/edit event.
+-- Returns one flag per item: 1 published (new id), 0 edited.
+local name = ARGV[1]
+local k_config, k_ids, k_items, k_pubs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+thoonk_check_type(k_config, name, 'feed')
+local max = tonumber(redis.call('HGET', k_config, 'max_length') or '0') or 0
+local ch_publish, ch_edit, ch_retract = 'feed.publish:' .. name, 'feed.edit:' .. name, 'feed.retract:' .. name
+
+local now = thoonk_now_us()
+local top = redis.call('ZRANGE', k_ids, -1, -1, 'WITHSCORES')
+if top[2] then
+    local last = math.floor(tonumber(top[2]) * 1000 + 0.5)
+    if last >= now then now = last + 1 end
+end
+
+local flags = {}
+for i = 2, #ARGV, 2 do
+    local id, item = ARGV[i], ARGV[i + 1]
+    local score = string.format('%d.%03d', math.floor(now / 1000), now % 1000)
+    now = now + 1
+    local isnew = redis.call('ZADD', k_ids, score, id)
+    redis.call('HSET', k_items, id, item)
+    redis.call('INCR', k_pubs)
+    if max > 0 then
+        local excess = redis.call('ZCARD', k_ids) - max
+        if excess > 0 then
+            local old = redis.call('ZRANGE', k_ids, 0, excess - 1)
+            for _, old_id in ipairs(old) do
+                redis.call('ZREM', k_ids, old_id)
+                redis.call('HDEL', k_items, old_id)
+                redis.call('PUBLISH', ch_retract, old_id)
+            end
+        end
+    end
+    if isnew == 1 then
+        redis.call('PUBLISH', ch_publish, id .. '\0' .. item)
+    else
+        redis.call('PUBLISH', ch_edit, id .. '\0' .. item)
+    end
+    flags[#flags + 1] = isnew
+end
+return flags
