@@ -198,12 +198,17 @@ def _target(url: str | None, host: str | None, port: int | None, state_dir: str 
     return embedded.url, None, None, embedded
 
 
-def _client_kwargs(db: int, password: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0}
+def _pool(pool_class: Any, url: str | None, host: str | None, port: int | None, db: int,
+          password: str | None, extra: dict[str, Any]) -> Any:
+    """A connection pool on which callers wait for a free connection (up to ``max_connections``,
+    default 100) instead of failing with "Too many connections" under many threads or tasks."""
+    kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0, "max_connections": 100, "timeout": None}
     if password is not None:
         kwargs["password"] = password
     kwargs.update(extra)
-    return kwargs
+    if url is not None:
+        return pool_class.from_url(url, **kwargs)
+    return pool_class(host=host or "localhost", port=port or 6379, db=db, **kwargs)
 
 
 class Thoonk(ThoonkBase):
@@ -220,11 +225,8 @@ class Thoonk(ThoonkBase):
             client, owns = redis, False
         else:
             url, host, port, embedded = _target(url, host, port, state_dir)
-            kwargs = _client_kwargs(db, password, redis_kwargs)
-            if url is not None:
-                client = _redis.Redis.from_url(url, **kwargs)
-            else:
-                client = _redis.Redis(host=host or "localhost", port=port or 6379, db=db, **kwargs)
+            client = _redis.Redis(connection_pool=_pool(_redis.BlockingConnectionPool, url, host, port, db,
+                                                        password, redis_kwargs))
             owns = True
         super().__init__(client, embedded, owns)
         self._executor = SyncExecutor(client)
@@ -261,6 +263,7 @@ class Thoonk(ThoonkBase):
             self._listener = None
         if self._owns_client:
             self.redis.close()
+            self.redis.connection_pool.disconnect()
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
@@ -287,11 +290,8 @@ class AsyncThoonk(ThoonkBase):
             client, owns = redis, False
         else:
             url, host, port, embedded = _target(url, host, port, state_dir)
-            kwargs = _client_kwargs(db, password, redis_kwargs)
-            if url is not None:
-                client = _aredis.Redis.from_url(url, **kwargs)
-            else:
-                client = _aredis.Redis(host=host or "localhost", port=port or 6379, db=db, **kwargs)
+            client = _aredis.Redis(connection_pool=_pool(_aredis.BlockingConnectionPool, url, host, port, db,
+                                                         password, redis_kwargs))
             owns = True
         super().__init__(client, embedded, owns)
         self._executor = AsyncExecutor(client)
@@ -316,7 +316,7 @@ class AsyncThoonk(ThoonkBase):
 
     async def aclose(self) -> None:
         if self._owns_client:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:
             embedded, self.embedded = self.embedded, None
             await asyncio.to_thread(embedded.stop)
