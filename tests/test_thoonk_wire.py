@@ -1,0 +1,171 @@
+"""Wire compatibility with the Thoonk contract (thoonk.py 1.0 / thoonk.js), read and written raw.
+
+Raw writes here are done the way thoonk.py 1.0 does them (plain redis-py commands on the contract's
+keys); raw reads are what thoonk.py would read back.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from thoonk_bridge.thoonk import Thoonk
+
+
+@pytest.fixture
+def pubsub(redis_url):
+    t = Thoonk(url=redis_url)
+    yield t
+    t.close()
+
+
+def subscribed(raw_redis, *channels):
+    listener = raw_redis.pubsub()
+    listener.subscribe(*channels)
+    for _ in channels:
+        assert listener.get_message(timeout=2)["type"] == "subscribe"
+    return listener
+
+
+def messages(listener, n):
+    out = []
+    while len(out) < n:
+        m = listener.get_message(timeout=2)
+        assert m is not None, out
+        out.append((m["channel"], m["data"]))
+    return out
+
+
+def test_feed_keys_and_channels(pubsub, raw_redis):
+    listener = subscribed(raw_redis, "newfeed", "conffeed", "delfeed",
+                          "feed.publish:w", "feed.edit:w", "feed.retract:w")
+    feed = pubsub.feed("w", {"max_length": 10})
+    before_ms = time.time() * 1000
+    feed.publish("payload one", id="a")
+    feed.publish("payload two", id="a")
+    feed.retract("a")
+    feed.publish("p", id="b")
+    pubsub.delete_feed("w")
+    assert messages(listener, 7) == [
+        ("newfeed", f"w\x00{pubsub.instance}"),
+        ("conffeed", f"w\x00{pubsub.instance}"),
+        ("feed.publish:w", "a\x00payload one"),
+        ("feed.edit:w", "a\x00payload two"),
+        ("feed.retract:w", "a"),
+        ("feed.publish:w", "b\x00p"),
+        ("delfeed", f"w\x00{pubsub.instance}"),
+    ]
+    listener.close()
+    assert raw_redis.smembers("feeds") == set()
+    feed = pubsub.feed("w2", {"max_length": 10})
+    feed.publish("x", id="i")
+    assert raw_redis.smembers("feeds") == {"w2"}
+    assert raw_redis.type("feed.config:w2") == "hash"
+    assert raw_redis.hgetall("feed.config:w2") == {"type": "feed", "max_length": "10"}
+    assert raw_redis.type("feed.ids:w2") == "zset"
+    score = raw_redis.zscore("feed.ids:w2", "i")
+    assert before_ms - 60_000 < score < time.time() * 1000 + 60_000  # milliseconds, not seconds
+    assert raw_redis.hgetall("feed.items:w2") == {"i": "x"}
+    assert raw_redis.get("feed.publishes:w2") == "1"
+
+
+def test_feed_written_the_thoonk_py_way_reads_back(pubsub, raw_redis):
+    # thoonk.py 1.0: SADD feeds, HSET config fields, then publish: ZADD ids (seconds!), INCR, HSET
+    raw_redis.sadd("feeds", "legacy")
+    raw_redis.hset("feed.config:legacy", mapping={"type": "feed", "max_length": "3"})
+    now = time.time()
+    for n, (id, item) in enumerate([("1", "one"), ("2", "two"), ("3", "three")]):
+        raw_redis.zadd("feed.ids:legacy", {id: now + n})
+        raw_redis.incr("feed.publishes:legacy")
+        raw_redis.hset("feed.items:legacy", id, item)
+    assert pubsub.feed_exists("legacy")
+    feed = pubsub.feed("legacy")
+    assert feed.get_ids() == ["1", "2", "3"]
+    assert feed.get_all() == {"1": "one", "2": "two", "3": "three"}
+    feed.publish("four", id="4")  # our ms scores sort after their second scores; max_length applies
+    assert feed.get_ids() == ["2", "3", "4"]
+    # what thoonk.py reads back
+    assert raw_redis.zrange("feed.ids:legacy", 0, -1) == ["2", "3", "4"]
+    assert raw_redis.hget("feed.items:legacy", "4") == "four"
+    assert raw_redis.hgetall("feed.items:legacy") == {"2": "two", "3": "three", "4": "four"}
+
+
+def test_config_without_type_is_a_plain_feed(pubsub, raw_redis):
+    raw_redis.sadd("feeds", "untyped")
+    raw_redis.hset("feed.config:untyped", "max_length", "0")
+    assert pubsub.feed_type("untyped") == "feed"
+    pubsub.feed("untyped").publish("x", id="1")
+    assert raw_redis.hget("feed.items:untyped", "1") == "x"
+
+
+def test_sorted_feed_raw_both_ways(pubsub, raw_redis):
+    raw_redis.sadd("feeds", "lst")
+    raw_redis.hset("feed.config:lst", "type", "sorted_feed")
+    for item in ("a", "b"):
+        id = raw_redis.incr("feed.idincr:lst")
+        raw_redis.rpush("feed.ids:lst", id)
+        raw_redis.hset("feed.items:lst", id, item)
+    sf = pubsub.sorted_feed("lst")
+    assert sf.get_ids() == ["1", "2"]
+    assert sf.prepend("c") == "3"
+    assert raw_redis.lrange("feed.ids:lst", 0, -1) == ["3", "1", "2"]
+    assert raw_redis.type("feed.ids:lst") == "list"
+
+
+def test_queue_raw_both_ways(pubsub, raw_redis):
+    q = pubsub.queue("rq")
+    # thoonk.py put: LPUSH id, HSET item, INCR publishes
+    raw_redis.lpush("feed.ids:rq", "legacy-id")
+    raw_redis.hset("feed.items:rq", "legacy-id", "from thoonk.py")
+    q.put("from us")
+    assert q.get(timeout=1) == "from thoonk.py"
+    # thoonk.py get: BRPOP ids, then HGET + HDEL item
+    _, id = raw_redis.brpop("feed.ids:rq", 1)
+    assert raw_redis.hget("feed.items:rq", id) == "from us"
+
+
+def test_job_keys_and_finish_channel(pubsub, raw_redis):
+    j = pubsub.job("rj")
+    listener = subscribed(raw_redis, "job.finish:rj")
+    id = j.put("query")
+    assert raw_redis.lrange("feed.ids:rj", 0, -1) == [id]
+    assert raw_redis.hget("feed.items:rj", id) == "query"
+    assert raw_redis.type("feed.published:rj") == "zset"
+    j.get()
+    assert raw_redis.zrank("feed.claimed:rj", id) == 0
+    j.cancel(id)
+    assert raw_redis.hget("feed.cancelled:rj", id) == "1"
+    j.get()
+    j.stall(id)
+    assert raw_redis.smembers("feed.stalled:rj") == {id}
+    assert raw_redis.hget("feed.cancelled:rj", id) is None
+    j.retry(id)
+    j.get()
+    j.finish(id, "the result", result=True)
+    assert messages(listener, 1) == [("job.finish:rj", f"{id}\x00the result")]
+    assert raw_redis.get("feed.finishes:rj") == "1"
+    assert raw_redis.lrange(f"feed.jobfinished:rj\x00{id}", 0, -1) == ["query\x00the result"]
+    listener.close()
+
+
+def test_job_written_raw_is_claimed_through_api(pubsub, raw_redis):
+    pubsub.job("legacyjobs")
+    raw_redis.lpush("feed.ids:legacyjobs", "jid")
+    raw_redis.hset("feed.items:legacyjobs", "jid", "payload")
+    raw_redis.zadd("feed.published:legacyjobs", {"jid": int(time.time() * 1000)})
+    j = pubsub.job("legacyjobs")
+    assert j.get(timeout=1) == ("jid", "payload", 0)
+    j.finish("jid")
+    assert raw_redis.hlen("feed.items:legacyjobs") == 0
+
+
+def test_delete_removes_every_feed_key(pubsub, raw_redis):
+    j = pubsub.job("doomed")
+    id = j.put("x")
+    j.get()
+    j.cancel(id)
+    j.get()
+    j.stall(id)
+    pubsub.delete_feed("doomed")
+    assert [k for k in raw_redis.keys("*") if "doomed" in k] == []
