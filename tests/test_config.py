@@ -237,7 +237,8 @@ def test_state_dir_relative_to_config_file(tmp_path: Path) -> None:
 def test_example_yaml_loads_and_documents_every_engine_key() -> None:
     example = REPO / "config" / "example.yaml"
     config = load_config(example, env={}, plugins={})
-    assert config.routes
+    assert config.routes and config.redis is None
+    assert load_config(example, env={"REDIS_URL": "redis://r:6379/1"}, plugins={}).redis == "redis://r:6379/1"
     text = example.read_text()
     keys = [
         *EngineSettings.model_fields,
@@ -270,6 +271,36 @@ BAD = [
         'http: {listen: "127.0.0.1:1"\n',
         ["2:1: invalid YAML: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping on line 1)"],
         id="yaml-unclosed-flow",
+    ),
+    pytest.param(
+        "routes: []\n---\nroutes: []\n",
+        ["2:1: invalid YAML: expected a single document in the stream, but found another document"],
+        id="yaml-two-documents",
+    ),
+    pytest.param(
+        "http:\n\tlisten: x\n",
+        ["2:1: invalid YAML: found character '\\t' that cannot start any token; indent with spaces, not tabs"],
+        id="yaml-tab",
+    ),
+    pytest.param("? [a]\n: 1\n", ["1:3: mapping keys must be plain scalars"], id="yaml-complex-key"),
+    pytest.param(
+        "a: &x [*x]\n",
+        [
+            "1:1: a: unknown key 'a' (allowed: redis, state_dir, http, drain_seconds, "
+            "log_level, log_format, job_maintenance_seconds, plugins, routes)",
+            "1:4: a.0: recursive alias: a node cannot contain itself",
+        ],
+        id="yaml-recursive-alias",
+    ),
+    pytest.param(
+        "log_level: 2020-13-45\n",
+        ["1:12: log_level: Input should be 'debug', 'info', 'warning' or 'error'"],
+        id="not-a-date",
+    ),
+    pytest.param(
+        "\ufeffroutes: []\r\nlog_level: bad\r\n",
+        ["2:12: log_level: Input should be 'debug', 'info', 'warning' or 'error'"],
+        id="bom-crlf",
     ),
     pytest.param(
         "log_level: info\nlog_level: debug\n",
@@ -394,6 +425,11 @@ BAD = [
         "plugins:\n  hook: {x: 1}\n",
         ["2:10: plugins.hook.x: unknown key 'x': no keys are allowed here"],
         id="plugin-no-settings",
+    ),
+    pytest.param(
+        "plugins:\n  chat: {jid: a@b}\nroutes:\n  - {name: x, from: 'chat:a.b/c', to: 'thoonk:b'}\n",
+        ["2:9: plugins.chat.password: required key is missing"],
+        id="plugin-invalid-and-used",
     ),
     pytest.param(
         "plugins: [chat]\n",
@@ -588,7 +624,7 @@ BAD = [
 @pytest.mark.parametrize(("text", "expected"), BAD)
 def test_error_table(tmp_path: Path, text: str, expected: list[str]) -> None:
     path = tmp_path / "bridge.yaml"
-    path.write_text(text)
+    path.write_text(text, newline="")
     with pytest.raises(ConfigError) as info:
         load_config(path, env={}, plugins=PLUGINS)
     assert [str(p) for p in info.value.problems] == [f"{path}:{e}" for e in expected]

@@ -842,9 +842,8 @@ class _Doc:
             self.raw[path] = node
             try:
                 return self._constructor.construct_object(node, deep=True)
-            except (yaml.YAMLError, ValueError, TypeError) as exc:
-                self.problem_at_node(node, path, f"invalid value {node.value!r}: {exc}")
-                return None
+            except (yaml.YAMLError, ValueError, TypeError):
+                return str(node.value)  # looked like a timestamp but is not one: keep the text
         if id(node) in self._stack:
             self.problem_at_node(node, path, "recursive alias: a node cannot contain itself")
             return None
@@ -951,10 +950,16 @@ def _parse_yaml(text: str, file: str, positions: _Positions) -> tuple[Any, _Doc]
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        message = f"invalid YAML: {exc.problem or exc.context}"
-        if exc.context and exc.problem and exc.context_mark is not None:
+        problem = str(exc.problem or exc.context)
+        context = str(exc.context) if exc.context and exc.problem else ""
+        if context and problem.startswith("but "):  # "expected a single document..., but found another"
+            problem, context = f"{context}, {problem}", ""
+        message = f"invalid YAML: {problem}"
+        if context and exc.context_mark is not None:
             cline, _ccol = positions.of_mark(exc.context_mark)
-            message += f" ({exc.context} on line {cline})"
+            message += f" ({context} on line {cline})"
+        if "'\\t'" in problem:
+            message += "; indent with spaces, not tabs"
         line, col = positions.of_mark(mark) if mark is not None else (1, 1)
         raise ConfigError([ConfigProblem(file, line, col, "", message)]) from None
     except yaml.YAMLError as exc:
@@ -1094,7 +1099,7 @@ def _validate(data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_
             continue
         for loc, endpoint in _route_endpoints(i, routes_data[i], route):
             owner = owners.get(endpoint.kind)
-            if owner is None or owner in settings or owner in unusable:
+            if owner is None or owner in settings or owner in unusable or owner in plugin_data:
                 continue
             model = plugins[owner].settings_model
             try:
