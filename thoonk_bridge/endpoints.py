@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
 from pydantic import Field
 
-from thoonk_bridge.plugin import EndpointKind, Settings
+from thoonk_bridge.payload import content_hash
+from thoonk_bridge.plugin import EndpointKind, EventKind, ItemEvent, Resync, Settings, Sink, Source
+
+if TYPE_CHECKING:
+    from thoonk_bridge.thoonk import AsyncThoonk
 
 FEED_NAME_PATTERN = r"^[^\s\x00]{1,200}$"
 
@@ -35,3 +42,82 @@ THOONK_KIND = EndpointKind(
     sink_options=ThoonkSinkOptions,
     description="Thoonk feeds in the bridge's Redis",
 )
+
+
+_THOONK_TO_ITEM = {"publish": EventKind.PUBLISH, "edit": EventKind.EDIT, "retract": EventKind.RETRACT}
+
+
+class ThoonkSource(Source):
+    """Reads a Thoonk feed: its items as the snapshot, its publish/edit/retract events as the follow.
+
+    The Redis pub/sub subscription is made in ``open()``, before the snapshot, so nothing published
+    between the two is missed. A lost Redis connection re-subscribes and raises :class:`Resync`.
+    """
+
+    def __init__(self, thoonk: AsyncThoonk, feed: str) -> None:
+        self.thoonk = thoonk
+        self.feed_name = feed
+        self._events: Any = None
+
+    async def open(self) -> None:
+        await self.thoonk.feed(self.feed_name)  # create when missing, refuse a queue/job of that name
+        self._events = self.thoonk.events(self.feed_name)
+        await self._events.__aenter__()
+
+    async def snapshot(self) -> list[tuple[str, str]]:
+        feed = await self.thoonk.feed(self.feed_name)
+        return list((await feed.get_all()).items())
+
+    async def follow(self) -> AsyncIterator[ItemEvent]:
+        if self._events is None:
+            await self.open()
+        try:
+            async for event in self._events:
+                kind = _THOONK_TO_ITEM.get(event.kind)
+                if kind is None or event.feed != self.feed_name or not event.id:
+                    continue
+                yield ItemEvent(kind, event.id, None if kind is EventKind.RETRACT else (event.item or ""))
+        except ConnectionError as exc:
+            await self._reopen()
+            raise Resync(f"thoonk:{self.feed_name}: redis connection lost ({exc})") from exc
+
+    async def _reopen(self) -> None:
+        await self.close()
+        await self.open()
+
+    async def close(self) -> None:
+        events, self._events = self._events, None
+        if events is not None:
+            try:
+                await events.__aexit__(None, None, None)
+            except Exception:  # noqa: BLE001 - closing a broken subscription must not raise
+                pass
+
+
+class ThoonkSink(Sink):
+    """Writes to a Thoonk feed. Applying a payload the feed already holds changes nothing,
+    which is what stops a pair of opposite routes from echoing each other's writes."""
+
+    def __init__(self, thoonk: AsyncThoonk, feed: str, max_length: int | None = None) -> None:
+        self.thoonk = thoonk
+        self.feed_name = feed
+        self.max_length = max_length
+
+    async def open(self) -> None:
+        if self.max_length is not None and not await self.thoonk.feed_exists(self.feed_name):
+            await self.thoonk.create_feed(self.feed_name, {"max_length": str(self.max_length)})
+        await self.thoonk.feed(self.feed_name)
+
+    async def ids(self) -> dict[str, str | None]:
+        feed = await self.thoonk.feed(self.feed_name)
+        return {item_id: content_hash(item) for item_id, item in (await feed.get_all()).items()}
+
+    async def apply(self, event: ItemEvent) -> None:
+        feed = await self.thoonk.feed(self.feed_name)
+        if event.kind is EventKind.RETRACT:
+            await feed.retract(event.id)
+            return
+        assert event.payload is not None
+        if await feed.get_item(event.id) == event.payload:
+            return
+        await feed.publish(event.payload, id=event.id)

@@ -447,13 +447,15 @@ def start_order(plugins: dict[str, type[Plugin]]) -> list[str]:
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a task and wait for it, swallowing its cancellation (for ``stop``/``close``)."""
-    if task is None or task.done():
+    """Cancel a task and wait for it to end, swallowing its cancellation (for ``stop``/``close``).
+
+    The cancellation is repeated while the task lives: a library awaiting inside a timeout (redis-py's
+    pub/sub does) can swallow one cancellation on Python 3.11, which would leave us waiting forever.
+    """
+    if task is None:
         return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:  # noqa: BLE001 - stop paths must not raise
-        pass
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log "exception was never retrieved"

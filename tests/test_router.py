@@ -1,0 +1,290 @@
+"""Router: reconcile then follow, per-sink progress, initial, mirror, dead letters, echoes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from thoonk_bridge.payload import content_hash
+from thoonk_bridge.plugin import (
+    DeliveryError,
+    Endpoint,
+    EndpointKind,
+    EventKind,
+    ItemEvent,
+    Plugin,
+    RouteContext,
+    Settings,
+    Sink,
+)
+from thoonk_bridge.router import EchoFilter, dead_letter_feed
+from thoonk_bridge.testing import running_bridge, wait_until
+
+
+class MemoryOptions(Settings):
+    address: str
+
+
+class MemorySink(Sink):
+    """Holds items in memory; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, str] = {}
+        self.applied: list[ItemEvent] = []
+        self.fail: DeliveryError | None = None
+
+    async def ids(self) -> dict[str, str | None] | None:
+        return None  # like a webhook: the router must rely on its ledger
+
+    async def apply(self, event: ItemEvent) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.applied.append(event)
+        if event.kind is EventKind.RETRACT:
+            self.items.pop(event.id, None)
+        else:
+            assert event.payload is not None
+            self.items[event.id] = event.payload
+
+
+SINKS: dict[str, MemorySink] = {}
+
+
+class MemoryPlugin(Plugin):
+    name = "memory"
+    endpoint_kinds = (EndpointKind("memory", sink_options=MemoryOptions),)
+
+    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+        return SINKS.setdefault(endpoint.address, MemorySink())
+
+
+PLUGINS: dict[str, type[Plugin]] = {"memory": MemoryPlugin}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sinks() -> None:
+    SINKS.clear()
+
+
+def route(name: str, source: str, sinks: str | list[str], **options: Any) -> dict[str, Any]:
+    return {"name": name, "from": source, "to": sinks, **options}
+
+
+async def items(daemon: Any, feed: str) -> dict[str, str]:
+    return dict(await (await daemon.thoonk.feed(feed)).get_all())
+
+
+async def idle(daemon: Any) -> None:
+    for runner in daemon.routes.values():
+        await wait_until(lambda r=runner: r.ready, message=f"route {runner.name} ready")
+        for worker in runner.workers:
+            await asyncio.wait_for(worker.wait_idle(), 10)
+
+
+async def test_reconcile_copies_existing_items_then_follows(redis_url: str, tmp_path: Path) -> None:
+    raw = redis.Redis.from_url(redis_url)
+    from thoonk_bridge.thoonk import Thoonk
+
+    pubsub = Thoonk(redis=raw)
+    src = pubsub.feed("in")
+    src.publish("one", id="1")
+    src.publish("two", id="2")
+    config = {"routes": [route("copy", "thoonk:in", "thoonk:out")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert await items(daemon, "out") == {"1": "one", "2": "two"}
+        feed = await daemon.thoonk.feed("in")
+        await feed.publish("three", id="3")
+        await feed.publish("two, edited", id="2")
+        await feed.retract("1")
+        await wait_until(lambda: items(daemon, "out"), message="out changed")
+        await wait_until(
+            lambda: _eq(items(daemon, "out"), {"2": "two, edited", "3": "three"}), message="out follows in"
+        )
+        # Edits move the item to the end in the sink too, as in the source.
+        assert await (await daemon.thoonk.feed("out")).get_ids() == ["3", "2"]
+    pubsub.close()
+
+
+async def _eq(coro: Any, expected: Any) -> bool:
+    return await coro == expected
+
+
+async def test_mirror_retracts_what_the_source_no_longer_has(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("m", "thoonk:in", "thoonk:out", mirror=True)]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        out = await daemon.thoonk.feed("out")
+        await idle(daemon)
+    # While the daemon is down, the sink gets an extra item and the source loses nothing.
+    await out.publish("stray", id="stray")
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert await items(daemon, "out") == {}
+
+
+async def test_without_mirror_reconcile_keeps_extra_items(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("m", "thoonk:in", "thoonk:out")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await (await daemon.thoonk.feed("out")).publish("stray", id="stray")
+        await (await daemon.thoonk.feed("in")).publish("x", id="x")
+        await idle(daemon)
+        await wait_until(lambda: _eq(items(daemon, "out"), {"stray": "stray", "x": "x"}))
+
+
+async def test_reconcile_edits_items_whose_content_differs(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("e", "thoonk:in", "thoonk:out")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await (await daemon.thoonk.feed("in")).publish("right", id="a")
+        await (await daemon.thoonk.feed("out")).publish("wrong", id="a")
+        # Restart the route: the reconcile must correct the sink.
+        spec = daemon.config.routes[0]
+        await daemon._stop_route("e", 1)
+        daemon._start_route(spec)
+        await idle(daemon)
+        assert await items(daemon, "out") == {"a": "right"}
+
+
+@pytest.mark.parametrize(
+    ("initial", "delivered_first"),
+    [("all", ["1", "2", "3"]), ("none", []), ("latest:2", ["2", "3"])],
+)
+async def test_initial_decides_what_a_new_route_delivers(
+    redis_url: str, tmp_path: Path, initial: str, delivered_first: list[str]
+) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    pubsub = Thoonk(url=redis_url)
+    for i in ("1", "2", "3"):
+        pubsub.feed("in").publish(f"item {i}", id=i)
+    pubsub.close()
+    config = {"routes": [route("r", "thoonk:in", "memory:m", initial=initial)]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert [e.id for e in SINKS["m"].applied] == delivered_first
+        await (await daemon.thoonk.feed("in")).publish("item 4", id="4")
+        await wait_until(lambda: "4" in SINKS["m"].items)
+    # A restart is not a new route: nothing skipped earlier is sent now, nothing is sent twice.
+    SINKS.clear()
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert SINKS["m"].applied == []
+
+
+async def test_failing_sink_does_not_hold_back_the_others(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("fan", "thoonk:in", ["memory:slow", "memory:fast"])]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        SINKS["slow"].fail = DeliveryError("server busy", retryable=True)
+        feed = await daemon.thoonk.feed("in")
+        for i in range(20):
+            await feed.publish(f"p{i}", id=str(i))
+        await wait_until(lambda: len(SINKS["fast"].items) == 20, message="fast sink got everything")
+        assert SINKS["slow"].items == {}
+        worker = daemon.routes["fan"].workers[0]
+        assert worker.state.startswith("retrying: server busy")
+        status, body = await daemon.readiness()
+        assert body["routes"]["fan"]["sinks"]["memory:slow"]["pending"] == 20
+        SINKS["slow"].fail = None
+        await wait_until(lambda: len(SINKS["slow"].items) == 20, message="slow sink caught up")
+        assert SINKS["slow"].items == SINKS["fast"].items
+
+
+async def test_undeliverable_item_goes_to_dead_letter_feed_and_route_goes_on(
+    redis_url: str, tmp_path: Path
+) -> None:
+    config = {"routes": [route("dl", "thoonk:in", "memory:m")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        feed = await daemon.thoonk.feed("in")
+        SINKS["m"].fail = DeliveryError("item too large for the node", retryable=False)
+        await feed.publish("huge", id="big")
+        dead = await daemon.thoonk.feed(dead_letter_feed("dl"))
+        records = await wait_until(lambda: dead.get_all(), message="dead letter stored")
+        record = json.loads(next(iter(records.values())))
+        assert record["id"] == "big"
+        assert record["payload"] == "huge"
+        assert "memory:m: item too large for the node" in record["reason"]
+        SINKS["m"].fail = None
+        await feed.publish("fine", id="ok")
+        await wait_until(lambda: "ok" in SINKS["m"].items)
+        assert "big" not in SINKS["m"].items
+
+
+async def test_route_format_converts_payloads(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("fmt", "thoonk:in", "memory:m", format="json")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        await (await daemon.thoonk.feed("in")).publish("Hello\n\nworld", id="t1")
+        await wait_until(lambda: "t1" in SINKS["m"].items)
+        converted = json.loads(SINKS["m"].items["t1"])
+        assert converted["title"] == "Hello"
+        assert "world" in converted["content"]
+
+
+async def test_opposite_routes_converge_without_echo(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("a-to-b", "thoonk:a", "thoonk:b"), route("b-to-a", "thoonk:b", "thoonk:a")]}
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        await (await daemon.thoonk.feed("a")).publish("from a", id="x")
+        await (await daemon.thoonk.feed("b")).publish("from b", id="y")
+        await wait_until(lambda: _eq(items(daemon, "a"), {"x": "from a", "y": "from b"}))
+        await wait_until(lambda: _eq(items(daemon, "b"), {"y": "from b", "x": "from a"}))
+        # Each route saw the echo of the other's write and dropped it.
+        echoes = daemon.metrics.echoes_dropped
+        await wait_until(lambda: echoes.labels("b-to-a")._value.get() >= 1, message="b-to-a dropped an echo")
+        await wait_until(lambda: echoes.labels("a-to-b")._value.get() >= 1, message="a-to-b dropped an echo")
+        await idle(daemon)
+        # One publish each, no ping-pong: Thoonk counts every publish in feed.publishes:NAME.
+        assert int(raw.get("feed.publishes:a")) == 2
+        assert int(raw.get("feed.publishes:b")) == 2
+        await (await daemon.thoonk.feed("a")).retract("x")
+        await wait_until(lambda: _eq(items(daemon, "b"), {"y": "from b"}))
+    raw.close()
+
+
+def test_echo_filter_matches_exact_writes_once() -> None:
+    echoes = EchoFilter(ttl=60)
+    event = ItemEvent(EventKind.PUBLISH, "1", "payload")
+    echoes.wrote("thoonk:b", event)
+    assert not echoes.seen("thoonk:c", event)
+    assert not echoes.seen("thoonk:b", ItemEvent(EventKind.PUBLISH, "1", "other payload"))
+    assert echoes.seen("thoonk:b", event)
+    assert not echoes.seen("thoonk:b", event)  # one echo per write
+    echoes.wrote("thoonk:b", ItemEvent(EventKind.RETRACT, "1"))
+    assert echoes.seen("thoonk:b", ItemEvent(EventKind.RETRACT, "1"))
+
+
+def test_echo_filter_forgets_after_ttl() -> None:
+    echoes = EchoFilter(ttl=-1)
+    event = ItemEvent(EventKind.PUBLISH, "1", "p")
+    echoes.wrote("e", event)
+    assert not echoes.seen("e", event)
+
+
+def test_item_event_rejects_bad_ids_and_payloads() -> None:
+    with pytest.raises(ValueError, match="non-empty string"):
+        ItemEvent(EventKind.PUBLISH, "", "x")
+    with pytest.raises(ValueError, match="needs a str payload"):
+        ItemEvent(EventKind.EDIT, "1", None)
+
+
+async def test_ledger_records_what_was_delivered(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("led", "thoonk:in", "memory:m")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        feed = await daemon.thoonk.feed("in")
+        await feed.publish("v1", id="k")
+        await wait_until(lambda: "k" in SINKS["m"].items)
+        await idle(daemon)
+        ledger = await daemon.routes["led"].workers[0].ledger.items()
+        assert ledger == {"k": content_hash("v1")}
+        await feed.retract("k")
+        await wait_until(lambda: "k" not in SINKS["m"].items)
+        await idle(daemon)
+        assert await daemon.routes["led"].workers[0].ledger.items() == {}

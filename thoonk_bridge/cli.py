@@ -1,0 +1,297 @@
+"""The ``thoonk-bridge`` command. Thin: each subcommand parses arguments and calls the engine.
+
+Exit codes: 0 success, 1 the operation failed (bad config, Redis unreachable, unknown feed),
+2 bad arguments (click's usage errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from thoonk_bridge import __version__
+
+DEFAULT_CONFIG = "config/example.yaml"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """thoonk-bridge: Thoonk feeds on Redis, bridged to XMPP PubSub, WebSub and Atom/RSS."""
+
+
+# ---------------------------------------------------------------------------- run, check
+
+
+config_argument = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+env_file_option = click.option(
+    "--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="KEY=VALUE file read before ${VAR} substitution (the environment wins).",
+)
+
+
+@main.command()
+@config_argument
+@env_file_option
+def run(config: Path, env_file: Path | None) -> None:
+    """Run the daemon on CONFIG until SIGTERM (SIGHUP reloads CONFIG)."""
+    from thoonk_bridge.config import ConfigError, load_config
+    from thoonk_bridge.daemon import serve
+    from thoonk_bridge.logs import configure_logging
+
+    try:
+        loaded = load_config(config, env_file=env_file)
+    except ConfigError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+    except OSError as exc:
+        _fail(f"{config}: {exc.strerror or exc}")
+    configure_logging(loaded.log_level, loaded.log_format)
+    sys.exit(asyncio.run(serve(config, env_file=env_file)))
+
+
+def _print_problems(exc: Any) -> None:
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+
+
+@main.command()
+@config_argument
+@env_file_option
+@click.option("--live", is_flag=True, help="Also connect: Redis and each plugin's servers.")
+def check(config: Path, env_file: Path | None, live: bool) -> None:
+    """Validate CONFIG: print every problem as FILE:LINE:COL: path: message, or a summary."""
+    from thoonk_bridge.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(config, env_file=env_file)
+    except ConfigError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+    except OSError as exc:
+        _fail(f"{config}: {exc.strerror or exc}")
+    enabled = ", ".join(sorted(loaded.enabled_plugins)) or "none"
+    click.echo(f"{config}: OK, {len(loaded.routes)} route(s), plugins: {enabled}")
+    click.echo(f"  redis: {loaded.redis or 'embedded (' + str(Path(loaded.state_dir) / 'redis') + ')'}")
+    click.echo(f"  http: {loaded.http.listen} (public {loaded.http.base_url})")
+    for route in loaded.routes:
+        extras = [f"mirror={str(route.mirror).lower()}", f"initial={route.initial}"]
+        if route.format:
+            extras.append(f"format={route.format}")
+        click.echo(f"  {route.name}: {route.source} -> {', '.join(str(s) for s in route.sinks)} ({', '.join(extras)})")
+    if live:
+        problems = asyncio.run(_check_live(loaded))
+        for problem in problems:
+            click.echo(f"live: {problem}", err=True)
+        if problems:
+            sys.exit(1)
+        click.echo("live: Redis and every plugin reachable")
+
+
+async def _check_live(config: Any) -> list[str]:
+    import redis.asyncio as aioredis
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from thoonk_bridge.logs import get_logger
+    from thoonk_bridge.plugin import PluginContext, TopicRegistry, discover_plugins
+    from thoonk_bridge.thoonk import AsyncThoonk
+
+    problems: list[str] = []
+    if not config.redis:
+        problems_redis = None  # embedded: started by the daemon itself, nothing to reach
+    else:
+        client = aioredis.Redis.from_url(config.redis)
+        try:
+            await asyncio.wait_for(client.ping(), 5)
+        except Exception as exc:  # noqa: BLE001 - reported
+            problems.append(f"redis {config.redis}: {type(exc).__name__}: {exc}")
+        finally:
+            await client.aclose()
+        problems_redis = config.redis
+    classes = discover_plugins()
+    client = aioredis.Redis.from_url(problems_redis or "redis://127.0.0.1:1")  # never used when embedded
+    for name in sorted(config.enabled_plugins):
+        cls = classes[name]
+        settings = config.plugins.get(name) or cls.settings_model()
+        context = PluginContext(
+            thoonk=AsyncThoonk(redis=client), redis=client, http=web.Application(),
+            public_url=config.http.base_url, metrics=CollectorRegistry(), log=get_logger(plugin=name),
+            state_dir=Path(config.state_dir) / name, topics=TopicRegistry(),
+        )
+        try:
+            problems += [f"plugin {name}: {p}" for p in await cls(settings, context).check_live()]
+        except Exception as exc:  # noqa: BLE001 - reported
+            problems.append(f"plugin {name}: {type(exc).__name__}: {exc}")
+    await client.aclose()
+    return problems
+
+
+# ---------------------------------------------------------------------------- plugins, version
+
+
+@main.command()
+def plugins() -> None:
+    """List installed plugins with their endpoint kinds and versions."""
+    from thoonk_bridge.endpoints import THOONK_KIND
+    from thoonk_bridge.plugin import PluginLoadError, discover_plugins
+
+    try:
+        found = discover_plugins()
+    except PluginLoadError as exc:
+        _fail(str(exc))
+    click.echo(f"(engine) {__version__}")
+    click.echo(f"    {_kind_line(THOONK_KIND)}")
+    for name, cls in sorted(found.items()):
+        click.echo(f"{name} {cls.version}: {cls.description}")
+        for kind in cls.endpoint_kinds:
+            click.echo(f"    {_kind_line(kind)}")
+
+
+def _kind_line(kind: Any) -> str:
+    roles = "/".join(r for r, ok in (("source", kind.can_source), ("sink", kind.can_sink)) if ok)
+    return f"{kind.name}: {roles} - {kind.description}"
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"thoonk-bridge {__version__}")
+
+
+# ---------------------------------------------------------------------------- feeds
+
+
+redis_options = [
+    click.option("--redis", "redis_url", envvar="THOONK_BRIDGE_REDIS",
+                 help="Redis URL (default: the config's redis, or its embedded server)."),
+    click.option("--config", "config_path", envvar="THOONK_BRIDGE_CONFIG", default=DEFAULT_CONFIG,
+                 show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+                 help="Config whose Redis to use when --redis is not given."),
+]
+
+
+def with_redis(fn: Any) -> Any:
+    for option in reversed(redis_options):
+        fn = option(fn)
+    return fn
+
+
+@contextmanager
+def _thoonk(redis_url: str | None, config_path: Path) -> Iterator[Any]:
+    """A sync Thoonk client on the bridge's Redis; starts the embedded server when it is not running."""
+    from thoonk_bridge.thoonk import Thoonk
+    from thoonk_bridge.thoonk.embedded import EmbeddedRedis, EmbeddedRedisError
+
+    embedded = None
+    if not redis_url:
+        if not config_path.exists():
+            _fail(f"no --redis given and config {config_path} does not exist")
+        from thoonk_bridge.config import ConfigError, load_config
+
+        try:
+            loaded = load_config(config_path)
+        except ConfigError as exc:
+            _print_problems(exc)
+            sys.exit(1)
+        if loaded.redis:
+            redis_url = loaded.redis
+        else:
+            server = EmbeddedRedis(Path(loaded.state_dir) / "redis")
+            if server._ping():  # noqa: SLF001 - the daemon's embedded server is already up
+                redis_url = server.url
+            else:
+                try:
+                    embedded = server.start()
+                except EmbeddedRedisError as exc:
+                    _fail(str(exc))
+                redis_url = embedded.url
+    try:
+        client = Thoonk(url=redis_url)
+    except Exception as exc:  # noqa: BLE001 - reported
+        _fail(f"redis {redis_url}: {exc}")
+    try:
+        yield client
+    except ConnectionError as exc:
+        _fail(f"redis {redis_url}: {exc}")
+    finally:
+        client.close()
+        if embedded is not None:
+            embedded.stop()
+
+
+@main.command()
+@click.argument("feed")
+@click.argument("payload")
+@click.option("--id", "item_id", help="Item id (default: a new one). An existing id is an edit.")
+@with_redis
+def publish(feed: str, payload: str, item_id: str | None, redis_url: str | None, config_path: Path) -> None:
+    """Publish PAYLOAD (text, JSON or an Atom entry; '-' reads stdin) to FEED; prints the id."""
+    if payload == "-":
+        payload = sys.stdin.read()
+    if not payload.strip():
+        raise click.BadParameter("payload is empty", param_hint="PAYLOAD")
+    if item_id is not None and not item_id.strip():
+        raise click.BadParameter("id is empty", param_hint="--id")
+    with _thoonk(redis_url, config_path) as pubsub:
+        try:
+            click.echo(pubsub.feed(feed).publish(payload, id=item_id))
+        except (ValueError, TypeError) as exc:
+            _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. FeedTypeMismatch
+            _fail(f"{type(exc).__name__}: {exc}")
+
+
+@main.command()
+@click.argument("feed")
+@click.argument("item_id", metavar="ID")
+@with_redis
+def retract(feed: str, item_id: str, redis_url: str | None, config_path: Path) -> None:
+    """Retract item ID from FEED."""
+    with _thoonk(redis_url, config_path) as pubsub:
+        if not pubsub.feed_exists(feed):
+            _fail(f"feed {feed!r} does not exist")
+        handle = pubsub.feed(feed)
+        if item_id not in handle.get_ids():
+            _fail(f"feed {feed!r} has no item {item_id!r}")
+        handle.retract(item_id)
+        click.echo(f"retracted {item_id} from {feed}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@with_redis
+def feeds(as_json: bool, redis_url: str | None, config_path: Path) -> None:
+    """List feeds: name, type and size."""
+    with _thoonk(redis_url, config_path) as pubsub:
+        rows = []
+        for name in sorted(pubsub.get_feed_names()):
+            config = pubsub.get_config(name)
+            kind = config.get("type", "feed")
+            size = pubsub.redis.llen(f"feed.ids:{name}") if kind != "feed" else pubsub.redis.zcard(f"feed.ids:{name}")
+            rows.append({"name": name, "type": kind, "items": int(size)})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no feeds")
+    width = max((len(r["name"]) for r in rows), default=4)
+    for row in rows:
+        click.echo(f"{row['name']:<{width}}  {row['type']:<11}  {row['items']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,414 @@
+"""The daemon's lifecycle: start in dependency order, SIGTERM drain, SIGHUP reload.
+
+Start: Redis (the embedded server when the config has no ``redis:``) -> plugins ``validate`` and
+``setup`` in dependency order -> the HTTP application starts listening -> plugins ``start`` ->
+routes start (each reconciles, then follows) -> the job-maintenance loop.
+
+Stop (SIGTERM, SIGINT): ``/readyz`` turns 503, sources stop, sinks get ``drain_seconds`` to finish
+what is queued, plugins stop in reverse order, then Redis. Exit code 0.
+
+Reload (SIGHUP): the config is read and validated again. Routes whose spec did not change keep
+running untouched (and keep their connections); changed routes are restarted, removed ones drained,
+new ones started. A config that is invalid, or that changes what only a restart can change (Redis,
+HTTP listen address, plugin settings, the set of plugins), is refused: the old routes keep running
+and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
+from thoonk_bridge.http import build_app, parse_listen
+from thoonk_bridge.logs import get_logger
+from thoonk_bridge.metrics import BridgeMetrics
+from thoonk_bridge.plugin import (
+    Endpoint,
+    Health,
+    Plugin,
+    PluginContext,
+    RouteContext,
+    Sink,
+    Source,
+    TopicRegistry,
+    cancel_and_wait,
+    discover_plugins,
+    start_order,
+)
+from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
+from thoonk_bridge.thoonk import AsyncThoonk
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from thoonk_bridge.config import BridgeConfig, RouteSpec
+
+__all__ = ["Daemon", "DaemonError"]
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (plugin validation failed, port in use, Redis unreachable)."""
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Daemon:
+    """One bridge daemon.
+
+    - ``config``: a validated :class:`~thoonk_bridge.config.BridgeConfig`.
+    - ``plugin_classes``: installed plugins by name (default: entry-point discovery).
+    - ``retry``: backoff of failing routes and sinks.
+    """
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        plugin_classes: dict[str, type[Plugin]] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.plugin_classes = plugin_classes if plugin_classes is not None else discover_plugins()
+        self.retry = retry or RetryPolicy()
+        self.instance_id = instance_id or new_instance_id()
+        self.log = get_logger(instance=self.instance_id)
+        self.metrics = BridgeMetrics()
+        self.topics = TopicRegistry()
+        self.echoes = EchoFilter()
+        self.plugins: dict[str, Plugin] = {}
+        self.routes: dict[str, RouteRunner] = {}
+        self.phase = "starting"  # starting | running | draining | stopped
+        self.embedded: EmbeddedRedis | None = None
+        self.redis: aioredis.Redis | None = None
+        self.thoonk: AsyncThoonk | None = None
+        self.app: web.Application | None = None
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config.state_dir)
+
+    @property
+    def redis_url(self) -> str:
+        if self.config.redis:
+            return self.config.redis
+        assert self.embedded is not None
+        return self.embedded.url
+
+    @property
+    def base_url(self) -> str:
+        """Where this daemon's HTTP application listens (the bound port, also when 0 was asked)."""
+        host, _ = parse_listen(self.config.http.listen)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def public_url(self) -> str:
+        return self.config.http.base_url.rstrip("/")
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(drain=0)
+            raise
+
+    async def _start(self) -> None:
+        self.phase = "starting"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config.redis:
+            self.embedded = EmbeddedRedis(self.state_dir / "redis")
+            await asyncio.to_thread(self.embedded.start)
+            self.log.info("embedded redis started", url=self.embedded.url)
+        self.redis = aioredis.Redis.from_url(self.redis_url)
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            raise DaemonError(f"redis at {self.config.redis or 'embedded'} is unreachable: {exc}") from exc
+        self.thoonk = AsyncThoonk(redis=self.redis)
+        self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges)
+
+        await self._setup_plugins()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = parse_listen(self.config.http.listen)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise DaemonError(f"http.listen {self.config.http.listen}: {exc.strerror or exc}") from exc
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - the bound port when 0 was asked
+        self.http_port = sockets[0].getsockname()[1] if sockets else port
+        for plugin in self.plugins.values():
+            await plugin.start()
+            self.log.info("plugin started", plugin=plugin.name)
+
+        for spec in self.config.routes:
+            self._start_route(spec)
+        self._maintenance = asyncio.create_task(self._maintenance_loop(), name="job-maintenance")
+        self.phase = "running"
+        self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
+                      plugins=sorted(self.plugins))
+
+    async def _setup_plugins(self) -> None:
+        assert self.thoonk is not None and self.redis is not None and self.app is not None
+        enabled = {name: self.plugin_classes[name] for name in self.config.enabled_plugins}
+        for name in start_order(enabled):
+            cls = enabled[name]
+            settings = self.config.plugins.get(name) or cls.settings_model()
+            context = PluginContext(
+                thoonk=self.thoonk,
+                redis=self.redis,
+                http=self.app,
+                public_url=self.public_url,
+                metrics=self.metrics.registry,
+                log=get_logger(plugin=name),
+                state_dir=self.state_dir / name,
+                topics=self.topics,
+                instance_id=self.instance_id,
+            )
+            plugin = cls(settings, context)
+            problems = plugin.validate()
+            if problems:
+                raise DaemonError(f"plugin {name}: " + "; ".join(problems))
+            await plugin.setup()
+            self.plugins[name] = plugin
+            self.log.info("plugin set up", plugin=name, version=cls.version)
+
+    # ------------------------------------------------------------------ routes
+
+    def _owner(self, kind: str) -> Plugin | None:
+        for plugin in self.plugins.values():
+            if any(k.name == kind for k in plugin.endpoint_kinds):
+                return plugin
+        return None
+
+    def _source(self, endpoint: Endpoint, route: RouteContext) -> Source:
+        assert self.thoonk is not None
+        if endpoint.kind == THOONK_KIND.name:
+            return ThoonkSource(self.thoonk, endpoint.address)
+        plugin = self._owner(endpoint.kind)
+        if plugin is None:
+            raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")
+        return plugin.source(endpoint, route)
+
+    def _sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+        assert self.thoonk is not None
+        if endpoint.kind == THOONK_KIND.name:
+            options = endpoint.options
+            max_length = options.max_length if isinstance(options, ThoonkSinkOptions) else None
+            return ThoonkSink(self.thoonk, endpoint.address, max_length)
+        plugin = self._owner(endpoint.kind)
+        if plugin is None:
+            raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")
+        return plugin.sink(endpoint, route)
+
+    def build_route(self, spec: RouteSpec) -> RouteRunner:
+        assert self.thoonk is not None and self.redis is not None
+        log = get_logger(route=spec.name)
+        context = RouteContext(
+            name=spec.name,
+            mirror=spec.mirror,
+            format=str(spec.format) if spec.format else None,
+            initial=spec.initial,
+            log=log,
+            dead_letter=partial(store_dead_letter, self.thoonk, spec.name),
+        )
+        source = self._source(spec.source, context)
+        workers = [
+            SinkWorker(
+                context, endpoint, self._sink(endpoint, context), Ledger(self.redis, spec.name, str(endpoint)),
+                self.echoes, self.metrics, self.retry, log,
+            )
+            for endpoint in spec.sinks
+        ]
+        return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log)
+
+    def _start_route(self, spec: RouteSpec) -> None:
+        runner = self.build_route(spec)
+        self.routes[spec.name] = runner
+        runner.start()
+        self.log.info("route started", route=spec.name, source=str(spec.source),
+                      sinks=[str(s) for s in spec.sinks])
+
+    async def _stop_route(self, name: str, drain: float) -> None:
+        runner = self.routes.pop(name)
+        await runner.stop(drain)
+        self.metrics.forget_route(name, [w.name for w in runner.workers])
+
+    # ------------------------------------------------------------------ readiness, metrics
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        body: dict[str, Any] = {"phase": self.phase, "instance": self.instance_id}
+        redis_ok = False
+        if self.redis is not None:
+            try:
+                redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 2))
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                body["redis_error"] = f"{type(exc).__name__}: {exc}"
+        body["redis"] = "ok" if redis_ok else "unreachable"
+        body["routes"] = {name: runner.state() for name, runner in self.routes.items()}
+        body["plugins"] = {
+            name: {"status": str(p.health().status), "detail": p.health().detail} for name, p in self.plugins.items()
+        }
+        not_ready = [name for name, runner in self.routes.items() if not runner.ready]
+        bad_plugins = [
+            name for name, p in self.plugins.items() if p.health().status in (Health.FAILED, Health.STARTING)
+        ]
+        if not_ready:
+            body["not_ready_routes"] = not_ready
+        if bad_plugins:
+            body["not_ready_plugins"] = bad_plugins
+        ready = self.phase == "running" and redis_ok and not not_ready and not bad_plugins
+        return ready, body
+
+    def _refresh_gauges(self) -> None:
+        for name, plugin in self.plugins.items():
+            self.metrics.plugin_ready.labels(name).set(1 if plugin.health().status is Health.READY else 0)
+
+    # ------------------------------------------------------------------ job maintenance
+
+    async def _maintenance_loop(self) -> None:
+        interval = self.config.job_maintenance_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.run_job_maintenance()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried next tick
+                self.log.warning("job maintenance failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def run_job_maintenance(self) -> int:
+        """Put back timed-out and orphaned jobs of every Thoonk job feed; returns how many."""
+        assert self.thoonk is not None
+        total = 0
+        for name in await self.thoonk.get_feed_names():
+            config = await self.thoonk.get_config(name)
+            if config.get("type") != "job":
+                continue
+            job = await self.thoonk.job(name)
+            put_back = await job.maintenance()
+            if put_back:
+                self.log.info("jobs put back", feed=name, count=put_back)
+            total += put_back
+        return total
+
+    # ------------------------------------------------------------------ reload, stop
+
+    async def reload(self, new: BridgeConfig) -> list[str]:
+        """Swap to ``new``; returns the names of the routes that were (re)started.
+
+        Raises :class:`DaemonError` (and changes nothing) when ``new`` needs a restart.
+        """
+        old = self.config
+        needs_restart = []
+        if new.redis != old.redis:
+            needs_restart.append("redis")
+        if new.http != old.http:
+            needs_restart.append("http")
+        if set(new.enabled_plugins) != set(old.enabled_plugins):
+            needs_restart.append("the set of plugins")
+        for name in sorted(set(new.plugins) | set(old.plugins)):
+            if new.plugins.get(name) != old.plugins.get(name):
+                needs_restart.append(f"plugins.{name}")
+        if needs_restart:
+            raise DaemonError("these changes need a restart: " + ", ".join(needs_restart))
+        # Build every new route before touching the running ones, so a failure changes nothing.
+        old_specs = {r.name: r for r in old.routes}
+        new_specs = {r.name: r for r in new.routes}
+        changed = [n for n, spec in new_specs.items() if old_specs.get(n) != spec]
+        removed = [n for n in old_specs if n not in new_specs or n in changed]
+        for name in removed:
+            await self._stop_route(name, self.config.drain_seconds)
+        self.config = new
+        for name in changed:
+            self._start_route(new_specs[name])
+        self.log.info("config reloaded", started=changed, stopped=[n for n in removed if n not in changed],
+                      kept=[n for n in new_specs if n not in changed])
+        return changed
+
+    async def stop(self, drain: float | None = None) -> None:
+        if self.phase == "stopped":
+            return
+        drain = self.config.drain_seconds if drain is None else drain
+        self.phase = "draining"
+        self.log.info("draining", drain_seconds=drain)
+        await cancel_and_wait(self._maintenance)
+        await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.routes)), return_exceptions=True)
+        for plugin in reversed(list(self.plugins.values())):
+            try:
+                await plugin.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                self.log.error("plugin stop failed", plugin=plugin.name, error=str(exc))
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        self.phase = "stopped"
+        self._stopped.set()
+        self.log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(config_path: Path, *, env_file: Path | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; SIGHUP reloads ``config_path``. Returns the exit code."""
+    from thoonk_bridge.config import ConfigError, load_config
+
+    config = load_config(config_path, env_file=env_file)
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    reload_lock = asyncio.Lock()
+
+    async def do_reload() -> None:
+        async with reload_lock:
+            started = time.monotonic()
+            try:
+                new = load_config(config_path, env_file=env_file, plugins=daemon.plugin_classes)
+                await daemon.reload(new)
+            except ConfigError as exc:
+                daemon.log.error("reload refused: config invalid, keeping the running config",
+                                 problems=[str(p) for p in exc.problems])
+            except DaemonError as exc:
+                daemon.log.error("reload refused, keeping the running config", reason=str(exc))
+            else:
+                daemon.log.info("reload done", seconds=round(time.monotonic() - started, 3))
+
+    loop.add_signal_handler(signal.SIGTERM, stop_requested.set)
+    loop.add_signal_handler(signal.SIGINT, stop_requested.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(do_reload()))
+    try:
+        await daemon.start()
+    except DaemonError as exc:
+        daemon.log.error("cannot start", reason=str(exc))
+        return 1
+    await stop_requested.wait()
+    await daemon.stop()
+    return 0
