@@ -1,1 +1,5 @@
-"""websub plugin (not yet implemented)."""
+"""websub plugin: a WebSub hub, a subscriber for outside topics, and publish pings (docs/websub.md)."""
+
+from .plugin import WebSubPlugin as plugin
+
+__all__ = ["plugin"]

@@ -1,0 +1,282 @@
+"""The hub's HTTP side: subscription requests and publish pings at ``POST {hub_path}``, and verification.
+
+Per the W3C WebSub Recommendation (§5.1-§5.3): the request is checked synchronously (4xx with a
+plain-text reason for malformed requests), answered ``202 Accepted``, and verified afterwards by a
+``websub.verify`` Thoonk job, so the response never depends on the verification's outcome. The
+subscription's state changes only once the subscriber echoed a fresh single-use challenge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from thoonk_bridge.net import address_refusal
+
+from .store import HubStore, sub_id
+from .urls import BadURL, check_callback, host_of, normalize_url, with_params
+
+if TYPE_CHECKING:
+    from .plugin import WebSubPlugin
+
+MAX_SECRET_BYTES = 200  # hub.secret MUST be less than 200 bytes (§5.1)
+MAX_FIELDS = 100
+
+
+class HubError(Exception):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text + "\n", content_type="text/plain", headers=headers)
+
+
+async def read_form(request: web.Request, max_bytes: int, max_param: int) -> list[tuple[str, str]]:
+    """The form parameters of a hub request, with every limit enforced (HubError otherwise)."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise HubError(415, "Content-Type must be application/x-www-form-urlencoded")
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise HubError(415, "the request body must be UTF-8")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise HubError(413, f"request body larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise HubError(413, f"request body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, encoding="utf-8",
+                          errors="strict")
+    except UnicodeDecodeError:
+        raise HubError(400, "the request body is not valid UTF-8") from None
+    except ValueError:
+        raise HubError(400, f"too many parameters (at most {MAX_FIELDS})") from None
+    for name, value in pairs:
+        if len(name) > 200:
+            raise HubError(400, "parameter name too long")
+        if len(value) > max_param:
+            raise HubError(400, f"{name} longer than {max_param} characters")
+        if "\x00" in value:
+            raise HubError(400, f"{name} contains a NUL character")
+    return pairs
+
+
+def single(pairs: list[tuple[str, str]], name: str, required: bool = False) -> str | None:
+    values = [v for k, v in pairs if k == name]
+    if not values or (len(values) == 1 and values[0] == "" and not required):
+        if required:
+            raise HubError(400, f"{name} is required")
+        return None
+    if len(set(values)) > 1:
+        raise HubError(400, f"{name} given more than once with different values")
+    if required and not values[0]:
+        raise HubError(400, f"{name} is required")
+    return values[0]
+
+
+def publish_urls(pairs: list[tuple[str, str]]) -> list[str]:
+    """``hub.url`` (repeatable), ``hub.url[]``, comma-separated lists, and ``hub.topic``."""
+    urls: list[str] = []
+    for name, value in pairs:
+        if name in ("hub.url", "hub.url[]", "hub.topic"):
+            for part in value.split(","):
+                part = part.strip()
+                if part and part not in urls:
+                    urls.append(part)
+    return urls
+
+
+@dataclass(frozen=True)
+class VerifyItem:
+    mode: str  # subscribe | unsubscribe | denied
+    topic: str  # as the subscriber gave it (echoed in the verification)
+    topic_key: str  # normalized: the subscription's identity
+    callback: str
+    secret: str | None = None
+    lease: float = 0.0
+    reason: str = ""
+
+    def dumps(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> VerifyItem:
+        return cls(**json.loads(text))
+
+
+class Hub:
+    def __init__(self, plugin: WebSubPlugin) -> None:
+        self.plugin = plugin
+        self.settings = plugin.settings
+        self.store: HubStore = plugin.store
+
+    # ----------------------------------------------------------------- the endpoint
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            pairs = await read_form(request, self.settings.max_request_bytes, self.settings.max_param_chars)
+            mode = single(pairs, "hub.mode", required=True)
+            if mode in ("subscribe", "unsubscribe"):
+                return await self._subscription(mode, pairs)
+            if mode == "publish":
+                return await self._publish(pairs)
+            raise HubError(400, f"unsupported hub.mode {mode!r} (subscribe, unsubscribe or publish)")
+        except HubError as err:
+            self.plugin.metrics.requests.labels(result=str(err.status)).inc()
+            return text_response(err.status, err.reason, err.headers)
+
+    async def _subscription(self, mode: str, pairs: list[tuple[str, str]]) -> web.Response:
+        callback_raw = single(pairs, "hub.callback", required=True)
+        topic = single(pairs, "hub.topic", required=True)
+        assert callback_raw is not None and topic is not None
+        try:
+            callback = check_callback(callback_raw)
+        except BadURL as exc:
+            raise HubError(400, str(exc)) from None
+        try:
+            topic_key = normalize_url(topic)
+        except BadURL as exc:
+            raise HubError(400, f"hub.topic: {exc}") from None
+        host = host_of(callback)
+        try:
+            literal = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        if literal is not None:
+            reason = address_refusal(literal, self.settings.outbound)
+            if reason is not None:
+                raise HubError(400, f"hub.callback refused by policy: {reason}")
+        secret = None
+        lease = 0.0
+        if mode == "subscribe":
+            secret = single(pairs, "hub.secret")
+            if secret is not None and len(secret.encode("utf-8")) >= MAX_SECRET_BYTES:
+                raise HubError(400, f"hub.secret must be less than {MAX_SECRET_BYTES} bytes")
+            lease = self._lease(single(pairs, "hub.lease_seconds"))
+        if await self.store.rate_limited(callback, self.settings.subscribe_rate,
+                                         self.settings.subscribe_rate_window):
+            retry_after = str(max(1, round(self.settings.subscribe_rate_window)))
+            raise HubError(429, "too many subscription requests for this callback; try again later",
+                           {"Retry-After": retry_after})
+        deny = ""
+        if mode == "subscribe" and not await self.plugin.serves(topic_key):
+            deny = "this hub does not serve that topic"
+        item = VerifyItem(
+            mode="denied" if deny else mode,
+            topic=topic,
+            topic_key=topic_key,
+            callback=callback,
+            secret=secret,
+            lease=lease,
+            reason=deny,
+        )
+        await self.plugin.queues["websub.verify"].put(item.dumps())
+        self.plugin.metrics.requests.labels(result="202").inc()
+        self.plugin.log.info("websub.request", mode=mode, topic=topic_key, callback_host=host,
+                             denied=bool(deny))
+        return text_response(202, "accepted: verification of intent follows")
+
+    def _lease(self, requested: str | None) -> float:
+        st = self.settings
+        if requested is None:
+            return st.lease_default
+        if not requested.isascii() or not requested.isdigit():
+            raise HubError(400, "hub.lease_seconds must be a positive decimal integer")
+        value = int(requested)
+        if value <= 0:
+            raise HubError(400, "hub.lease_seconds must be a positive decimal integer")
+        return float(min(max(value, st.lease_min), st.lease_max))
+
+    async def _publish(self, pairs: list[tuple[str, str]]) -> web.Response:
+        urls = publish_urls(pairs)
+        if not urls:
+            raise HubError(400, "hub.url (or hub.topic) is required with hub.mode=publish")
+        if len(urls) > 50:
+            raise HubError(400, "at most 50 URLs per publish ping")
+        for url in urls:
+            try:
+                key = normalize_url(url)
+            except BadURL:
+                continue  # not ours, whatever it is
+            if await self.plugin.serves(key):
+                await self.plugin.distribute(key)
+        self.plugin.metrics.requests.labels(result="204").inc()
+        return web.Response(status=204)
+
+    # ----------------------------------------------------------------- verification (a job)
+
+    async def run_verification(self, text: str) -> None:
+        item = VerifyItem.loads(text)
+        log = self.plugin.log.bind(topic=item.topic_key, callback_host=host_of(item.callback), mode=item.mode)
+        m = self.plugin.metrics
+        if item.mode == "denied":
+            params = [("hub.mode", "denied"), ("hub.topic", item.topic)]
+            if item.reason:
+                params.append(("hub.reason", item.reason))
+            try:
+                async with self.plugin.session.get(with_params(item.callback, params),
+                                                   allow_redirects=False) as resp:
+                    await resp.read()
+                    log.info("websub.denied", status=resp.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("websub.denied", error=str(exc))
+            m.verifications.labels(mode="denied", result="sent").inc()
+            return
+        challenge = secrets.token_urlsafe(32)  # 256 bits, single use
+        params = [("hub.mode", item.mode), ("hub.topic", item.topic), ("hub.challenge", challenge)]
+        if item.mode == "subscribe":
+            params.append(("hub.lease_seconds", str(max(1, round(item.lease)))))
+        since = time.time()  # the lease counts from the verification request (§5.3)
+        ok = False
+        status: int | None = None
+        try:
+            async with self.plugin.session.get(with_params(item.callback, params), allow_redirects=False) as resp:
+                status = resp.status
+                body = await resp.content.read(len(challenge) + 64)
+                ok = 200 <= resp.status < 300 and body == challenge.encode()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("websub.verify_failed", error=str(exc) or type(exc).__name__)
+        if not ok:
+            m.verifications.labels(mode=item.mode, result="failed").inc()
+            if status is not None:
+                log.info("websub.verify_failed", status=status)
+            return
+        if item.mode == "subscribe":
+            await self.store.activate(item.topic_key, item.callback, item.secret, item.lease, since)
+        else:
+            await self.store.remove(sub_id(item.topic_key, item.callback), item.topic_key)
+        m.verifications.labels(mode=item.mode, result="verified").inc()
+        log.info("websub.verified", lease=item.lease if item.mode == "subscribe" else None)
+
+
+def served_path(topic_key: str, public_url: str) -> str | None:
+    """The path of ``topic_key`` on this daemon, or None when it is not under ``public_url``."""
+    base = normalize_url(public_url + "/").rstrip("/")
+    if not topic_key.startswith(base + "/"):
+        return None
+    rest = topic_key[len(base):]
+    if "?" in rest:
+        return None
+    return urlsplit(rest).path
+
+
+__all__ = ["Hub", "HubError", "VerifyItem", "publish_urls", "read_form", "served_path"]

@@ -1,0 +1,156 @@
+"""Settings of the ``websub`` plugin and the options of its endpoints.
+
+Every duration is in seconds (floats allowed, so tests can use short intervals).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from thoonk_bridge.net import OutboundPolicy
+from thoonk_bridge.plugin import Settings
+
+SignatureMethod = Literal["sha1", "sha256", "sha384", "sha512"]
+
+TEN_DAYS = 10 * 24 * 3600
+
+
+class WebSubSettings(Settings):
+    """``plugins.websub`` in the config.
+
+    Hub (third parties subscribe to the documents this bridge serves):
+
+    - ``hub``: run the hub at ``hub_path`` (default on).
+    - ``hub_path``: where the hub listens (``POST``); the hub URL is ``public_url + hub_path``.
+    - ``topics_path``: prefix of raw topics (``/topics/NAME``) for ``to: websub:NAME`` routes.
+    - ``lease_default`` / ``lease_min`` / ``lease_max``: lease given when the subscriber asks for none,
+      and the bounds a requested lease is clamped to (never perpetual).
+    - ``signature``: the HMAC method of ``X-Hub-Signature`` when a subscriber gave a secret.
+    - ``verify_timeout`` / ``delivery_timeout``: per request, whole request.
+    - ``delivery_workers``: concurrent delivery jobs per daemon; ``delivery_batch``: subscribers per
+      delivery job (posted concurrently); ``per_host_concurrency``: requests in flight to one callback host.
+    - ``retry_base`` / ``retry_max_delay`` / ``retry_window``: exponential backoff with full jitter between
+      attempts of one notification, given up (dropped, counted) once ``retry_window`` has passed since it
+      was first tried. The subscription stays.
+    - ``breaker_threshold`` / ``breaker_cooldown`` / ``breaker_max_cooldown``: after that many failures in a
+      row a callback host is left alone for the cooldown (doubling up to the max); its notifications wait.
+    - ``subscribe_rate`` per ``subscribe_rate_window``: subscription requests allowed per callback.
+    - ``max_request_bytes`` / ``max_param_chars``: request body and single parameter limits.
+    - ``outbound``: which addresses callbacks, hubs and fetched topics may resolve to
+      (``thoonk_bridge.net.OutboundPolicy``: ``allow_loopback``, ``allow_private``,
+      ``allowed_networks``); by default loopback, private, link-local, CGNAT, ULA and metadata
+      addresses are refused, checked on the resolved address and pinned for the request.
+    - ``job_timeout``: a claimed job not finished after this long is put back (the worker died).
+    - ``sweep_interval``: how often expired subscriptions are removed; ``retry_poll``: how often due
+      retries are put back on the job queue.
+
+    Publisher:
+
+    - ``publish_hubs``: outside hubs to ping (``hub.mode=publish&hub.url=...``) whenever a served
+      document changes; with ``hub: false`` the first of them is the hub the documents advertise.
+    - ``ping_retry_window``: how long a failing ping is retried.
+
+    Subscriber (``from: websub:URL`` routes):
+
+    - ``callback_path``: prefix of the per-subscription callback URLs.
+    - ``max_delivery_bytes``: bigger deliveries are refused with 413.
+    - ``renew_at``: fraction of the lease after which the subscription is renewed.
+    - ``fetch_timeout``: discovery and polling fetches.
+    """
+
+    hub: bool = True
+    hub_path: str = Field(default="/websub/hub", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    topics_path: str = Field(default="/topics", pattern=r"^/[A-Za-z0-9._~/-]*[^/]$")
+    callback_path: str = Field(default="/websub/callback", pattern=r"^/[A-Za-z0-9._~/-]*[^/]$")
+
+    lease_default: float = Field(default=TEN_DAYS, gt=0)
+    lease_min: float = Field(default=3600, gt=0)
+    lease_max: float = Field(default=31 * 24 * 3600, gt=0)
+    signature: SignatureMethod = "sha256"
+
+    verify_timeout: float = Field(default=5.0, gt=0)
+    delivery_timeout: float = Field(default=5.0, gt=0)
+    delivery_workers: int = Field(default=8, ge=1, le=1000)
+    delivery_batch: int = Field(default=25, ge=1, le=1000)
+    per_host_concurrency: int = Field(default=20, ge=1)
+
+    retry_base: float = Field(default=10.0, gt=0)
+    retry_max_delay: float = Field(default=600.0, gt=0)
+    retry_window: float = Field(default=3600.0, ge=0)
+
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30.0, gt=0)
+    breaker_max_cooldown: float = Field(default=600.0, gt=0)
+
+    subscribe_rate: int = Field(default=20, ge=1)
+    subscribe_rate_window: float = Field(default=60.0, gt=0)
+    max_request_bytes: int = Field(default=16384, ge=256)
+    max_param_chars: int = Field(default=2048, ge=64)
+
+    outbound: OutboundPolicy = Field(default_factory=OutboundPolicy)
+
+    job_timeout: float = Field(default=60.0, gt=0)
+    sweep_interval: float = Field(default=60.0, gt=0)
+    retry_poll: float = Field(default=1.0, gt=0)
+
+    publish_hubs: tuple[str, ...] = ()
+    ping_retry_window: float = Field(default=3600.0, ge=0)
+
+    max_delivery_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    renew_at: float = Field(default=0.8, gt=0.1, lt=1.0)
+    fetch_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("publish_hubs")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WebSubSettings:
+        if self.lease_min > self.lease_max:
+            raise ValueError("lease_min must not exceed lease_max")
+        if not self.lease_min <= self.lease_default <= self.lease_max:
+            raise ValueError("lease_default must lie within [lease_min, lease_max]")
+        if self.retry_base > self.retry_max_delay:
+            raise ValueError("retry_base must not exceed retry_max_delay")
+        return self
+
+
+class WebSubSinkOptions(Settings):
+    """``to: websub:NAME`` (or the mapping form with options).
+
+    - ``address``: NAME. In ``mode: auto`` (the default) the sink distributes the feeds plugin's
+      documents for NAME (``/feeds/NAME.atom|.rss|.json``) when they exist: nothing is done per item,
+      the documents' changes drive the hub. When no such document is registered, or with
+      ``mode: raw``, NAME is exposed as a raw topic ``/topics/NAME`` whose body is the latest item's
+      payload, distributed on every publish and edit.
+    - ``content_type``: the raw topic's Content-Type (default: by the route format, else guessed
+      from the payload: JSON object, XML, or plain text).
+    """
+
+    address: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,200}$")
+    mode: Literal["auto", "documents", "raw"] = "auto"
+    content_type: str | None = Field(default=None, max_length=200, pattern=r"^[\x21-\x7e][\x20-\x7e]*$")
+
+
+class WebSubSourceOptions(Settings):
+    """``from: websub:https://topic.example/feed``.
+
+    - ``address``: the topic URL to discover hub and self from.
+    - ``lease_seconds``: lease to ask the hub for (default: the hub's choice).
+    - ``secret``: subscribe with a random secret and require signed deliveries (default on).
+    - ``poll_after``: with no delivery for this long (or when the hub denied or cannot be reached)
+      the topic is fetched directly (reconcile) and again every ``poll_after``.
+    - ``outbound``: this route's own address policy (default: the plugin's ``outbound``).
+    """
+
+    address: str = Field(pattern=r"^https?://\S{1,2000}$")
+    lease_seconds: int | None = Field(default=None, ge=60)
+    secret: bool = True
+    poll_after: float = Field(default=3600.0, gt=0)
+    outbound: OutboundPolicy | None = None

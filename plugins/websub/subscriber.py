@@ -1,0 +1,534 @@
+"""The subscriber: ``from: websub:https://topic.example/feed`` routes (outside topics into Thoonk).
+
+- Discovery (§4): GET the topic (following 301/302), then ``Link`` headers first; only when they
+  name no hub, the body: Atom ``<link>``, RSS ``<atom:link>`` (also when served as ``text/xml``),
+  or the ``<link>`` elements of an HTML ``<head>``. ``hub.topic`` is the discovered ``rel=self``.
+- Subscription (§5.1): ``POST`` to the hub with an unguessable per-subscription callback URL
+  (``{public_url}{callback_path}/{id}``, 192 random bits) and a random 64-character secret;
+  307/308 from the hub are followed by re-POSTing to ``Location``.
+- Verification (§5.3): only a pending (un)subscription with the exact topic gets its challenge
+  echoed; anything else gets 404. ``hub.mode=denied`` is honoured at any time.
+- Renewal at ``renew_at`` (80 %) of the lease, with the same callback (see docs/websub.md for why).
+- Deliveries (§7): 2xx means received. With a secret, a missing ``X-Hub-Signature`` gets 403, an
+  invalid one is acknowledged (202) and dropped; the signature is compared in constant time over the
+  raw body. Accepted bodies go to a Redis list (so the receipt survives a restart) and the route's
+  ``follow()`` turns them into events: Atom/RSS/JSON Feed through ``thoonk_bridge.feedparse``,
+  anything else as one item whose id is the hash of the body.
+- Polling fallback: with no delivery for ``poll_after`` (or while the hub refuses or denied),
+  ``follow()`` raises :class:`Resync`; the router's new ``snapshot()`` fetches the topic directly.
+- All state is in Redis (``websub:client:{key}``), so a restarted daemon resumes without
+  re-subscribing while the lease is good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import aiohttp
+from aiohttp import web
+from defusedxml import ElementTree as DET
+
+from thoonk_bridge.feedparse import FeedParseError, parse_feed
+from thoonk_bridge.net import FetchError, fetch_limited
+from thoonk_bridge.payload import content_hash
+from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent, Resync, RouteContext, Source
+
+from .deliveries import HASHES
+from .store import P, decode_body, decode_hash, encode_body, s
+from .urls import BadURL, exact, normalize_url
+
+if TYPE_CHECKING:
+    from .plugin import WebSubPlugin
+    from .settings import WebSubSourceOptions
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+INBOX_MAX = 1000
+MAX_HUB_REDIRECTS = 5
+
+
+def client_key(key: str) -> str:
+    return f"{P}client:{key}"
+
+
+def cb_key(cbid: str) -> str:
+    return f"{P}cb:{cbid}"
+
+
+def inbox_key(key: str) -> str:
+    return f"{P}inbox:{key}"
+
+
+def seen_key(key: str) -> str:
+    return f"{P}seen:{key}"
+
+
+# ------------------------------------------------------------------------- discovery
+
+
+def parse_link_header(values: list[str]) -> list[tuple[str, set[str]]]:
+    """RFC 8288 ``Link`` header values -> [(target, {rel, ...})]."""
+    out: list[tuple[str, set[str]]] = []
+    for value in values:
+        i, n = 0, len(value)
+        while i < n:
+            start = value.find("<", i)
+            if start < 0:
+                break
+            end = value.find(">", start)
+            if end < 0:
+                break
+            target = value[start + 1:end].strip()
+            i = end + 1
+            rels: set[str] = set()
+            # parameters until the next top-level comma
+            while i < n and value[i] != ",":
+                if value[i] == ";":
+                    i += 1
+                    eq = value.find("=", i)
+                    semi = min([x for x in (value.find(";", i), value.find(",", i)) if x >= 0] or [n])
+                    if eq < 0 or eq > semi:
+                        i = semi
+                        continue
+                    name = value[i:eq].strip().lower()
+                    j = eq + 1
+                    while j < n and value[j] == " ":
+                        j += 1
+                    if j < n and value[j] == '"':
+                        close = value.find('"', j + 1)
+                        close = n if close < 0 else close
+                        pval = value[j + 1:close]
+                        i = close + 1
+                    else:
+                        k = j
+                        while k < n and value[k] not in ";,":
+                            k += 1
+                        pval = value[j:k].strip()
+                        i = k
+                    if name == "rel":
+                        rels.update(r.lower() for r in pval.split())
+                else:
+                    i += 1
+            out.append((target, rels))
+            i += 1
+    return out
+
+
+class _HeadLinks(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, set[str]]] = []
+        self.in_head = False
+        self.done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.done:
+            return
+        if tag == "head":
+            self.in_head = True
+        elif tag == "body":
+            self.done = True
+        elif tag == "link" and self.in_head:
+            a = {k.lower(): (v or "") for k, v in attrs}
+            if a.get("href"):
+                self.links.append((a["href"], {r.lower() for r in a.get("rel", "").split()}))
+
+    handle_startendtag = handle_starttag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "head":
+            self.in_head = False
+            self.done = True
+
+
+def _xml_links(body: bytes) -> list[tuple[str, set[str]]]:
+    try:
+        root = DET.fromstring(body, forbid_dtd=False)
+    except Exception:  # noqa: BLE001 - not XML, hostile XML: no links
+        return []
+    scope = root
+    if root.tag == "rss":
+        channel = root.find("channel")
+        scope = channel if channel is not None else root
+    out = []
+    for el in scope:
+        if el.tag == f"{{{ATOM_NS}}}link" and el.get("href"):
+            out.append((el.get("href", ""), {r.lower() for r in (el.get("rel") or "").split()}))
+    return out
+
+
+def discover_links(headers: Any, body: bytes, base: str) -> tuple[list[str], str | None, str]:
+    """(hubs, self, where): ``Link`` headers first; the body only when the headers name no hub."""
+
+    def pick(links: list[tuple[str, set[str]]]) -> tuple[list[str], str | None]:
+        hubs = [urljoin(base, t) for t, rels in links if "hub" in rels]
+        selfs = [urljoin(base, t) for t, rels in links if "self" in rels]
+        return list(dict.fromkeys(hubs)), (selfs[0] if selfs else None)
+
+    hubs, self_url = pick(parse_link_header(headers.getall("Link", [])))
+    if hubs:
+        return hubs, self_url, "header"
+    ctype = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    head = body.lstrip()[:512].lower()
+    if "html" in ctype and "xml" not in ctype or head.startswith((b"<!doctype html", b"<html")):
+        parser = _HeadLinks()
+        try:
+            parser.feed(body[:1024 * 1024].decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - broken HTML: whatever was found
+            pass
+        hubs, self_url = pick(parser.links)
+        return hubs, self_url, "html"
+    hubs, self_url = pick(_xml_links(body))
+    return hubs, self_url, "xml"
+
+
+# ------------------------------------------------------------------------- the source
+
+
+class WebSubSource(Source):
+    def __init__(self, plugin: WebSubPlugin, endpoint: Endpoint, route: RouteContext) -> None:
+        self.plugin = plugin
+        self.options: WebSubSourceOptions = endpoint.options  # type: ignore[assignment]
+        self.route = route
+        self.topic = self.options.address
+        self.key = hashlib.sha256(f"{route.name}\x00{self.topic}".encode()).hexdigest()[:24]
+        self.log = route.log.bind(plugin="websub", topic=self.topic)
+        self.session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_data = time.time()
+        self._wake = asyncio.Event()
+
+    @property
+    def redis(self) -> Any:
+        return self.plugin.context.redis
+
+    async def state(self) -> dict[str, str]:
+        return decode_hash(await self.redis.hgetall(client_key(self.key)))
+
+    async def open(self) -> None:
+        policy = self.options.outbound or self.plugin.settings.outbound
+        self.session = self.plugin.make_session(policy, self.plugin.settings.fetch_timeout)
+        await self.redis.hset(client_key(self.key), mapping={"topic_url": self.topic, "route": self.route.name})
+        self._last_data = time.time()
+        self._task = asyncio.create_task(self._maintain(), name=f"websub-subscriber-{self.route.name}")
+
+    async def close(self) -> None:
+        from thoonk_bridge.plugin import cancel_and_wait
+
+        await cancel_and_wait(self._task)
+        self._task = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- subscription upkeep
+
+    async def _maintain(self) -> None:
+        failures = 0
+        st = self.plugin.settings
+        while True:
+            state = await self.state()
+            now = time.time()
+            wait = 1.0
+            try:
+                mode = state.get("state", "")
+                if mode == "denied":
+                    wait = self.options.poll_after
+                elif mode == "active":
+                    lease = float(state.get("lease") or 0)
+                    verified = float(state.get("verified") or 0)
+                    renew = verified + st.renew_at * lease
+                    if now >= renew:
+                        await self.subscribe()
+                        wait = st.verify_timeout * 6
+                    else:
+                        wait = renew - now
+                elif mode == "pending" and now - float(state.get("requested") or 0) < st.verify_timeout * 6:
+                    wait = st.verify_timeout * 6 - (now - float(state.get("requested") or 0))
+                else:  # new, failed, or a pending request that was never verified
+                    await self.subscribe()
+                    failures = 0
+                    wait = st.verify_timeout * 6
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - report, back off, try again
+                failures += 1
+                wait = min(st.retry_max_delay, st.retry_base * 2 ** min(failures, 16))
+                self.log.warning("websub.subscribe_failed", error=f"{type(exc).__name__}: {exc}", retry_in=wait)
+                await self.redis.hset(client_key(self.key), mapping={"state": "failed", "error": str(exc)[:500]})
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, min(wait, 3600)))
+            except TimeoutError:
+                pass
+
+    async def discover(self) -> tuple[list[str], str, str]:
+        assert self.session is not None
+        res = await fetch_limited(self.session, "GET", self.topic, max_bytes=self.plugin.settings.max_delivery_bytes,
+                                  headers={"Accept": "application/atom+xml, application/rss+xml, "
+                                           "application/feed+json, text/html;q=0.8, */*;q=0.5"})
+        if not 200 <= res.status < 300:
+            raise FetchError(f"topic {self.topic} answered {res.status}")
+        base = str(res.url)
+        hubs, self_url, where = discover_links(res.headers, res.body, base)
+        if not hubs:
+            raise FetchError(f"topic {self.topic} advertises no WebSub hub")
+        return hubs, self_url or base, where
+
+    async def subscribe(self, mode: str = "subscribe") -> None:
+        assert self.session is not None
+        hubs, self_url, where = await self.discover()
+        state = await self.state()
+        cbid = state.get("cbid") or secrets.token_urlsafe(24)
+        secret = state.get("secret") or (secrets.token_hex(32) if self.options.secret else "")
+        callback = f"{self.plugin.context.public_url}{self.plugin.settings.callback_path}/{cbid}"
+        fields = {
+            "cbid": cbid,
+            "hub": hubs[0],
+            "self": self_url,
+            "pending": mode,
+            "requested": repr(time.time()),
+            "discovered_in": where,
+        }
+        if secret:
+            fields["secret"] = secret
+        if state.get("state") != "active":
+            fields["state"] = "pending"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(client_key(self.key), mapping=fields)
+            pipe.set(cb_key(cbid), self.key)
+            await pipe.execute()
+        form = {"hub.mode": mode, "hub.topic": self_url, "hub.callback": callback}
+        if secret and mode == "subscribe":
+            form["hub.secret"] = secret
+        if self.options.lease_seconds and mode == "subscribe":
+            form["hub.lease_seconds"] = str(self.options.lease_seconds)
+        last_error = ""
+        for hub in hubs:
+            status, final = await self._post_hub(hub, form)
+            if 200 <= status < 300:
+                if final != hubs[0]:
+                    await self.redis.hset(client_key(self.key), "hub", final)
+                self.log.info("websub.subscription_requested", hub=final, mode=mode, discovered_in=where)
+                return
+            last_error = f"hub {final} answered {status}"
+        raise FetchError(last_error)
+
+    async def _post_hub(self, hub: str, form: dict[str, str]) -> tuple[int, str]:
+        assert self.session is not None
+        url = hub
+        for _ in range(MAX_HUB_REDIRECTS + 1):
+            async with self.session.post(exact(url) if "%" in url else url, data=form,
+                                         allow_redirects=False) as resp:
+                await resp.content.read(4096)
+                location = resp.headers.get("Location")
+                if resp.status in (307, 308) and location:
+                    url = urljoin(url, location)
+                    if not url.startswith(("http://", "https://")):
+                        return resp.status, url
+                    continue
+                return resp.status, url
+        return 310, url
+
+    async def unsubscribe(self) -> None:
+        """Ask the hub to end the subscription (used when a route is removed for good)."""
+        await self.subscribe("unsubscribe")
+
+    # -- items
+
+    def _parse(self, body: bytes, ctype: str, base: str | None) -> list[tuple[str, str]]:
+        try:
+            return parse_feed(body, ctype, fmt=self.route.format or "json", base_url=base).items
+        except FeedParseError:
+            text = body.decode("utf-8", "replace")
+            return [("sha256:" + hashlib.sha256(body).hexdigest(), text)]
+
+    async def snapshot(self) -> list[tuple[str, str]]:
+        """The topic fetched directly (also the polling fallback)."""
+        assert self.session is not None
+        state = await self.state()
+        url = state.get("self") or self.topic
+        res = await fetch_limited(self.session, "GET", url, max_bytes=self.plugin.settings.max_delivery_bytes)
+        if not 200 <= res.status < 300:
+            raise FetchError(f"topic {url} answered {res.status}")
+        items = self._parse(res.body, res.headers.get("Content-Type", ""), str(res.url))
+        self._last_data = time.time()
+        await self._mark_seen(items, replace=True)
+        return items
+
+    async def _mark_seen(self, items: list[tuple[str, str]], replace: bool = False) -> list[ItemEvent]:
+        key = seen_key(self.key)
+        known = decode_hash(await self.redis.hgetall(key)) if items or replace else {}
+        events = []
+        mapping = {}
+        for item_id, payload in items:
+            h = content_hash(payload)
+            old = known.get(item_id)
+            if old is None:
+                events.append(ItemEvent(EventKind.PUBLISH, item_id, payload))
+            elif old != h:
+                events.append(ItemEvent(EventKind.EDIT, item_id, payload))
+            mapping[item_id] = h
+        if self.route.mirror and replace:
+            pass  # the router retracts what a snapshot no longer has
+        elif self.route.mirror and items:
+            present = {i for i, _ in items}
+            for gone in [i for i in known if i not in present]:
+                events.append(ItemEvent(EventKind.RETRACT, gone))
+                await self.redis.hdel(key, gone)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if replace:
+                pipe.delete(key)
+            if mapping:
+                pipe.hset(key, mapping=mapping)
+            await pipe.execute()
+        return events
+
+    async def follow(self) -> AsyncIterator[ItemEvent]:
+        inbox = inbox_key(self.key)
+        processing = inbox + ":processing"
+        # a delivery taken but not finished before a restart goes first
+        while True:
+            raw = await self.redis.lindex(processing, -1)
+            if raw is None:
+                raw = await self.redis.blmove(inbox, processing, 1.0, "RIGHT", "LEFT")
+            if raw is None:
+                state = await self.state()
+                quiet = time.time() - self._last_data
+                if quiet >= self.options.poll_after or (
+                    state.get("state") in ("denied", "failed") and quiet >= min(self.options.poll_after, 60)
+                ):
+                    self._last_data = time.time()
+                    raise Resync(f"no delivery for {quiet:.0f}s (subscription {state.get('state', 'new')}): polling")
+                continue
+            self._last_data = time.time()
+            try:
+                d = json.loads(s(raw))
+                body = decode_body(d["body"]) or b""
+                items = self._parse(body, d.get("ctype", ""), d.get("base"))
+            except Exception as exc:  # noqa: BLE001 - a bad stored entry must not stop the route
+                self.log.warning("websub.bad_delivery", error=str(exc))
+                items = []
+            for event in await self._mark_seen(items):
+                yield event
+            await self.redis.lrem(processing, -1, raw)
+
+
+# ------------------------------------------------------------------------- callbacks (any daemon)
+
+
+class Callbacks:
+    """``GET`` (verification) and ``POST`` (content distribution) at ``{callback_path}/{id}``."""
+
+    def __init__(self, plugin: WebSubPlugin) -> None:
+        self.plugin = plugin
+
+    @property
+    def redis(self) -> Any:
+        return self.plugin.context.redis
+
+    async def _client(self, request: web.Request) -> tuple[str, dict[str, str]] | None:
+        cbid = request.match_info["cbid"]
+        if len(cbid) > 100:
+            return None
+        key = s(await self.redis.get(cb_key(cbid)))
+        if not key:
+            return None
+        state = decode_hash(await self.redis.hgetall(client_key(key)))
+        if state.get("cbid") != cbid:
+            return None
+        return key, state
+
+    async def verify(self, request: web.Request) -> web.Response:
+        m = self.plugin.metrics
+        found = await self._client(request)
+        q = request.query
+        mode, topic = q.get("hub.mode", ""), q.get("hub.topic", "")
+        if found is None or not topic:
+            m.received.labels(result="verify_unknown").inc()
+            return web.Response(status=404, text="no such subscription\n")
+        key, state = found
+        if not _same_topic(topic, state.get("self", "")):
+            m.received.labels(result="verify_unknown").inc()
+            return web.Response(status=404, text="no such subscription\n")
+        if mode == "denied":
+            await self.redis.hset(client_key(key), mapping={"state": "denied", "pending": "",
+                                                            "reason": q.get("hub.reason", "")[:500]})
+            self.plugin.log.warning("websub.subscription_denied", topic=topic, reason=q.get("hub.reason", ""))
+            m.received.labels(result="denied").inc()
+            return web.Response(status=200, text="ok\n")
+        challenge = q.get("hub.challenge", "")
+        if mode not in ("subscribe", "unsubscribe") or mode != state.get("pending") or not challenge:
+            m.received.labels(result="verify_unknown").inc()
+            return web.Response(status=404, text="no such pending subscription\n")
+        if mode == "subscribe":
+            lease_text = q.get("hub.lease_seconds", "")
+            lease = float(lease_text) if lease_text.isdigit() and int(lease_text) > 0 else 86400.0
+            await self.redis.hset(client_key(key), mapping={"state": "active", "pending": "",
+                                                            "lease": repr(lease), "verified": repr(time.time())})
+        else:  # hub.lease_seconds is ignored on unsubscribe (§5.3)
+            await self.redis.hset(client_key(key), mapping={"state": "unsubscribed", "pending": ""})
+        m.received.labels(result=f"verified_{mode}").inc()
+        return web.Response(status=200, body=challenge.encode(), content_type="text/plain")
+
+    async def deliver(self, request: web.Request) -> web.Response:
+        m = self.plugin.metrics
+        found = await self._client(request)
+        if found is None:
+            m.received.labels(result="unknown").inc()
+            return web.Response(status=410, text="no such subscription\n")
+        key, state = found
+        if state.get("state") == "unsubscribed":
+            return web.Response(status=410, text="unsubscribed\n")
+        limit = self.plugin.settings.max_delivery_bytes
+        if request.content_length is not None and request.content_length > limit:
+            m.received.labels(result="too_large").inc()
+            return web.Response(status=413, text="too large\n")
+        chunks, total = [], 0
+        while chunk := await request.content.read(65536):
+            total += len(chunk)
+            if total > limit:
+                m.received.labels(result="too_large").inc()
+                return web.Response(status=413, text="too large\n")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        secret = state.get("secret", "")
+        if secret:
+            header = request.headers.get("X-Hub-Signature", "")
+            if not header:
+                m.received.labels(result="missing_signature").inc()
+                return web.Response(status=403, text="signature required\n")
+            method, _, digest = header.partition("=")
+            algo = HASHES.get(method.strip().lower())
+            expected = hmac.new(secret.encode(), body, algo).hexdigest() if algo else ""
+            if not algo or not hmac.compare_digest(expected, digest.strip().lower()):
+                m.received.labels(result="invalid_signature").inc()
+                self.plugin.log.warning("websub.invalid_signature", topic=state.get("self"))
+                return web.Response(status=202, text="received (signature invalid: ignored)\n")
+        entry = json.dumps({"body": encode_body(body), "ctype": request.headers.get("Content-Type", ""),
+                            "base": state.get("self"), "ts": time.time()})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(inbox_key(key), entry)
+            pipe.ltrim(inbox_key(key), 0, INBOX_MAX - 1)
+            await pipe.execute()
+        m.received.labels(result="accepted").inc()
+        return web.Response(status=202, text="received\n")
+
+
+def _same_topic(given: str, expected: str) -> bool:
+    if not expected:
+        return False
+    if given == expected:
+        return True
+    try:
+        return normalize_url(given) == normalize_url(expected)
+    except BadURL:
+        return False

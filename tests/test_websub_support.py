@@ -1,0 +1,239 @@
+"""Shared helpers for the websub tests (no tests here): a daemon-like node running the plugin on a
+real aiohttp server on loopback, a recording subscriber, waiting on conditions (never on the clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
+from thoonk_bridge.plugins.websub.settings import WebSubSettings
+
+from thoonk_bridge.plugin import PluginContext, Topic, TopicRegistry
+from thoonk_bridge.thoonk import AsyncThoonk
+
+FAST = {
+    "outbound": {"allow_loopback": True},
+    "lease_min": 0.5,
+    "retry_base": 0.02,
+    "retry_max_delay": 0.1,
+    "retry_window": 2.0,
+    "retry_poll": 0.02,
+    "sweep_interval": 0.05,
+    "job_timeout": 1.0,
+    "verify_timeout": 2.0,
+    "delivery_timeout": 2.0,
+    "breaker_threshold": 1000,
+}
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.01) -> Any:
+    """Poll ``cond`` (sync or async) until truthy; fail after ``timeout`` (a safety net, not a measurement)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {cond}")
+        await asyncio.sleep(step)
+
+
+class StubResolver(AbstractResolver):
+    """Names -> addresses without any lookup; unknown names fail (no packet ever leaves)."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.table:
+            raise OSError(f"stub resolver: unknown host {host}")
+        return [{"hostname": host, "host": self.table[host], "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Node:
+    plugin: WebSubPlugin
+    context: PluginContext
+    runner: web.AppRunner
+    thoonk: AsyncThoonk
+    url: str
+    docs: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+
+    @property
+    def hub(self) -> str:
+        return self.url + self.plugin.settings.hub_path
+
+    def topic(self, path: str, body: bytes, content_type: str = "application/atom+xml") -> str:
+        """Register (or update the body of) a served document, like the feeds plugin does."""
+        self.docs[path] = (body, content_type)
+
+        async def render() -> bytes:
+            return self.docs[path][0]
+
+        if self.context.topics.get(path) is None:
+            self.context.topics.register(Topic(path, content_type, render))
+        return self.url + path
+
+    async def change(self, path: str, body: bytes) -> None:
+        self.docs[path] = (body, self.docs[path][1])
+        await self.context.topics.changed(path)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.context.metrics.get_sample_value(name, labels or None)
+        return value or 0.0
+
+    async def stop(self, kill: bool = False) -> None:
+        if kill:
+            await self.plugin.kill()
+        else:
+            await self.plugin.stop()
+        await self.runner.cleanup()
+        await self.thoonk.aclose()
+
+
+async def start_node(redis_url: str, resolver: AbstractResolver | None = None, **overrides: Any) -> Node:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    app = web.Application()
+    thoonk = AsyncThoonk(url=redis_url)
+    settings = WebSubSettings(**{**FAST, **overrides})
+    context = PluginContext(
+        thoonk=thoonk,
+        redis=thoonk.redis,
+        http=app,
+        public_url=f"http://127.0.0.1:{port}",
+        metrics=CollectorRegistry(),
+        log=structlog.get_logger().bind(plugin="websub"),
+        state_dir=Path(tempfile.gettempdir()),
+        topics=TopicRegistry(),
+    )
+    plugin = WebSubPlugin(settings, context)
+    plugin.resolver = resolver
+    await plugin.setup()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    await plugin.start()
+    return Node(plugin, context, runner, thoonk, context.public_url)
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+    query: dict[str, str]
+    path_qs: str
+
+
+class Subscriber:
+    """A WebSub subscriber on loopback: answers verifications and records deliveries.
+
+    ``verify_mode``: "echo" (correct), "wrong" (bad challenge), "404", "redirect".
+    ``status``: what deliveries get (a list is consumed one per delivery, the last one repeats).
+    """
+
+    def __init__(self) -> None:
+        self.verifications: list[dict[str, str]] = []
+        self.verification_paths: list[str] = []
+        self.deliveries: list[Received] = []
+        self.verify_mode = "echo"
+        self.status: list[int] = [200]
+        self.hang = asyncio.Event()
+        self.hang.set()
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._get)
+        app.router.add_post("/{tail:.*}", self._post)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def start(self) -> Subscriber:
+        await self.server.start_server()
+        return self
+
+    async def close(self) -> None:
+        await self.server.close()
+
+    def url(self, path: str = "/cb") -> str:
+        return str(self.server.make_url(path))
+
+    async def _get(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        self.verifications.append(q)
+        self.verification_paths.append(request.path_qs)
+        if self.verify_mode == "wrong":
+            return web.Response(text="not-the-challenge")
+        if self.verify_mode == "404":
+            return web.Response(status=404)
+        if self.verify_mode == "redirect":
+            raise web.HTTPFound(location=self.url("/elsewhere"))
+        return web.Response(body=q.get("hub.challenge", "").encode(), content_type="application/octet-stream")
+
+    async def _post(self, request: web.Request) -> web.Response:
+        await self.hang.wait()
+        body = await request.read()
+        self.deliveries.append(Received(body, dict(request.headers), dict(request.query), request.path_qs))
+        status = self.status[0] if len(self.status) == 1 else self.status.pop(0)
+        return web.Response(status=status)
+
+    def bodies(self) -> list[bytes]:
+        return [d.body for d in self.deliveries]
+
+
+def check_signature(secret: str, received: Received) -> bool:
+    header = received.headers.get("X-Hub-Signature", "")
+    method, _, digest = header.partition("=")
+    algo = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
+            "sha512": hashlib.sha512}[method]
+    return hmac.compare_digest(hmac.new(secret.encode(), received.body, algo).hexdigest(), digest)
+
+
+async def subscribe(node: Node, callback: str, topic: str, **extra: str) -> tuple[int, str]:
+    import aiohttp
+
+    form = {"hub.mode": "subscribe", "hub.callback": callback, "hub.topic": topic, **extra}
+    async with aiohttp.ClientSession() as session, session.post(node.hub, data=form) as resp:
+        return resp.status, await resp.text()
+
+
+async def hub_post(node: Node, data: Any, headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(node.hub, data=data, headers=headers) as resp:
+        return resp.status, await resp.text(), resp.headers
+
+
+async def subscribed(node: Node, sub: Subscriber, callback: str, topic: str, **extra: str) -> None:
+    """Subscribe and wait until the subscription is verified and stored."""
+    def verified() -> float:
+        return node.metric("websub_verifications_total", mode="subscribe", result="verified")
+
+    before = verified()
+    status, text = await subscribe(node, callback, topic, **extra)
+    assert status == 202, text
+    await wait_for(lambda: verified() > before)
+
+
+Waiter = Callable[[], Awaitable[None]]
