@@ -1,0 +1,390 @@
+"""One document set (``NAME.atom``/``.rss``/``.json``): its items, its files, its coalesced renders.
+
+State: the items the documents hold live in memory and in ``NAME.state.json`` beside the documents
+(written atomically with them). ``known`` keeps the id and content hash (and order) of items pushed
+out of the newest ``max_items``, so that ``Sink.ids()`` reports them and a restart does not
+re-deliver them; their payloads are not kept.
+
+Rendering: ``apply`` only changes memory and wakes the render loop. The loop renders once no event
+came for ``quiet`` seconds, or at the latest ``max_staleness`` seconds after the first change it has
+not rendered yet, so a burst of 10,000 events costs a handful of renders. Renders run in a worker
+thread; files are written atomically (temp file in the same directory, fsync, rename, fsync of the
+directory) and only when their bytes changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from thoonk_bridge.payload import Entry, PayloadError, content_hash, parse
+
+from .render import CONTENT_TYPES, FeedMeta, StoredItem, render_documents
+
+EXTENSIONS = {"atom": "atom", "rss": "rss", "json": "json"}
+STATE_VERSION = 1
+
+
+class BadItem(ValueError):
+    """A payload the document cannot hold; ``reason`` is a short label for metrics."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Served:
+    """One rendered document, ready to serve."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str  # quoted strong ETag of the identity body
+    last_modified: float
+    content_type: str
+
+    @property
+    def last_modified_http(self) -> str:
+        return format_datetime(datetime.fromtimestamp(int(self.last_modified), tz=UTC), usegmt=True)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _entry_is_empty(entry: Entry) -> bool:
+    return not any((value or "").strip() for value in (entry.title, entry.link, entry.content, entry.summary))
+
+
+class FeedDocument:
+    """The items and files of one ``feeds:NAME`` sink."""
+
+    def __init__(
+        self,
+        meta: FeedMeta,
+        *,
+        directory: Path,
+        formats: tuple[str, ...],
+        max_items: int,
+        max_staleness: float,
+        quiet: float,
+        max_payload_bytes: int,
+        on_render: Callable[[dict[str, float], list[str]], Awaitable[None]] | None = None,
+        log: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.meta = meta
+        self.directory = directory
+        self.formats = formats
+        self.max_items = max_items
+        self.max_staleness = max_staleness
+        self.quiet = quiet
+        self.max_payload_bytes = max_payload_bytes
+        self.on_render = on_render
+        self.log = log
+        self.clock = clock
+        self.hub_provider: Callable[[], str | None] = lambda: None  # the WebSub hub to advertise
+        self.items: OrderedDict[str, StoredItem] = OrderedDict()  # oldest first (by seq)
+        self.known: dict[str, tuple[str, int]] = {}  # id -> (hash, seq), pushed out of the window
+        self.seq = 0
+        self.served: dict[str, Served] = {}
+        self.renders = 0
+        self._dirty = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._rendered = asyncio.Event()
+        self._generation = 0  # bumped by every change
+        self._rendered_generation = -1
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # ----------------------------------------------------------------- paths and state
+
+    def path(self, fmt: str) -> Path:
+        return self.directory / f"{self.meta.name}.{EXTENSIONS[fmt]}"
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / f"{self.meta.name}.state.json"
+
+    def load(self) -> None:
+        """Read the state file; a missing or broken one means "holds nothing" (the router refills)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.items.clear()
+        self.known.clear()
+        self.seq = 0
+        try:
+            raw = json.loads(self.state_path.read_bytes())
+            if raw.get("version") != STATE_VERSION:
+                raise ValueError(f"state version {raw.get('version')!r}")
+            items = []
+            for record in raw["items"]:
+                item = StoredItem(
+                    id=str(record["id"]),
+                    payload=str(record["payload"]),
+                    hash=content_hash(str(record["payload"])),
+                    seq=int(record["seq"]),
+                    first_seen=float(record["first_seen"]),
+                    edited_at=None if record.get("edited_at") is None else float(record["edited_at"]),
+                )
+                item.entry = parse(item.payload, max_bytes=None)
+                items.append(item)
+            known = {str(k): (str(v[0]), int(v[1])) for k, v in raw.get("known", {}).items()}
+            seq = int(raw.get("seq", 0))
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, AttributeError, PayloadError) as exc:
+            if self.log is not None:
+                self.log.warning(
+                    "feed state unreadable, rebuilding from the feed",
+                    feed=self.meta.name,
+                    path=str(self.state_path),
+                    error=str(exc),
+                )
+            return
+        for item in sorted(items, key=lambda i: i.seq):
+            self.items[item.id] = item
+        self.known = known
+        self.seq = max([seq, *(i.seq for i in items), *(s for _, s in known.values())])
+
+    def _state_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "version": STATE_VERSION,
+                "name": self.meta.name,
+                "seq": self.seq,
+                "items": [
+                    {
+                        "id": i.id,
+                        "seq": i.seq,
+                        "first_seen": i.first_seen,
+                        "edited_at": i.edited_at,
+                        "payload": i.payload,
+                    }
+                    for i in self.items.values()
+                ],
+                "known": {k: [h, s] for k, (h, s) in self.known.items()},
+            },
+            ensure_ascii=False,
+        ).encode("utf-8", "surrogatepass")
+
+    def ids(self) -> dict[str, str | None]:
+        """What the documents hold, for the router's reconcile.
+
+        Items pushed out of the window count as held, except the newest of them when the window
+        has room (after retracts or a larger ``max_items``): leaving those out makes the router
+        deliver them again, and they come back at their old place.
+        """
+        held: dict[str, str | None] = {i.id: i.hash for i in self.items.values()}
+        room = self.max_items - len(self.items)
+        refill: set[str] = set()
+        if room > 0 and self.known:
+            newest = sorted(self.known.items(), key=lambda kv: kv[1][1], reverse=True)[:room]
+            refill = {k for k, _ in newest}
+        held.update({k: h for k, (h, _) in self.known.items() if k not in refill})
+        return held
+
+    # ----------------------------------------------------------------- changes
+
+    def check(self, item_id: str, payload: str) -> Entry:
+        """Parse a payload the way the documents will use it; raises :class:`BadItem`."""
+        try:
+            entry = parse(payload, max_bytes=self.max_payload_bytes)
+        except PayloadError as exc:
+            reason = "too_large" if "too large" in str(exc) else "invalid"
+            raise BadItem(f"item {item_id!r}: {exc}", reason) from None
+        if _entry_is_empty(entry):
+            raise BadItem(f"item {item_id!r}: no title, link, content or summary", "empty")
+        return entry
+
+    def put(self, item_id: str, payload: str) -> bool:
+        """Add or replace an item; returns False when nothing changed. Raises :class:`BadItem`."""
+        digest = content_hash(payload)
+        current = self.items.get(item_id)
+        if current is not None and current.hash == digest:
+            return False
+        entry = self.check(item_id, payload)
+        now = self.clock()
+        if current is not None:
+            item = StoredItem(item_id, payload, digest, current.seq, current.first_seen, now, entry)
+            self.items[item_id] = item
+        else:
+            previous = self.known.pop(item_id, None)
+            if previous is not None:
+                if previous[0] == digest:  # delivered again (refill): back at its place
+                    seq, edited = previous[1], None
+                else:
+                    seq, edited = previous[1], now
+            else:
+                self.seq += 1
+                seq, edited = self.seq, None
+            item = StoredItem(item_id, payload, digest, seq, now, edited, entry)
+            self.items[item_id] = item
+            if seq != self.seq:  # an old item back at its place
+                self._resort()
+            self._trim()
+        self._touch()
+        return True
+
+    def remove(self, item_id: str) -> bool:
+        found = self.items.pop(item_id, None) is not None
+        found = self.known.pop(item_id, None) is not None or found
+        if found:
+            self._touch()
+        return found
+
+    def _resort(self) -> None:
+        ordered = sorted(self.items.values(), key=lambda i: i.seq)
+        self.items = OrderedDict((i.id, i) for i in ordered)
+
+    def _trim(self) -> None:
+        while len(self.items) > self.max_items:
+            _, oldest = self.items.popitem(last=False)
+            self.known[oldest.id] = (oldest.hash, oldest.seq)
+
+    def _touch(self) -> None:
+        self._generation += 1
+        self._rendered.clear()
+        self._changed.set()
+        self._dirty.set()
+
+    # ----------------------------------------------------------------- rendering
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"feeds-render:{self.meta.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            first = asyncio.get_running_loop().time()
+            deadline = first + self.max_staleness
+            while True:  # coalesce: wait for a pause, but never past the deadline
+                self._changed.clear()
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(self.quiet, left) if self.quiet else 0)
+                except TimeoutError:
+                    break
+            self._dirty.clear()
+            try:
+                await self.render_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep serving the last good documents
+                if self.log is not None:
+                    self.log.error("feed render failed", feed=self.meta.name, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(min(1.0, self.max_staleness))
+                self._dirty.set()
+
+    async def render_now(self, *, first: bool = False) -> dict[str, float]:
+        """Render and write everything now (under a lock, so renders never interleave).
+
+        Returns the seconds each format took. ``first``: compare with the files on disk and keep
+        their modification time when the bytes are the same (stable Last-Modified over restarts).
+        """
+        async with self._lock:
+            generation = self._generation
+            window = list(reversed(self.items.values()))
+            state = self._state_bytes()
+            meta = dataclasses.replace(self.meta, hub_url=self.hub_provider())
+            result = await asyncio.to_thread(self._render_and_write, meta, window, state, first)
+            timings, served, changed = result
+            self.served.update(served)
+            self.renders += 1
+            self._rendered_generation = generation
+            if generation == self._generation:
+                self._rendered.set()
+        if self.on_render is not None:
+            await self.on_render(timings, changed)
+        return timings
+
+    def _render_and_write(
+        self, meta: FeedMeta, window: list[StoredItem], state: bytes, first: bool
+    ) -> tuple[dict[str, float], dict[str, Served], list[str]]:
+        timings: dict[str, float] = {}
+        bodies: dict[str, bytes] = {}
+        for fmt in self.formats:
+            started = time.perf_counter()
+            bodies.update(render_documents(meta, window, (fmt,)))
+            timings[fmt] = time.perf_counter() - started
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.state_path, state)
+        served: dict[str, Served] = {}
+        changed: list[str] = []
+        now = self.clock()
+        for fmt, body in bodies.items():
+            previous = self.served.get(fmt)
+            path = self.path(fmt)
+            if previous is not None and previous.body == body and path.exists():
+                continue
+            modified = now
+            on_disk: bytes | None = None
+            with contextlib.suppress(OSError):
+                on_disk = path.read_bytes() if first or previous is None else None
+            if on_disk == body:
+                modified = path.stat().st_mtime
+            else:
+                atomic_write(path, body)
+            if previous is None or previous.body != body:
+                changed.append(fmt)
+            served[fmt] = Served(
+                body=body,
+                gzipped=gzip.compress(body, compresslevel=6, mtime=0),
+                etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+                last_modified=modified,
+                content_type=CONTENT_TYPES[fmt],
+            )
+        return timings, served, changed
+
+    async def wait_rendered(self) -> None:
+        """Until everything applied so far is in the files."""
+        while self._rendered_generation != self._generation:
+            self._rendered.clear()
+            if self._rendered_generation == self._generation:
+                return
+            await self._rendered.wait()
+
+    async def flush(self) -> None:
+        if self._rendered_generation != self._generation:
+            self._dirty.clear()
+            await self.render_now()

@@ -1,0 +1,337 @@
+"""The ``feeds`` plugin: Thoonk feeds as Atom/RSS/JSON Feed documents, outside feeds into Thoonk."""
+
+from __future__ import annotations
+
+import contextlib
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from thoonk_bridge.plugin import (
+    Endpoint,
+    EndpointKind,
+    Health,
+    Plugin,
+    RouteContext,
+    Sink,
+    Source,
+    Topic,
+)
+
+from .document import FeedDocument, Served
+from .render import CONTENT_TYPES, FeedMeta
+from .settings import FeedSinkOptions, FeedSourceOptions, FeedsSettings
+from .sink import FeedSink
+from .source import FeedSource
+
+__all__ = ["FEEDS_KIND", "FeedsPlugin"]
+
+FEEDS_KIND = EndpointKind(
+    name="feeds",
+    source_options=FeedSourceOptions,
+    sink_options=FeedSinkOptions,
+    description="Atom 1.0 / RSS 2.0 / JSON Feed 1.1 documents (sink: NAME; source: an outside feed URL)",
+)
+
+
+def _collector(registry: CollectorRegistry, cls: type, name: str, doc: str, labels: list[str], **kw: Any) -> Any:
+    """Register a collector, or reuse the one a previous instance registered (reload)."""
+    try:
+        return cls(name, doc, labels, registry=registry, **kw)
+    except ValueError:
+        existing = registry._names_to_collectors.get(name) or registry._names_to_collectors.get(  # noqa: SLF001
+            name.removesuffix("_total")
+        )
+        if existing is None:
+            raise
+        return existing
+
+
+class FeedsMetrics:
+    """Collectors of the plugin (on ``context.metrics``).
+
+    - ``thoonk_bridge_feeds_renders_total{feed,format}``: documents rendered.
+    - ``thoonk_bridge_feeds_render_seconds{format}``: time to render one document.
+    - ``thoonk_bridge_feeds_bad_items_total{feed,reason}``: items a document refused
+      (``invalid``, ``too_large``, ``empty``); they go to the route's dead-letter feed.
+    - ``thoonk_bridge_feeds_requests_total{format,status}``: documents served over HTTP.
+    - ``thoonk_bridge_feeds_fetches_total{route,result}``: polls of outside feeds (``ok``,
+      ``not_modified``, ``timeout``, ``network``, ``refused``, ``redirects``, ``too_large``,
+      ``bad_document``, ``http_429``, ``http_503``, ``http_4xx``, ``http_5xx``...).
+    - ``thoonk_bridge_feeds_fetch_seconds{route}``: time of one poll.
+    - ``thoonk_bridge_feeds_bad_entries_total{route}``: entries of outside feeds skipped.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.renders = _collector(r, Counter, "thoonk_bridge_feeds_renders", "Documents rendered", ["feed", "format"])
+        self.render_seconds = _collector(
+            r,
+            Histogram,
+            "thoonk_bridge_feeds_render_seconds",
+            "Time to render one document",
+            ["format"],
+            buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
+        self.bad_items = _collector(
+            r, Counter, "thoonk_bridge_feeds_bad_items", "Items refused by a document", ["feed", "reason"]
+        )
+        self.requests = _collector(
+            r, Counter, "thoonk_bridge_feeds_requests", "Documents served over HTTP", ["format", "status"]
+        )
+        self.fetches = _collector(
+            r, Counter, "thoonk_bridge_feeds_fetches", "Polls of outside feeds", ["route", "result"]
+        )
+        self.fetch_seconds = _collector(
+            r,
+            Histogram,
+            "thoonk_bridge_feeds_fetch_seconds",
+            "Time of one poll",
+            ["route"],
+            buckets=(0.01, 0.05, 0.2, 1.0, 5.0, 30.0),
+        )
+        self.bad_entries = _collector(
+            r, Counter, "thoonk_bridge_feeds_bad_entries", "Entries of outside feeds skipped", ["route"]
+        )
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison of an If-None-Match list against our ETag (either encoding's form)."""
+    core = etag.strip('"')
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        candidate = candidate.removeprefix("W/").strip('"').removesuffix("-gzip")
+        if candidate == core:
+            return True
+    return False
+
+
+def _accepts_gzip(header: str) -> bool:
+    gzip_q: float | None = None
+    star_q: float | None = None
+    for part in header.split(","):
+        token, _, params = part.strip().partition(";")
+        q = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                q = float(params[2:])
+            except ValueError:
+                q = 0.0
+        token = token.strip().lower()
+        if token in ("gzip", "x-gzip"):
+            gzip_q = q
+        elif token == "*":
+            star_q = q
+    if gzip_q is not None:
+        return gzip_q > 0
+    return bool(star_q)
+
+
+class FeedsPlugin(Plugin):
+    """Atom/RSS/JSON Feed documents served at ``<path_prefix>/NAME.atom|.rss|.json``; outside feeds polled."""
+
+    name = "feeds"
+    version = "0.1.0"
+    description = "Atom/RSS/JSON Feed documents from Thoonk feeds, and outside feeds polled into Thoonk"
+    settings_model = FeedsSettings
+    endpoint_kinds = (FEEDS_KIND,)
+
+    settings: FeedsSettings
+
+    def __init__(self, settings: FeedsSettings, context: Any) -> None:  # type: ignore[override]
+        super().__init__(settings, context)
+        self.documents: dict[str, FeedDocument] = {}
+        self.metrics = FeedsMetrics(context.metrics)
+        self.log = context.log
+        self.resolver: AbstractResolver | None = None  # tests: a stub resolver for sources
+        self._open: set[FeedDocument] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.settings.output_dir) if self.settings.output_dir else Path(self.context.state_dir)
+
+    def validate(self) -> list[str]:
+        problems = []
+        out = self.settings.output_dir
+        if out is not None and Path(out).exists() and not Path(out).is_dir():
+            problems.append(f"output_dir {out} exists and is not a directory")
+        return problems
+
+    async def setup(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.context.http.router.add_get(self.settings.path_prefix + "/{file}", self._serve)
+
+    async def stop(self) -> None:
+        for document in list(self._open):
+            with contextlib.suppress(Exception):
+                await document.flush()
+            await document.stop()
+        self._open.clear()
+        self.set_health(Health.STOPPED)
+
+    # ----------------------------------------------------------------- endpoints
+
+    def public_path(self, name: str, fmt: str) -> str:
+        return f"{self.settings.path_prefix}/{name}.{fmt}"
+
+    def public_url(self, name: str, fmt: str) -> str:
+        return self.context.public_url.rstrip("/") + self.public_path(name, fmt)
+
+    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+        options = endpoint.options
+        if not isinstance(options, FeedSinkOptions):
+            options = FeedSinkOptions(address=endpoint.address)
+        name = options.address
+        self_urls = {fmt: self.public_url(name, fmt) for fmt in ("atom", "rss", "json")}
+        meta = FeedMeta(
+            name=name,
+            title=options.title or name,
+            subtitle=options.subtitle or f"{options.title or name}, via thoonk-bridge",
+            link=options.link or (self.context.public_url.rstrip("/") + "/"),
+            author=options.author or "thoonk-bridge",
+            author_email=options.author_email,
+            language=options.language,
+            feed_id=options.id or self_urls["atom"],
+            self_urls=self_urls,
+            sanitize=options.sanitize_html,
+        )
+        directory = Path(options.output_dir) if options.output_dir else self.output_dir
+        document = FeedDocument(
+            meta,
+            directory=directory,
+            formats=tuple(options.formats),
+            max_items=options.max_items,
+            max_staleness=options.max_staleness or self.settings.max_staleness,
+            quiet=min(self.settings.quiet, options.max_staleness or self.settings.max_staleness),
+            max_payload_bytes=options.max_payload_bytes,
+            log=route.log.bind(feed=name),
+        )
+        document.on_render = self._rendered_callback(document)
+        document.hub_provider = lambda: self.context.topics.hub_url  # type: ignore[attr-defined]
+        return FeedSink(self, document, route)
+
+    def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
+        options = endpoint.options
+        if not isinstance(options, FeedSourceOptions):
+            options = FeedSourceOptions(address=endpoint.address)
+        return FeedSource(self, options, route)
+
+    # ----------------------------------------------------------------- documents
+
+    async def open_document(self, document: FeedDocument) -> None:
+        """Load its state, render it (a file deleted or damaged by hand is rewritten), serve it."""
+        name = document.meta.name
+        old = self.documents.get(name)
+        if old is not None and old is not document:
+            await old.stop()
+            self._open.discard(old)
+        document.load()
+        await document.render_now(first=True)
+        document.start()
+        self.documents[name] = document
+        self._open.add(document)
+        for fmt in document.formats:
+            self.context.topics.register(
+                Topic(
+                    path=self.public_path(name, fmt),
+                    content_type=CONTENT_TYPES[fmt],
+                    render=self._topic_body(document, fmt),
+                )
+            )
+        self.log.info(
+            "feed documents ready",
+            feed=name,
+            items=len(document.items),
+            directory=str(document.directory),
+            formats=list(document.formats),
+        )
+
+    async def close_document(self, document: FeedDocument) -> None:
+        await document.stop()
+        self._open.discard(document)
+        name = document.meta.name
+        if self.documents.get(name) is document:
+            del self.documents[name]
+            for fmt in document.formats:
+                self.context.topics.unregister(self.public_path(name, fmt))
+
+    def _topic_body(self, document: FeedDocument, fmt: str) -> Any:
+        async def render() -> bytes:
+            served = document.served.get(fmt)
+            return served.body if served is not None else b""
+
+        return render
+
+    def _rendered_callback(self, document: FeedDocument) -> Any:
+        async def rendered(timings: dict[str, float], changed: list[str]) -> None:
+            name = document.meta.name
+            for fmt, seconds in timings.items():
+                self.metrics.renders.labels(name, fmt).inc()
+                self.metrics.render_seconds.labels(fmt).observe(seconds)
+            if self.documents.get(name) is not document:
+                return
+            for fmt in changed:
+                try:
+                    await self.context.topics.changed(self.public_path(name, fmt))
+                except Exception as exc:  # noqa: BLE001 - a listener's failure is not ours
+                    self.log.error("topic listener failed", feed=name, format=fmt, error=str(exc))
+
+        return rendered
+
+    # ----------------------------------------------------------------- HTTP
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        name, _, fmt = request.match_info["file"].rpartition(".")
+        document = self.documents.get(name)
+        served: Served | None = None
+        if document is not None and fmt in document.formats:
+            served = document.served.get(fmt)
+        if served is None:
+            self.metrics.requests.labels(fmt or "-", "404").inc()
+            raise web.HTTPNotFound(text="no such feed\n")
+        headers = {
+            "Content-Type": served.content_type,
+            "Last-Modified": served.last_modified_http,
+            "Vary": "Accept-Encoding",
+            "Cache-Control": f"public, max-age={self.settings.cache_max_age}",
+            "X-Content-Type-Options": "nosniff",
+        }
+        hub = self.context.topics.hub_url
+        if hub:
+            headers["Link"] = f'<{hub}>; rel="hub", <{self.public_url(name, fmt)}>; rel="self"'
+        use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        etag = served.etag[:-1] + '-gzip"' if use_gzip else served.etag
+        headers["ETag"] = etag
+        if self._not_modified(request, served):
+            self.metrics.requests.labels(fmt, "304").inc()
+            return web.Response(status=304, headers=headers)
+        self.metrics.requests.labels(fmt, "200").inc()
+        if use_gzip:
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=served.gzipped, headers=headers)
+        return web.Response(body=served.body, headers=headers)
+
+    @staticmethod
+    def _not_modified(request: web.Request, served: Served) -> bool:
+        inm = request.headers.get("If-None-Match")
+        if inm is not None:
+            return _etag_matches(inm, served.etag)
+        ims = request.headers.get("If-Modified-Since")
+        if ims:
+            try:
+                since = parsedate_to_datetime(ims)
+            except (TypeError, ValueError, IndexError):
+                return False
+            if since.tzinfo is None:
+                return False
+            return int(served.last_modified) <= since.timestamp()
+        return False

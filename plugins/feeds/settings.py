@@ -1,0 +1,120 @@
+"""Settings of the ``feeds`` plugin and options of its endpoint kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from thoonk_bridge.feedparse import MAX_FEED_BYTES, Identity
+from thoonk_bridge.net import OutboundPolicy
+from thoonk_bridge.plugin import Settings
+
+FEED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+FormatName = Literal["atom", "rss", "json"]
+
+
+class FeedsSettings(Settings):
+    """``plugins.feeds`` (every key optional).
+
+    - ``output_dir``: where documents are written (default: the plugin's state directory,
+      ``<state_dir>/feeds``). A sink's own ``output_dir`` wins.
+    - ``path_prefix``: URL path the documents are served under (default ``/feeds``).
+    - ``max_staleness``: seconds a document may lag behind its feed during a burst (default 0.25).
+    - ``quiet``: render early once no event came for this many seconds (default 0.02).
+    - ``cache_max_age``: ``Cache-Control: max-age`` of served documents, seconds (default 0).
+    - ``outbound``: the outbound HTTP policy of sources: ``allow_loopback``, ``allow_private``
+      (both false by default), ``allowed_networks`` (CIDR list). A source may override each.
+    - ``user_agent``: sent by sources (default ``thoonk-bridge (+feeds)``).
+    - ``fetch_timeout``: seconds for one fetch, connect to last byte (default 30).
+    - ``max_feed_bytes``: largest fetched document after decompression (default 10 MiB).
+    - ``max_redirects``: redirect hops a fetch follows (default 5).
+    """
+
+    output_dir: Path | None = None
+    path_prefix: str = Field(default="/feeds", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$")
+    max_staleness: float = Field(default=0.25, gt=0, le=3600)
+    quiet: float = Field(default=0.02, ge=0, le=60)
+    cache_max_age: int = Field(default=0, ge=0)
+    outbound: OutboundPolicy = Field(default_factory=OutboundPolicy)
+    user_agent: str = "thoonk-bridge (+feeds)"
+    fetch_timeout: float = Field(default=30.0, gt=0)
+    max_feed_bytes: int = Field(default=MAX_FEED_BYTES, gt=0)
+    max_redirects: int = Field(default=5, ge=0, le=30)
+
+
+class FeedSinkOptions(Settings):
+    """``to: feeds:NAME`` (or the mapping form with options).
+
+    - ``address``: the document name: ``[A-Za-z0-9][A-Za-z0-9._-]*``, up to 128 characters; served
+      at ``<path_prefix>/NAME.atom``, ``.rss``, ``.json`` and written as ``NAME.atom`` etc.
+    - ``formats``: which documents to keep (default ``[atom, rss, json]``).
+    - ``title`` (default NAME), ``subtitle`` (RSS description; default "NAME, via thoonk-bridge"),
+      ``link`` (the site the feed belongs to; default the public URL), ``author`` (feed author name,
+      default "thoonk-bridge"), ``author_email``, ``language`` (e.g. ``en``),
+      ``id`` (the Atom feed id; default the Atom document's public URL).
+    - ``max_items``: how many of the newest entries the documents hold (default 50).
+    - ``output_dir``: overrides the plugin's ``output_dir`` for this document.
+    - ``sanitize_html``: clean HTML content and summaries with nh3 (default true); false publishes
+      the HTML exactly as the payload has it.
+    - ``max_staleness``: overrides the plugin's ``max_staleness`` for this document.
+    - ``max_payload_bytes``: larger payloads are refused (dead-lettered), default 1,000,000.
+    """
+
+    address: str = Field(pattern=FEED_NAME_PATTERN)
+    formats: tuple[FormatName, ...] = ("atom", "rss", "json")
+    title: str | None = None
+    subtitle: str | None = None
+    link: str | None = None
+    author: str | None = None
+    author_email: str | None = None
+    language: str | None = None
+    id: str | None = None
+    max_items: int = Field(default=50, ge=1, le=100_000)
+    output_dir: Path | None = None
+    sanitize_html: bool = True
+    max_staleness: float | None = Field(default=None, gt=0, le=3600)
+    max_payload_bytes: int = Field(default=1_000_000, gt=0)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one format")
+        return tuple(dict.fromkeys(value))
+
+
+class FeedSourceOptions(Settings):
+    """``from: feeds:https://...`` (or the mapping form with options).
+
+    - ``address``: the ``http``/``https`` URL of an Atom, RSS or JSON Feed document.
+    - ``interval``: seconds between polls (default 300).
+    - ``identity``: ``auto`` (guid/atom:id, else link, else content hash; default), ``id``,
+      ``link`` or ``hash``: how an entry's item id is chosen.
+    - ``payload_format``: ``json`` (default) or ``atom``: the payload each item gets.
+    - ``max_backoff``: longest wait after repeated errors or a ``Retry-After``, seconds (default 3600).
+    - ``timeout``, ``max_bytes``, ``max_redirects``: override the plugin's ``fetch_timeout``,
+      ``max_feed_bytes``, ``max_redirects``.
+    - ``allow_loopback``, ``allow_private``, ``allowed_networks``: override the plugin's
+      ``outbound`` policy for this URL.
+    """
+
+    address: str = Field(pattern=r"^https?://\S+$")
+    interval: float = Field(default=300.0, gt=0)
+    identity: Identity = Identity.AUTO
+    payload_format: Literal["json", "atom"] = "json"
+    max_backoff: float = Field(default=3600.0, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    max_bytes: int | None = Field(default=None, gt=0)
+    max_redirects: int | None = Field(default=None, ge=0, le=30)
+    allow_loopback: bool | None = None
+    allow_private: bool | None = None
+    allowed_networks: tuple[str, ...] | None = None
+
+    def policy(self, default: OutboundPolicy) -> OutboundPolicy:
+        return OutboundPolicy(
+            allow_loopback=default.allow_loopback if self.allow_loopback is None else self.allow_loopback,
+            allow_private=default.allow_private if self.allow_private is None else self.allow_private,
+            allowed_networks=default.allowed_networks if self.allowed_networks is None else self.allowed_networks,
+        )

@@ -1,0 +1,60 @@
+"""``to: feeds:NAME``: the sink side (Thoonk items into documents)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
+
+from .document import BadItem, FeedDocument
+
+if TYPE_CHECKING:
+    from .plugin import FeedsPlugin
+
+
+class FeedSink(Sink):
+    """Applies events to a :class:`FeedDocument`; the document renders them, coalesced.
+
+    ``apply`` is idempotent: a publish or edit with the payload the document already holds changes
+    nothing, a retract of an unknown id neither. A payload the documents cannot hold (not valid in
+    its format, too large, empty) raises a non-retryable :class:`DeliveryError`: the router puts it
+    in the route's dead-letter feed, and the documents stay as they were.
+    """
+
+    def __init__(self, plugin: FeedsPlugin, document: FeedDocument, route: RouteContext) -> None:
+        self.plugin = plugin
+        self.document = document
+        self.route = route
+        self.log = route.log.bind(feed=document.meta.name)
+        self._opened = False
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        await self.plugin.open_document(self.document)
+        self._opened = True
+
+    async def ids(self) -> dict[str, str | None]:
+        return self.document.ids()
+
+    async def apply(self, event: ItemEvent) -> None:
+        if event.kind is EventKind.RETRACT:
+            self.document.remove(event.id)
+            return
+        assert event.payload is not None
+        try:
+            self.document.put(event.id, event.payload)
+        except BadItem as exc:
+            self.plugin.metrics.bad_items.labels(self.document.meta.name, exc.reason).inc()
+            self.log.warning("item refused by feed", item=event.id, reason=exc.reason, error=str(exc))
+            raise DeliveryError(str(exc), retryable=False) from None
+
+    async def flush(self) -> None:
+        await self.document.flush()
+
+    async def close(self) -> None:
+        try:
+            await self.document.flush()
+        except Exception as exc:  # noqa: BLE001 - close must not raise
+            self.log.error("final render failed", error=str(exc))
+        await self.plugin.close_document(self.document)
