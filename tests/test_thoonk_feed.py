@@ -205,3 +205,32 @@ async def test_async_concurrent_publishers(apubsub):
     await asyncio.gather(*(feed.publish(f"v{i}", id=f"i{i}") for i in range(500)))
     ids = await feed.get_ids()
     assert sorted(ids) == sorted(f"i{i}" for i in range(500))
+
+
+async def test_async_concurrent_publishes_are_merged_correctly(apubsub, raw_redis):
+    """Concurrent publishes on one feed share round trips; each still gets its own id and event."""
+    import asyncio
+
+    feed = await apubsub.feed("merged", {"max_length": 100})
+    listener = raw_redis.pubsub()
+    listener.subscribe("feed.publish:merged", "feed.edit:merged")
+    for _ in range(2):
+        assert listener.get_message(timeout=2)["type"] == "subscribe"
+    ids = await asyncio.gather(*(feed.publish(f"v{i}", id=f"i{i % 30}") for i in range(60)))
+    assert ids == [f"i{i % 30}" for i in range(60)]
+    assert sorted(await feed.get_ids()) == sorted(f"i{i}" for i in range(30))
+    kinds = []
+    while len(kinds) < 60:
+        m = listener.get_message(timeout=2)
+        assert m is not None
+        kinds.append(m["channel"])
+    assert kinds.count("feed.publish:merged") == 30 and kinds.count("feed.edit:merged") == 30
+    listener.close()
+    other = await apubsub.feed("other")
+    await apubsub.delete_feed("merged")
+    results = await asyncio.gather(
+        *(feed.publish("x") for _ in range(5)), other.publish("fine", id="ok"), return_exceptions=True
+    )
+    assert all(isinstance(r, FeedDoesNotExist) and "merged" in str(r) for r in results[:5])
+    assert results[5] == "ok"
+    assert raw_redis.exists("feed.ids:merged") == 0

@@ -135,7 +135,7 @@ class Feed(FeedBase):
         for id, item in pairs:
             args += (id, item)
         k = self.keys
-        return Eval("feed_publish", (k.config, k.ids, k.items, k.publishes), args)
+        return Eval("feed_publish", (k.config, k.ids, k.items, k.publishes), args, coalesce=True)
 
     @op
     def publish(self, item: str | bytes, id: str | None = None) -> Op[str]:

@@ -10,6 +10,7 @@ between the two faces. EVALSHA is tried first; on NOSCRIPT the script is loaded 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -58,6 +59,10 @@ class Eval:
     script: str
     keys: Sequence[str]
     args: Sequence[Any]
+    #: The script takes ARGV = (name, pair, pair, ...) and returns one reply per pair, and running it
+    #: once with the pairs of several calls equals running the calls one after the other
+    #: (feed_publish). The async executor then merges concurrent calls into one EVALSHA.
+    coalesce: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,8 @@ class Batch:
 
 
 Call = Eval | Cmd | Batch
+
+COALESCE_LIMIT = 200  # most pairs merged into one EVALSHA
 Op = Generator[Call, Any, T]
 
 
@@ -189,6 +196,8 @@ class AsyncExecutor:
         self.client = client
         self.address = describe(client)
         self._loaded: set[str] = set()
+        self._pending: list[tuple[Eval, asyncio.Future[Any]]] = []
+        self._flushes: set[asyncio.Future[None]] = set()
 
     async def run(self, op: Op[T]) -> T:
         try:
@@ -214,6 +223,91 @@ class AsyncExecutor:
             raise translated from None
 
     async def _eval(self, call: Eval) -> Any:
+        """EVALSHA, auto-pipelined: the scripts that tasks issue in the same event-loop turn go out
+        together in one pipeline (each still atomic on its own), which is what lets many concurrent
+        tasks publish faster than one round trip each."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((call, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        pending, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._flush(pending))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, pending: list[tuple[Eval, asyncio.Future[Any]]]) -> None:
+        # Calls in one flush come from different tasks (a task awaits each call), so they have no
+        # order among themselves; coalescible calls on the same feed are merged into one EVALSHA.
+        calls: list[Eval] = []
+        owners: list[list[tuple[asyncio.Future[Any], int | None]]] = []
+        open_merges: dict[tuple[Any, ...], int] = {}
+        for call, future in pending:
+            if not call.coalesce:
+                calls.append(call)
+                owners.append([(future, None)])
+                continue
+            pairs = (len(call.args) - 1) // 2
+            key = (call.script, tuple(call.keys), call.args[0])
+            at = open_merges.get(key)
+            if at is None or len(calls[at].args) > 2 * COALESCE_LIMIT:
+                open_merges[key] = len(calls)
+                calls.append(Eval(call.script, call.keys, list(call.args)))
+                owners.append([(future, pairs)])
+            else:
+                calls[at].args.extend(call.args[1:])  # type: ignore[attr-defined]
+                owners[at].append((future, pairs))
+        pending = []
+        for call, group in zip(calls, owners, strict=True):
+            if len(group) == 1 and group[0][1] is None:
+                pending.append((call, group[0][0]))
+            else:
+                pending.append((call, self._splitter(group)))
+        try:
+            if len(calls) == 1:
+                results: list[Any] = [await self._eval_one(calls[0])]
+            else:
+                results = await self._batch(Batch(calls), raise_errors=False)
+        except BaseException as e:  # connection trouble: every caller of this flush gets it
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, future), result in zip(pending, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, redis.ResponseError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    @staticmethod
+    def _splitter(group: list[tuple[asyncio.Future[Any], int | None]]) -> asyncio.Future[Any]:
+        """A future for a merged call that hands each original caller its share of the replies."""
+        merged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def deliver(done: asyncio.Future[Any]) -> None:
+            error = done.exception()
+            start = 0
+            for future, count in group:
+                if future.done():
+                    start += count or 0
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(done.result()[start : start + (count or 0)])
+                start += count or 0
+
+        merged.add_done_callback(deliver)
+        return merged
+
+    async def _eval_one(self, call: Eval) -> Any:
         script = SCRIPTS[call.script]
         try:
             return await self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
@@ -221,8 +315,10 @@ class AsyncExecutor:
             await self.client.script_load(script.source)
             self._loaded.add(script.sha)
             return await self.client.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+        except redis.ResponseError as e:
+            return e
 
-    async def _batch(self, batch: Batch) -> list[Any]:
+    async def _batch(self, batch: Batch, raise_errors: bool = True) -> list[Any]:
         for c in batch.calls:
             if isinstance(c, Eval) and SCRIPTS[c.script].sha not in self._loaded:
                 await self.client.script_load(SCRIPTS[c.script].source)
@@ -236,7 +332,7 @@ class AsyncExecutor:
             for i, r in zip(retry, again, strict=True):
                 results[i] = r
         for r in results:
-            if isinstance(r, redis.ResponseError):
+            if raise_errors and isinstance(r, redis.ResponseError):
                 raise r
         return results
 
