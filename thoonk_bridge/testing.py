@@ -96,6 +96,7 @@ async def running_bridge(
     http.setdefault("listen", f"127.0.0.1:{free_tcp_port()}")
     data["http"] = http
     data.setdefault("drain_seconds", drain)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     classes = plugins if plugins is not None else discover_plugins()
