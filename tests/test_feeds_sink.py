@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import feedparser
 import pytest
-
-from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicRegistry
 from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
 from thoonk_bridge.plugins.feeds.settings import FeedSinkOptions
+
+from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicRegistry
 from thoonk_bridge.testing import plugin_context
 
 FAST = {"quiet": 0.005, "max_staleness": 0.05}
@@ -331,7 +331,7 @@ async def test_staleness_bound_renders_during_endless_burst(harness) -> None:  #
 
 
 async def test_atomic_writes_under_reader_loop(harness) -> None:  # type: ignore[no-untyped-def]
-    sink = make_sink(harness, max_items=200)
+    sink = make_sink(harness, max_items=100, formats=("atom",))
     await sink.open()
     path = harness.context.state_dir / "news.atom"
     stop = threading.Event()
@@ -350,7 +350,7 @@ async def test_atomic_writes_under_reader_loop(harness) -> None:  # type: ignore
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for i in range(300):
+        for i in range(150):
             await sink.apply(pub(str(i), {"title": f"T{i}", "content": "x" * 2000}))
             if i % 10 == 0:
                 await sink.flush()
