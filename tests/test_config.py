@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+
+from thoonk_bridge.plugin import discover_plugins
 from pydantic import BaseModel, Field
 
 from thoonk_bridge.config import (
@@ -236,9 +238,13 @@ def test_state_dir_relative_to_config_file(tmp_path: Path) -> None:
 
 def test_example_yaml_loads_and_documents_every_engine_key() -> None:
     example = REPO / "config" / "example.yaml"
-    config = load_config(example, env={}, plugins={})
+    installed = discover_plugins()
+    config = load_config(example, env={}, plugins=installed)
     assert config.routes and config.redis is None
-    assert load_config(example, env={"REDIS_URL": "redis://r:6379/1"}, plugins={}).redis == "redis://r:6379/1"
+    assert config.state_dir.resolve() == REPO / "data"  # the README's ./data
+    assert {"feeds", "websub"} <= config.enabled_plugins
+    with_url = load_config(example, env={"REDIS_URL": "redis://r:6379/1"}, plugins=installed)
+    assert with_url.redis == "redis://r:6379/1"
     text = example.read_text()
     keys = [
         *EngineSettings.model_fields,
