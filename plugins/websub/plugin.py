@@ -142,6 +142,7 @@ class WebSubPlugin(Plugin):
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
         self.delivery_session: aiohttp.ClientSession = None  # type: ignore[assignment]
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[Any]] = set()  # workers in the middle of a job
         self._stopping = asyncio.Event()
         self._raw_local: set[str] = set()
         self.resolver: AbstractResolver | None = None  # tests: a stub resolver (no real lookups)
@@ -204,11 +205,16 @@ class WebSubPlugin(Plugin):
         """Stop taking jobs; let those in flight finish (bounded), then release everything."""
         self._stopping.set()
         tasks, self._tasks = self._tasks, []
-        if tasks:
+        idle = [t for t in tasks if t not in self._busy]
+        for task in idle:  # waiting for a job or sleeping: nothing to finish
+            await cancel_and_wait(task)
+        busy = [t for t in tasks if t in self._busy and not t.done()]
+        if busy:
             bound = self.settings.delivery_timeout + 1.5 if drain is None else drain
-            _, pending = await asyncio.wait(tasks, timeout=bound)
+            _, pending = await asyncio.wait(busy, timeout=bound) if bound > 0 else ((), busy)
             for task in pending:
                 await cancel_and_wait(task)
+        self._busy.clear()
         for session in (self.session, self.delivery_session):
             if session is not None:
                 await session.close()
@@ -217,10 +223,7 @@ class WebSubPlugin(Plugin):
 
     async def kill(self) -> None:
         """Tests: stop at once, as a crashed daemon would (claimed jobs stay claimed)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        self._busy.clear()
         await self.stop(0)
 
     # ----------------------------------------------------------------- loops
@@ -240,6 +243,9 @@ class WebSubPlugin(Plugin):
                 if got is None:
                     continue
                 job_id, item = got
+                me = asyncio.current_task()
+                assert me is not None
+                self._busy.add(me)
                 try:
                     await handler(item)
                 except (ValueError, KeyError, TypeError) as exc:  # a malformed item: never retried
@@ -248,8 +254,12 @@ class WebSubPlugin(Plugin):
                     raise
                 except Exception as exc:  # noqa: BLE001 - left claimed: maintenance puts it back
                     self.log.error("websub.job_failed", queue=queue, error=f"{type(exc).__name__}: {exc}")
+                    self._busy.discard(me)
                     continue
-                await q.finish(job_id)
+                try:
+                    await q.finish(job_id)
+                finally:
+                    self._busy.discard(me)
 
         return run
 

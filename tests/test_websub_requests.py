@@ -1,0 +1,278 @@
+"""Hub requests that must be refused (and how), SSRF refusals without a packet, raw topics, fuzzing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_websub_support import (
+    Node,
+    StubResolver,
+    Subscriber,
+    hub_post,
+    start_node,
+    subscribe,
+    subscribed,
+    wait_for,
+)
+
+from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent, RouteContext
+from thoonk_bridge.plugins.websub.settings import WebSubSinkOptions
+
+ATOM = b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title></feed>'
+
+
+@pytest.fixture
+async def node(redis_url: str):
+    n = await start_node(redis_url)
+    yield n
+    await n.stop()
+
+
+@pytest.fixture
+async def sub():
+    s = await Subscriber().start()
+    yield s
+    await s.close()
+
+
+async def _form(node: Node, **fields: str) -> tuple[int, str, dict[str, str]]:
+    data = {k.replace("_", ".", 1): v for k, v in fields.items()}
+    return await hub_post(node, data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "words"),
+    [
+        ({}, 400, "hub.mode is required"),
+        ({"hub_mode": "subscribe"}, 400, "hub.callback is required"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/cb"}, 400, "hub.topic is required"),
+        ({"hub_mode": "fetch", "hub_callback": "http://127.0.0.1:1/", "hub_topic": "http://x/"}, 400,
+         "unsupported hub.mode"),
+        ({"hub_mode": "subscribe", "hub_callback": "ftp://127.0.0.1/cb", "hub_topic": "http://x/"}, 400,
+         "http or https"),
+        ({"hub_mode": "subscribe", "hub_callback": "/relative", "hub_topic": "http://x/"}, 400, "absolute"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/cb#frag", "hub_topic": "http://x/"}, 400,
+         "fragment"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/c b", "hub_topic": "http://x/"}, 400,
+         "spaces"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:99999/", "hub_topic": "http://x/"}, 400,
+         "not a valid URL"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/", "hub_topic": "mailto:x@y"}, 400,
+         "hub.topic"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/", "hub_topic": "http://x/",
+          "hub_lease_seconds": "-5"}, 400, "lease_seconds"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/", "hub_topic": "http://x/",
+          "hub_lease_seconds": "1e9"}, 400, "lease_seconds"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/", "hub_topic": "http://x/",
+          "hub_secret": "x" * 200}, 400, "less than 200 bytes"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/", "hub_topic": "http://x/",
+          "hub_secret": "é" * 100}, 400, "less than 200 bytes"),
+        ({"hub_mode": "subscribe", "hub_callback": "http://127.0.0.1:1/" + "a" * 3000, "hub_topic": "http://x/"},
+         400, "longer than"),
+    ],
+)
+async def test_malformed_requests(node: Node, fields: dict[str, str], status: int, words: str) -> None:
+    got, text, headers = await _form(node, **fields)
+    assert got == status
+    assert words in text
+    assert headers["Content-Type"].startswith("text/plain")
+
+
+async def test_secret_of_199_bytes_is_fine(node: Node, sub: Subscriber) -> None:
+    topic = node.topic("/feeds/a.atom", ATOM)
+    await subscribed(node, sub, sub.url(), topic, **{"hub.secret": "s" * 199})
+
+
+async def test_wrong_content_type_and_size(node: Node) -> None:
+    status, text, _ = await hub_post(node, b'{"hub.mode": "subscribe"}', {"Content-Type": "application/json"})
+    assert status == 415 and "x-www-form-urlencoded" in text
+    big = b"hub.mode=subscribe&foo=" + b"x" * 20000
+    status, text, _ = await hub_post(node, big, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 413
+    status, text, _ = await hub_post(node, b"hub.mode=\xff\xfe", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and "UTF-8" in text
+    many = "&".join(f"p{i}=1" for i in range(150)).encode()
+    status, text, _ = await hub_post(node, many, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and "too many" in text
+    status, text, _ = await hub_post(node, b"hub.mode=subscribe&hub.mode=unsubscribe",
+                                     {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and "more than once" in text
+
+
+async def test_oversize_chunked_body_refused(node: Node) -> None:
+    async def gen():
+        for _ in range(100):
+            yield b"x" * 1000
+
+    async with aiohttp.ClientSession() as s, s.post(
+        node.hub, data=gen(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ) as resp:
+        assert resp.status == 413
+
+
+async def test_rate_limit_per_callback(redis_url: str, sub: Subscriber) -> None:
+    node = await start_node(redis_url, subscribe_rate=3, subscribe_rate_window=3600)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        codes = [(await subscribe(node, sub.url(), topic))[0] for _ in range(4)]
+        assert codes == [202, 202, 202, 429]
+        status, _, headers = await _form(node, hub_mode="subscribe", hub_callback=sub.url(), hub_topic=topic)
+        assert status == 429 and int(headers["Retry-After"]) > 0
+        assert (await subscribe(node, sub.url("/other"), topic))[0] == 202  # another callback is fine
+    finally:
+        await node.stop()
+
+
+# ------------------------------------------------------------------ SSRF
+
+
+@pytest.mark.parametrize(
+    ("callback", "reason"),
+    [
+        ("http://10.1.2.3/cb", "private address"),
+        ("http://169.254.169.254/latest", "metadata"),
+        ("http://[::1]/cb", "loopback"),
+        ("http://127.0.0.1:9/cb", "loopback"),
+        ("http://[fd00::1]/cb", "unique local"),
+        ("http://100.64.1.1/cb", "CGNAT"),
+        ("http://[::ffff:192.168.1.1]/cb", "private address"),
+    ],
+)
+async def test_literal_private_callbacks_refused_at_once(redis_url: str, callback: str, reason: str) -> None:
+    node = await start_node(redis_url, outbound={})  # the default policy: no loopback either
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        status, text, _ = await _form(node, hub_mode="subscribe", hub_callback=callback, hub_topic=topic)
+        assert status == 400
+        assert "refused by policy" in text and reason in text
+    finally:
+        await node.stop()
+
+
+async def test_names_resolving_to_private_addresses_are_never_contacted(redis_url: str, sub: Subscriber) -> None:
+    """The check is on the resolved address (stub resolver: no real lookup, no packet sent)."""
+    port = sub.server.port
+    resolver = StubResolver({"intranet.test": "10.0.0.7", "meta.test": "169.254.169.254",
+                             "sneaky.test": "127.0.0.1"})
+    node = await start_node(redis_url, resolver=resolver, outbound={})
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        for host in ("intranet.test", "meta.test", "sneaky.test"):
+            status, _ = await subscribe(node, f"http://{host}:{port}/cb", topic)
+            assert status == 202  # the answer does not depend on the verification
+        await wait_for(lambda: node.metric("websub_verifications_total", mode="subscribe", result="failed") == 3)
+        assert sub.verifications == []  # sneaky.test -> 127.0.0.1 is the real subscriber: never reached
+        assert sorted(set(resolver.asked)) == ["intranet.test", "meta.test", "sneaky.test"]
+        assert await node.plugin.subscriptions() == []
+    finally:
+        await node.stop()
+
+
+async def test_allowed_networks_let_an_intranet_through(redis_url: str, sub: Subscriber) -> None:
+    resolver = StubResolver({"intranet.test": "127.0.0.1"})
+    node = await start_node(redis_url, resolver=resolver, outbound={"allowed_networks": ["127.0.0.0/8"]})
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        await subscribed(node, sub, f"http://intranet.test:{sub.server.port}/cb", topic)
+    finally:
+        await node.stop()
+
+
+# ------------------------------------------------------------------ raw topics (to: websub:NAME)
+
+
+def _route(fmt: str | None = None) -> RouteContext:
+    import structlog
+
+    async def dead(*_: object) -> None:
+        return None
+
+    return RouteContext(name="r", mirror=False, format=fmt, initial="all", log=structlog.get_logger(),
+                        dead_letter=dead)
+
+
+@pytest.mark.parametrize(
+    ("payload", "options", "fmt", "ctype"),
+    [
+        ("hello, plain world", {"content_type": "text/plain"}, None, "text/plain"),  # websub.rocks hub 105
+        ('{"title": "hi"}', {}, "json", "application/json"),  # websub.rocks hub 106
+        ('{"title": "hi"}', {}, None, "application/json"),
+        ("just text", {}, None, "text/plain; charset=utf-8"),
+    ],
+)
+async def test_raw_topic_plaintext_and_json(node: Node, sub: Subscriber, payload: str, options: dict[str, str],
+                                            fmt: str | None, ctype: str) -> None:
+    sink = node.plugin.sink(Endpoint("websub", "news", WebSubSinkOptions(address="news", **options)), _route(fmt))
+    await sink.open()
+    topic = node.url + "/topics/news"
+    await sink.apply(ItemEvent(EventKind.PUBLISH, "1", "first"))
+    await subscribed(node, sub, sub.url(), topic)
+    await sink.apply(ItemEvent(EventKind.PUBLISH, "2", payload))
+    await wait_for(lambda: sub.deliveries)
+    d = sub.deliveries[0]
+    async with aiohttp.ClientSession() as s, s.get(topic) as resp:
+        body = await resp.read()
+        assert resp.headers["Content-Type"] == ctype
+        assert f'<{node.hub}>; rel="hub"' in resp.headers["Link"]
+        assert f'<{topic}>; rel="self"' in resp.headers["Link"]
+    assert d.body == body == payload.encode()
+    assert d.headers["Content-Type"] == ctype  # string-equal to the topic's
+    await sink.apply(ItemEvent(EventKind.RETRACT, "2"))
+    assert len(sub.deliveries) == 1
+
+
+async def test_documents_mode_does_nothing_per_item(node: Node, sub: Subscriber) -> None:
+    node.topic("/feeds/news.atom", ATOM)
+    sink = node.plugin.sink(Endpoint("websub", "news", WebSubSinkOptions(address="news")), _route())
+    await sink.open()
+    assert not sink.raw()
+    await sink.apply(ItemEvent(EventKind.PUBLISH, "1", "x"))
+    async with aiohttp.ClientSession() as s, s.get(node.url + "/topics/news") as resp:
+        assert resp.status == 404
+
+
+async def test_raw_topic_unknown_is_denied(node: Node, sub: Subscriber) -> None:
+    await subscribe(node, sub.url(), node.url + "/topics/nothing")
+    await wait_for(lambda: sub.verifications)
+    assert sub.verifications[0]["hub.mode"] == "denied"
+
+
+# ------------------------------------------------------------------ fuzzing
+
+
+PARAM_NAMES = st.sampled_from(["hub.mode", "hub.callback", "hub.topic", "hub.secret", "hub.lease_seconds",
+                               "hub.url", "hub.url[]", "foo", "hub.verify", ""])
+PARAM_VALUES = st.one_of(
+    st.sampled_from(["subscribe", "unsubscribe", "publish", "denied", "http://127.0.0.1:1/cb",
+                     "http://[::1]/", "https://x.example/feed", "0", "-1", "99999999999999999999"]),
+    st.text(max_size=300),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=st.lists(st.tuples(PARAM_NAMES, PARAM_VALUES), max_size=8), raw=st.binary(max_size=200))
+def test_fuzz_hub_endpoint_never_errors(fuzz_node: tuple[asyncio.AbstractEventLoop, Node],
+                                        pairs: list[tuple[str, str]], raw: bytes) -> None:
+    loop, node = fuzz_node
+
+    async def go() -> None:
+        for body in (pairs, raw):
+            status, text, _ = await hub_post(node, body, {"Content-Type": "application/x-www-form-urlencoded"})
+            assert status in (202, 204, 400, 413, 415, 429), (status, text)
+
+    loop.run_until_complete(go())
+
+
+@pytest.fixture
+def fuzz_node(redis_url: str):
+    loop = asyncio.new_event_loop()
+    node = loop.run_until_complete(start_node(redis_url, subscribe_rate=100000, verify_timeout=0.2))
+    try:
+        yield loop, node
+    finally:
+        loop.run_until_complete(node.stop())
+        loop.close()
