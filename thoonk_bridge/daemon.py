@@ -141,7 +141,10 @@ class Daemon:
             self.embedded = EmbeddedRedis(self.state_dir / "redis")
             await asyncio.to_thread(self.embedded.start)
             self.log.info("embedded redis started", url=self.embedded.url)
-        self.redis = aioredis.Redis.from_url(self.redis_url)
+        # Blocking pool: plugins' workers block in job.get(); past max_connections callers wait
+        # for a free connection instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(self.redis_url, max_connections=200, timeout=30)
+        self.redis = aioredis.Redis(connection_pool=pool)
         try:
             await self.redis.ping()
         except Exception as exc:
@@ -366,7 +369,7 @@ class Daemon:
             await self._runner.cleanup()
         if self.redis is not None:
             with contextlib.suppress(Exception):
-                await self.redis.aclose()
+                await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         self.phase = "stopped"
