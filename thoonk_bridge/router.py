@@ -138,6 +138,9 @@ class EchoFilter:
         while len(self._writes) > self.max_entries:
             self._writes.popitem(last=False)
 
+    def forget(self, endpoint: str, event: ItemEvent) -> None:
+        self._writes.pop(self._key(endpoint, event), None)
+
     def seen(self, endpoint: str, event: ItemEvent) -> bool:
         key = self._key(endpoint, event)
         expires = self._writes.get(key)
@@ -266,24 +269,28 @@ class SinkWorker:
         labels = (self.route.name, self.name)
         while True:
             started = time.perf_counter()
+            # Remembered before the write: the echo can reach the opposite route before apply returns.
+            self.echoes.wrote(self.name, event)
             try:
                 await self.sink.apply(event)
             except asyncio.CancelledError:
+                self.echoes.forget(self.name, event)
                 raise
             except DeliveryError as exc:
+                self.echoes.forget(self.name, event)
                 self.metrics.errors.labels(*labels).inc()
                 if not exc.retryable:
                     await self._dead_letter(event, str(exc))
                     return True
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - a sink bug must not kill the route
+                self.echoes.forget(self.name, event)
                 self.metrics.errors.labels(*labels).inc()
                 reason = f"{type(exc).__name__}: {exc}"
             else:
                 self.metrics.apply_seconds.labels(*labels).observe(time.perf_counter() - started)
                 self.metrics.items_out.labels(*labels).inc()
                 self.metrics.last_success.labels(*labels).set(time.time())
-                self.echoes.wrote(self.name, event)
                 await self.ledger.record(
                     event.id, None if event.kind is EventKind.RETRACT else content_hash(event.payload or "")
                 )
