@@ -145,6 +145,7 @@ class WebSubPlugin(Plugin):
         self._busy: set[asyncio.Task[Any]] = set()  # workers in the middle of a job
         self._stopping = asyncio.Event()
         self._raw_local: set[str] = set()
+        self.sources: dict[str, WebSubSource] = {}  # subscriber routes running here, by client key
         self.resolver: AbstractResolver | None = None  # tests: a stub resolver (no real lookups)
 
     # ----------------------------------------------------------------- lifecycle

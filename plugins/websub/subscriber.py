@@ -218,6 +218,7 @@ class WebSubSource(Source):
         self.session = self.plugin.make_session(policy, self.plugin.settings.fetch_timeout)
         await self.redis.hset(client_key(self.key), mapping={"topic_url": self.topic, "route": self.route.name})
         self._last_data = time.time()
+        self.plugin.sources[self.key] = self
         self._task = asyncio.create_task(self._maintain(), name=f"websub-subscriber-{self.route.name}")
 
     async def close(self) -> None:
@@ -225,9 +226,14 @@ class WebSubSource(Source):
 
         await cancel_and_wait(self._task)
         self._task = None
+        if self.plugin.sources.get(self.key) is self:
+            del self.plugin.sources[self.key]
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+    def wake(self) -> None:
+        self._wake.set()
 
     # -- subscription upkeep
 
@@ -246,17 +252,23 @@ class WebSubSource(Source):
                     lease = float(state.get("lease") or 0)
                     verified = float(state.get("verified") or 0)
                     renew = verified + st.renew_at * lease
-                    if now >= renew:
+                    if now >= renew and state.get("pending") != "subscribe":
                         await self.subscribe()
-                        wait = st.verify_timeout * 6
+                        wait = 1.0
+                    elif now >= renew:  # a renewal waiting for its verification
+                        if now - float(state.get("requested") or 0) > st.verify_timeout * 6:
+                            await self.subscribe()
+                        wait = 1.0
                     else:
                         wait = renew - now
                 elif mode == "pending" and now - float(state.get("requested") or 0) < st.verify_timeout * 6:
-                    wait = st.verify_timeout * 6 - (now - float(state.get("requested") or 0))
+                    wait = 1.0  # the verification may arrive at another daemon: look again soon
+                elif mode == "unsubscribed":
+                    wait = 3600.0
                 else:  # new, failed, or a pending request that was never verified
                     await self.subscribe()
                     failures = 0
-                    wait = st.verify_timeout * 6
+                    wait = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - report, back off, try again
@@ -477,6 +489,9 @@ class Callbacks:
         else:  # hub.lease_seconds is ignored on unsubscribe (§5.3)
             await self.redis.hset(client_key(key), mapping={"state": "unsubscribed", "pending": ""})
         m.received.labels(result=f"verified_{mode}").inc()
+        local = self.plugin.sources.get(key)
+        if local is not None:
+            local.wake()
         return web.Response(status=200, body=challenge.encode(), content_type="text/plain")
 
     async def deliver(self, request: web.Request) -> web.Response:
