@@ -1,0 +1,204 @@
+"""The xmpp plugin: XMPP PubSub nodes (XEP-0060) as route sources and sinks, over slixmpp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import ClassVar
+
+from slixmpp.exceptions import IqError, IqTimeout
+
+from thoonk_bridge.plugin import (
+    Endpoint,
+    EndpointKind,
+    Health,
+    HealthState,
+    Plugin,
+    PluginContext,
+    RouteContext,
+    Settings,
+)
+
+from .connection import AuthFailed, ConnectFailed, Connection, describe_iq_error, iq_condition
+from .metrics import XmppMetrics
+from .settings import (
+    DEFAULT_ACCOUNT,
+    AccountSettings,
+    XmppSettings,
+    XmppSinkOptions,
+    XmppSourceOptions,
+    split_address,
+)
+from .sink import XmppSink
+from .source import XmppSource, describe_endpoint_error
+
+XMPP_KIND = EndpointKind(
+    name="xmpp",
+    source_options=XmppSourceOptions,
+    sink_options=XmppSinkOptions,
+    description="XMPP PubSub nodes (XEP-0060): xmpp:SERVICE/NODE",
+)
+
+
+class XmppPlugin(Plugin):
+    name = "xmpp"
+    version = "1"
+    description = "XMPP PubSub nodes (XEP-0060) as sources and sinks, one connection per account"
+    settings_model: ClassVar[type[Settings]] = XmppSettings
+    endpoint_kinds = (XMPP_KIND,)
+
+    START_WAIT = 10.0  # seconds start() waits for the first login's outcome
+
+    def __init__(self, settings: Settings, context: PluginContext) -> None:
+        super().__init__(settings, context)
+        assert isinstance(settings, XmppSettings)
+        self.xmpp_settings = settings
+        self.log = context.log
+        self._metrics: XmppMetrics | None = None
+        self.connections: dict[str, Connection] = {}
+        self.problems: dict[str, str] = {}
+        self.endpoints: set[tuple[str, str, str]] = set()  # (account, service, node) seen
+        self._stopped = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def metrics(self) -> XmppMetrics:
+        if self._metrics is None:
+            self._metrics = XmppMetrics(self.context.metrics)
+        return self._metrics
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name, account in self.xmpp_settings.all_accounts().items():
+            if account.ca_file is not None and not account.ca_file.is_file():
+                problems.append(f"xmpp account {name}: ca_file {account.ca_file} does not exist")
+            if not account.password.get_secret_value():
+                problems.append(f"xmpp account {name}: password is empty")
+        return problems
+
+    async def setup(self) -> None:
+        for name, account in self.xmpp_settings.all_accounts().items():
+            if name not in self.connections:
+                self.connections[name] = Connection(name, account, log=self.log, metrics=self.metrics)
+
+    async def start(self) -> None:
+        await self.setup()
+        self._stopped = False
+        await asyncio.gather(*(c.start(wait=self.START_WAIT) for c in self.connections.values()))
+
+    async def stop(self) -> None:
+        self._stopped = True
+        await asyncio.gather(*(c.stop() for c in self.connections.values()), return_exceptions=True)
+        self.set_health(Health.STOPPED)
+
+    def connection(self, account: str) -> Connection:
+        if account not in self.connections:
+            if account not in self.xmpp_settings.all_accounts():
+                known = ", ".join(sorted(self.xmpp_settings.all_accounts()))
+                raise ValueError(f"xmpp: unknown account {account!r} (configured: {known})")
+            self.connections[account] = Connection(
+                account, self.xmpp_settings.all_accounts()[account], log=self.log, metrics=self.metrics
+            )
+        return self.connections[account]
+
+    # ------------------------------------------------------------------ endpoints
+    def source(self, endpoint: Endpoint, route: RouteContext) -> XmppSource:
+        options = self._options(endpoint, XmppSourceOptions)
+        assert isinstance(options, XmppSourceOptions)
+        return XmppSource(self, options, route)
+
+    def sink(self, endpoint: Endpoint, route: RouteContext) -> XmppSink:
+        options = self._options(endpoint, XmppSinkOptions)
+        assert isinstance(options, XmppSinkOptions)
+        return XmppSink(self, options, route)
+
+    def _options(self, endpoint: Endpoint, model: type[Settings]) -> Settings:
+        options = endpoint.options
+        if not isinstance(options, model):
+            options = model(address=endpoint.address)
+        service, node = split_address(options.address)  # type: ignore[attr-defined]
+        account = options.account  # type: ignore[attr-defined]
+        self.connection(account)
+        self.endpoints.add((account, service, node))
+        return options
+
+    # ------------------------------------------------------------------ health
+    def set_problem(self, key: str, message: str) -> None:
+        self.problems[key] = message
+
+    def clear_problem(self, key: str) -> None:
+        self.problems.pop(key, None)
+
+    def health(self) -> HealthState:
+        if self._stopped:
+            return HealthState(Health.STOPPED)
+        details = []
+        status = Health.READY
+        for conn in self.connections.values():
+            if conn.state == "auth-failed":
+                status = Health.FAILED
+                details.append(f"{conn.name}: {conn.detail}")
+            elif conn.state == "starting":
+                if status is Health.READY:
+                    status = Health.STARTING
+                details.append(f"{conn.name}: connecting")
+            elif not conn.ready:
+                if status in (Health.READY, Health.STARTING):
+                    status = Health.DEGRADED
+                details.append(f"{conn.name}: {conn.state} ({conn.detail})")
+        if self.problems and status is Health.READY:
+            status = Health.DEGRADED
+        details.extend(f"{k}: {v}" for k, v in sorted(self.problems.items()))
+        return HealthState(status, "; ".join(details))
+
+    # ------------------------------------------------------------------ check --live
+    async def check_live(self) -> list[str]:
+        """Log in with each account (fresh connections) and look up every known endpoint's
+        service and node; returns one readable line per problem."""
+        problems: list[str] = []
+        accounts = self.xmpp_settings.all_accounts()
+        for name, settings in accounts.items():
+            problems.extend(await self._check_account(name, settings))
+        return problems
+
+    async def _check_account(self, name: str, settings: AccountSettings) -> list[str]:
+        probe = Connection(name, settings, log=self.log, metrics=self.metrics)
+        client = probe.make_client()
+        try:
+            await probe.login(client)
+        except (AuthFailed, ConnectFailed) as exc:
+            return [f"xmpp account {name}: {exc}"]
+        problems = []
+        try:
+            timeout = settings.timeout
+            disco = client.plugin["xep_0030"]
+            services: dict[str, str | None] = {}
+            for account, service, node in sorted(self.endpoints):
+                if account != name:
+                    continue
+                if service not in services:
+                    try:
+                        await disco.get_info(jid=service, timeout=timeout)
+                        services[service] = None
+                    except (IqError, IqTimeout) as exc:
+                        services[service] = (
+                            f"xmpp service {service} (account {name}): unknown or unreachable: "
+                            f"{describe_iq_error(exc)}"
+                        )
+                        problems.append(services[service] or "")
+                        continue
+                elif services[service] is not None:
+                    continue
+                try:
+                    await disco.get_info(jid=service, node=node, timeout=timeout)
+                except (IqError, IqTimeout) as exc:
+                    if iq_condition(exc) == "item-not-found":
+                        continue  # a sink creates it; a source waits for it (reported at runtime)
+                    problems.append(describe_endpoint_error("cannot look up", service, node, settings.bare_jid, exc))
+        finally:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(client.disconnect(wait=0.5), 2)
+        return problems
+
+
+__all__ = ["DEFAULT_ACCOUNT", "XMPP_KIND", "XmppPlugin"]

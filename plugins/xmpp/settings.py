@@ -1,0 +1,170 @@
+"""Settings of the xmpp plugin and options of its ``xmpp:SERVICE/NODE`` endpoints."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from thoonk_bridge.plugin import Settings
+
+DEFAULT_ACCOUNT = "default"
+JID_PATTERN = r"^[^@/\s]+@[^@/\s]+(/\S+)?$"
+ADDRESS_PATTERN = r"^[^/\s@]+/\S.*$"
+PROSODY_STANZA_LIMIT = 256 * 1024
+
+
+class AccountSettings(Settings):
+    """One XMPP account (one connection, shared by every route that uses it).
+
+    - ``jid``: ``user@domain`` (a resource here overrides ``resource``).
+    - ``password``: use ``${ENV_VAR}`` in the config, never the literal password.
+    - ``host``/``port``: where to connect (default: the JID's domain via DNS SRV, port 5222).
+    - ``tls``: ``required`` (default: direct TLS, then STARTTLS; never authenticate in clear),
+      ``starttls`` (STARTTLS on the c2s port only, required), ``disabled`` (plain TCP: allowed
+      only when ``host`` is a loopback address or ``allow_insecure: true``).
+    - ``ca_file``: PEM file of the CA (or self-signed certificate) to trust instead of the system's.
+    - ``resource``: the resource bound (stable, so full-JID subscriptions survive restarts).
+    - ``keepalive``: seconds between XEP-0199 pings to the server; an unanswered ping (``timeout``)
+      counts as a lost connection. 0 disables.
+    - ``timeout``: seconds to wait for the login and for each IQ.
+    - ``reconnect_min``/``reconnect_max``: backoff bounds (full jitter) between connection attempts.
+    - ``max_stanza_bytes``: the server's stanza size limit (Prosody: ``c2s_stanza_size_limit``,
+      256 KiB); items that would not fit go to the route's dead-letter feed.
+    """
+
+    jid: str = Field(pattern=JID_PATTERN)
+    password: SecretStr
+    host: str | None = None
+    port: int = Field(default=5222, ge=1, le=65535)
+    tls: Literal["required", "starttls", "disabled"] = "required"
+    allow_insecure: bool = False
+    ca_file: Path | None = None
+    resource: str = Field(default="thoonk-bridge", min_length=1, pattern=r"^\S+$")
+    keepalive: float = Field(default=60.0, ge=0)
+    timeout: float = Field(default=30.0, gt=0)
+    reconnect_min: float = Field(default=1.0, gt=0)
+    reconnect_max: float = Field(default=60.0, gt=0)
+    max_stanza_bytes: int = Field(default=PROSODY_STANZA_LIMIT, ge=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> AccountSettings:
+        if self.tls == "disabled" and not self.allow_insecure and not _is_loopback(self.host):
+            raise ValueError(
+                "tls: disabled sends the password in clear; it is only allowed with a loopback host "
+                "(127.0.0.1, ::1, localhost) or with allow_insecure: true"
+            )
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be >= reconnect_min")
+        return self
+
+    @property
+    def bare_jid(self) -> str:
+        return self.jid.partition("/")[0]
+
+    @property
+    def full_jid(self) -> str:
+        return self.jid if "/" in self.jid else f"{self.jid}/{self.resource}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class XmppSettings(AccountSettings):
+    """``plugins.xmpp``: the default account's settings, plus more named ``accounts``.
+
+    An endpoint uses the default account unless its ``account`` option names another one.
+    """
+
+    accounts: dict[str, AccountSettings] = Field(default_factory=dict)
+
+    @field_validator("accounts")
+    @classmethod
+    def _names(cls, value: dict[str, AccountSettings]) -> dict[str, AccountSettings]:
+        if DEFAULT_ACCOUNT in value:
+            raise ValueError(f"account name {DEFAULT_ACCOUNT!r} is the top-level account")
+        return value
+
+    def all_accounts(self) -> dict[str, AccountSettings]:
+        default = AccountSettings(**{k: getattr(self, k) for k in AccountSettings.model_fields})
+        return {DEFAULT_ACCOUNT: default, **self.accounts}
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``SERVICE/NODE`` -> (service, node); the node may contain ``/`` (split at the first)."""
+    service, sep, node = address.partition("/")
+    if not sep or not service or not node:
+        raise ValueError(f"xmpp address must be SERVICE/NODE, got {address!r}")
+    return service.lower(), node
+
+
+class _EndpointOptions(Settings):
+    address: str = Field(pattern=ADDRESS_PATTERN, description="SERVICE/NODE")
+    account: str = DEFAULT_ACCOUNT
+
+    @property
+    def service(self) -> str:
+        return split_address(self.address)[0]
+
+    @property
+    def node(self) -> str:
+        return split_address(self.address)[1]
+
+
+class XmppSourceOptions(_EndpointOptions):
+    """``from: xmpp:SERVICE/NODE``.
+
+    - ``address``: ``SERVICE/NODE`` (the node name may contain ``/``).
+    - ``account``: which configured account reads the node (default: the top-level one).
+    - ``subscribe``: ``bare`` (default: the bare JID, delivered to every online resource of the
+      account; the bridge sends presence) or ``full`` (the account's full JID, this resource only).
+    - ``max_payload_bytes``: larger item payloads are not relayed; they go to the dead-letter feed.
+    """
+
+    subscribe: Literal["bare", "full"] = "bare"
+    max_payload_bytes: int = Field(default=PROSODY_STANZA_LIMIT, ge=1)
+
+
+AccessModel = Literal["open", "presence", "roster", "authorize", "whitelist"]
+PublishModel = Literal["publishers", "subscribers", "open"]
+
+
+class XmppSinkOptions(_EndpointOptions):
+    """``to: xmpp:SERVICE/NODE``.
+
+    - ``address``: ``SERVICE/NODE``; ``account``: as for sources.
+    - ``create``: create the node when missing (default true; needs the right to create nodes).
+    - ``configure``: also apply the options below to a node that already exists (default false).
+    - ``title``, ``max_items``, ``access_model``, ``publish_model``, ``notify_retract``: node
+      configuration used on create (and on configure). Unset options keep the server's default.
+    """
+
+    create: bool = True
+    configure: bool = False
+    title: str | None = None
+    max_items: int | None = Field(default=None, ge=1)
+    access_model: AccessModel | None = None
+    publish_model: PublishModel | None = None
+    notify_retract: bool = True
+
+    def node_config(self) -> dict[str, str | bool]:
+        config: dict[str, str | bool] = {"pubsub#notify_retract": self.notify_retract}
+        if self.title is not None:
+            config["pubsub#title"] = self.title
+        if self.max_items is not None:
+            config["pubsub#max_items"] = str(self.max_items)
+        if self.access_model is not None:
+            config["pubsub#access_model"] = self.access_model
+        if self.publish_model is not None:
+            config["pubsub#publish_model"] = self.publish_model
+        return config

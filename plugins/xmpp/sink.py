@@ -1,0 +1,295 @@
+"""``to: xmpp:SERVICE/NODE``: publish a route's items to a PubSub node."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
+from slixmpp.exceptions import IqError, IqTimeout
+
+from thoonk_bridge.payload import (
+    Format,
+    PayloadError,
+    content_hash,
+    convert,
+    detect_format,
+    element_to_payload,
+    entry_to_element,
+    json_to_element,
+    parse,
+)
+from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
+
+from .connection import Connection, NotConnected, iq_condition
+from .settings import XmppSinkOptions
+from .source import XmppEndpointError, describe_endpoint_error
+
+if TYPE_CHECKING:
+    from .plugin import XmppPlugin
+
+NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
+STANZA_OVERHEAD = 400  # <iq><pubsub><publish><item> around the payload, without the names
+PERMANENT_CONDITIONS = {"not-acceptable", "bad-request", "payload-too-big", "invalid-payload", "jid-malformed"}
+
+
+def payload_to_element(payload: str, fmt: Format | None, item_id: str) -> ET.Element:
+    """The element published for a payload (raises PayloadError).
+
+    Route format ``atom`` or an Atom payload: the Atom entry (as given, when it is one already);
+    ``json``: a XEP-0335 container; ``text``: an Atom entry built from the text. With no route
+    format, a payload that is XML of another namespace is published as that element.
+    """
+    detected = detect_format(payload)
+    if fmt is Format.JSON:
+        if detected is not Format.JSON:
+            payload = convert(payload, Format.JSON, source=detected, item_id=item_id)
+        parse(payload, Format.JSON)
+        return json_to_element(payload)
+    if fmt is None and detected is Format.JSON:
+        return json_to_element(payload)
+    if detected is Format.ATOM:
+        parse(payload, Format.ATOM)  # validates (DTDs, depth, size, title)
+        return _xml(payload)
+    if fmt is None and payload.lstrip().startswith("<"):
+        try:
+            return _xml(payload)
+        except PayloadError:
+            pass  # not XML after all: plain text
+    return entry_to_element(parse(payload, Format.TEXT), item_id)
+
+
+def _xml(payload: str) -> ET.Element:
+    try:
+        return safe_fromstring(payload.strip().encode("utf-8", "surrogatepass"), forbid_dtd=True)
+    except (ET.ParseError, DefusedXmlException, ValueError) as exc:
+        raise PayloadError(f"xml: {exc}") from None
+
+
+def roundtrip_hash(element: ET.Element | None, fmt: Format | None, item_id: str) -> str | None:
+    """``content_hash`` of the payload the router would hand ``apply()`` to get ``element``.
+
+    Exact for what this sink published when the route has a ``format`` (and for Atom, JSON and
+    XML payloads without one); ``None`` when the item cannot be compared.
+    """
+    if element is None:
+        return None
+    natural, text = element_to_payload(element)
+    if fmt is None or fmt is natural:
+        return content_hash(text)
+    try:
+        return content_hash(convert(text, fmt, source=natural, item_id=item_id))
+    except PayloadError:
+        return None
+
+
+class XmppSink(Sink):
+    """Creates/configures the node on ``open()``; publish/edit = publish with the item id, retract
+    = retract with notify. ``ids()`` reads the node's items."""
+
+    def __init__(self, plugin: XmppPlugin, options: XmppSinkOptions, route: RouteContext) -> None:
+        self.plugin = plugin
+        self.options = options
+        self.route = route
+        self.service, self.node = options.service, options.node
+        self.conn: Connection = plugin.connection(options.account)
+        self.format = Format(route.format) if route.format else None
+        self.log = route.log.bind(endpoint=f"xmpp:{options.address}", account=options.account)
+        self.key = f"sink xmpp:{options.address} ({route.name})"
+        self._node_ready = False
+
+    # ------------------------------------------------------------------ node
+    async def open(self) -> None:
+        await self._retry_offline(self._ensure_node)
+
+    async def _retry_offline(self, fn: Any) -> Any:
+        while True:
+            await self.conn.wait_ready()
+            try:
+                return await fn()
+            except NotConnected:
+                continue
+
+    def _fail(self, what: str, exc: BaseException) -> XmppEndpointError:
+        message = describe_endpoint_error(what, self.service, self.node, self.conn.settings.bare_jid, exc)
+        self.plugin.set_problem(self.key, message)
+        self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+        self.log.error("xmpp node unusable", error=message)
+        return XmppEndpointError(message)
+
+    def _form(self) -> Any:
+        client = self.conn.client
+        assert client is not None
+        form = client.plugin["xep_0004"].make_form(ftype="submit")
+        for var, value in self.options.node_config().items():
+            if isinstance(value, bool):
+                form.add_field(var=var, ftype="boolean", value=value)
+            else:
+                form.add_field(var=var, value=value)
+        return form
+
+    async def _ensure_node(self) -> None:
+        ps, timeout = self.conn.pubsub, self.conn.settings.timeout
+        exists, owner = True, True
+        try:
+            await self.conn.call(lambda c: ps(c).get_node_config(self.service, self.node, timeout=timeout))
+        except IqError as exc:
+            condition = iq_condition(exc)
+            if condition == "item-not-found":
+                exists = False
+            elif condition == "forbidden":
+                owner = False  # not an owner: does the node exist at all?
+                try:
+                    await self.conn.call(
+                        lambda c: c.plugin["xep_0030"].get_info(jid=self.service, node=self.node, timeout=timeout)
+                    )
+                except IqError as info_exc:
+                    if iq_condition(info_exc) != "item-not-found":
+                        raise self._fail("cannot look up", info_exc) from None
+                    exists = False
+                except IqTimeout as info_exc:
+                    raise self._fail("cannot look up", info_exc) from None
+            else:
+                raise self._fail("cannot look up", exc) from None
+        except IqTimeout as exc:
+            raise self._fail("cannot look up", exc) from None
+
+        if not exists:
+            if not self.options.create:
+                raise self._fail("cannot publish to", _Missing())
+            try:
+                await self.conn.call(
+                    lambda c: ps(c).create_node(self.service, self.node, config=self._form(), timeout=timeout)
+                )
+                self.log.info("node created", config=self.options.node_config())
+            except IqError as exc:
+                if iq_condition(exc) != "conflict":  # conflict: created meanwhile by someone else
+                    raise self._fail("cannot create", exc) from None
+            except IqTimeout as exc:
+                raise self._fail("cannot create", exc) from None
+        elif self.options.configure:
+            if not owner:
+                raise self._fail("cannot configure", _Forbidden())
+            form = self._form()
+            form.add_field(var="FORM_TYPE", ftype="hidden", value=NODE_CONFIG_FORM)
+            try:
+                await self.conn.call(lambda c: ps(c).set_node_config(self.service, self.node, form, timeout=timeout))
+                self.log.info("node configured", config=self.options.node_config())
+            except (IqError, IqTimeout) as exc:
+                raise self._fail("cannot configure", exc) from None
+        self._node_ready = True
+        self.plugin.clear_problem(self.key)
+
+    # ------------------------------------------------------------------ ids
+    async def ids(self) -> dict[str, str | None] | None:
+        async def fetch() -> Any:
+            return await self.conn.call(
+                lambda c: self.conn.pubsub(c).get_items(self.service, self.node, timeout=self.conn.settings.timeout)
+            )
+
+        try:
+            result = await self._retry_offline(fetch)
+        except (IqError, IqTimeout) as exc:
+            raise self._fail("cannot fetch the items of", exc) from None
+        held: dict[str, str | None] = {}
+        for item in result["pubsub"]["items"]:
+            if item["id"]:
+                held[item["id"]] = roundtrip_hash(next(iter(item.xml), None), self.format, item["id"])
+        return held
+
+    # ------------------------------------------------------------------ apply
+    async def apply(self, event: ItemEvent) -> None:
+        if not self.conn.ready:
+            raise DeliveryError(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}", retryable=True)
+        if event.kind is EventKind.RETRACT:
+            await self._retract(event.id)
+            return
+        try:
+            element = payload_to_element(event.payload or "", self.format, event.id)
+        except PayloadError as exc:
+            self._reject("invalid", event.id, f"payload cannot be published: {exc}")
+        size = len(ET.tostring(element, encoding="utf-8")) + STANZA_OVERHEAD
+        size += len(self.service) + len(self.node) + len(event.id) + 2 * len(self.conn.settings.full_jid)
+        limit = self.conn.settings.max_stanza_bytes
+        if size > limit:
+            self._reject(
+                "too-large", event.id,
+                f"item is about {size} bytes as a stanza, over the server's stanza size limit "
+                f"({limit} bytes, setting max_stanza_bytes)",
+            )
+        await self._publish(event.id, element, retry_missing=True)
+
+    def _reject(self, reason: str, item_id: str, message: str) -> None:
+        self.plugin.metrics.rejected.labels(self.route.name, reason).inc()
+        self.log.error("item cannot be published to the node", item=item_id, reason=message)
+        raise DeliveryError(message, retryable=False)
+
+    async def _publish(self, item_id: str, element: ET.Element, *, retry_missing: bool) -> None:
+        timeout = self.conn.settings.timeout
+        try:
+            await self.conn.call(
+                lambda c: self.conn.pubsub(c).publish(
+                    self.service, self.node, id=item_id, payload=element, timeout=timeout
+                )
+            )
+        except NotConnected as exc:
+            error = self.conn.last_stream_error
+            if error is not None and "policy-violation" in error[1]:
+                self.conn.last_stream_error = None
+                self._reject("refused", item_id, f"the server closed the stream on this item: {error[1]}")
+            raise DeliveryError(str(exc), retryable=True) from None
+        except IqTimeout:
+            raise DeliveryError(f"publish of {item_id!r} to {self.node!r}: no answer", retryable=True) from None
+        except IqError as exc:
+            condition = iq_condition(exc)
+            if condition == "item-not-found" and retry_missing and self.options.create:
+                self.log.warning("node vanished, creating it again")
+                try:
+                    await self._ensure_node()
+                except XmppEndpointError as err:
+                    raise DeliveryError(str(err), retryable=True) from None
+                await self._publish(item_id, element, retry_missing=False)
+                return
+            message = describe_endpoint_error(
+                f"publish of item {item_id!r} to", self.service, self.node, self.conn.settings.bare_jid, exc
+            )
+            self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+            if condition in PERMANENT_CONDITIONS:
+                self._reject("refused", item_id, message)
+            self.plugin.set_problem(self.key, message)
+            self.log.error("publish failed, will retry", item=item_id, error=message)
+            raise DeliveryError(message, retryable=True) from None
+        self.plugin.clear_problem(self.key)
+        self.plugin.metrics.published.labels(self.route.name).inc()
+
+    async def _retract(self, item_id: str) -> None:
+        timeout = self.conn.settings.timeout
+        try:
+            await self.conn.call(
+                lambda c: self.conn.pubsub(c).retract(self.service, self.node, item_id, notify=True, timeout=timeout)
+            )
+        except NotConnected as exc:
+            raise DeliveryError(str(exc), retryable=True) from None
+        except IqTimeout:
+            raise DeliveryError(f"retract of {item_id!r}: no answer", retryable=True) from None
+        except IqError as exc:
+            if iq_condition(exc) == "item-not-found":
+                return  # already gone: retract is idempotent
+            message = describe_endpoint_error(
+                f"retract of item {item_id!r} from", self.service, self.node, self.conn.settings.bare_jid, exc
+            )
+            self.plugin.set_problem(self.key, message)
+            self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+            raise DeliveryError(message, retryable=True) from None
+        self.plugin.metrics.retracted.labels(self.route.name).inc()
+
+
+class _Missing(Exception):
+    def __str__(self) -> str:
+        return "the node does not exist and create is false"
+
+
+class _Forbidden(Exception):
+    def __str__(self) -> str:
+        return "configure: true needs the owner affiliation (or a service admin account)"
