@@ -18,9 +18,9 @@ from test_websub_support import (
     subscribed,
     wait_for,
 )
-from thoonk_bridge.plugins.websub.settings import WebSubSinkOptions
 
 from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent, RouteContext
+from thoonk_bridge.plugins.websub.settings import WebSubSinkOptions
 
 ATOM = b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title></feed>'
 

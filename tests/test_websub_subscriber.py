@@ -14,10 +14,10 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from test_websub_support import Node, start_node, wait_for
-from thoonk_bridge.plugins.websub.settings import WebSubSourceOptions
-from thoonk_bridge.plugins.websub.subscriber import WebSubSource, discover_links, parse_link_header
 
 from thoonk_bridge.plugin import Endpoint, EventKind, Resync, RouteContext
+from thoonk_bridge.plugins.websub.settings import WebSubSourceOptions
+from thoonk_bridge.plugins.websub.subscriber import WebSubSource, discover_links, parse_link_header
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 

@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
-from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
-from thoonk_bridge.plugins.websub.settings import WebSubSettings
 
 from thoonk_bridge.plugin import PluginContext, Topic, TopicRegistry
+from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
+from thoonk_bridge.plugins.websub.settings import WebSubSettings
 from thoonk_bridge.thoonk import AsyncThoonk
 
 FAST = {

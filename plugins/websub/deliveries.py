@@ -3,7 +3,7 @@
 Flow for one change of a topic:
 
 1. ``distribute(topic)``: render the topic once; when the body (with its content type) differs from
-   the last distribution, store it under its hash (``websub:body:{sha256}``), bump the topic's
+   the last distribution, store it under its hash (``websub:body:{T}sha256``), bump the topic's
    sequence number and queue one ``websub.fanout`` job.
 2. fanout job: list the topic's subscriptions whose lease has not ended and queue one
    ``websub.deliver`` job per ``delivery_batch`` of them.
@@ -45,7 +45,7 @@ HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha3
 
 
 def sign(method: str, secret: str, body: bytes) -> str:
-    return f"{method}={hmac.new(secret.encode('utf-8'), body, HASHES[method]).hexdigest()}"
+    return f"{method}={hmac.digest(secret.encode('utf-8'), body, method).hex()}"
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
@@ -99,6 +99,7 @@ class Distributor:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     bodies: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(200))  # POSTs in flight
 
     @property
     def settings(self):  # noqa: ANN201
@@ -130,10 +131,10 @@ class Distributor:
         while len(self.bodies) > 32:
             self.bodies.popitem(last=False)
 
-    async def _body(self, digest: str) -> bytes | None:
+    async def _body(self, topic: str, digest: str) -> bytes | None:
         body = self.bodies.get(digest)
         if body is None:
-            body = await self.plugin.store.body(digest)
+            body = await self.plugin.store.body(topic, digest)
             if body is not None:
                 self._remember(digest, body)
         return body
@@ -164,7 +165,7 @@ class Distributor:
         if item.attempt > 0 and await store.topic_seq(item.topic) > item.seq:
             m.drops.labels(reason="superseded").inc(len(item.sids))
             return
-        body = await self._body(item.hash)
+        body = await self._body(item.topic, item.hash)
         if body is None:
             m.drops.labels(reason="body_expired").inc(len(item.sids))
             self.plugin.log.warning("websub.body_expired", topic=item.topic)
@@ -230,7 +231,7 @@ class Distributor:
             slot = self.host_slots[host] = asyncio.Semaphore(self.settings.per_host_concurrency)
         status: int | None = None
         try:
-            async with slot:
+            async with slot, self.slots:
                 async with self.plugin.delivery_session.post(
                     exact(sub.callback), data=body, headers=headers, allow_redirects=False
                 ) as resp:

@@ -187,7 +187,10 @@ class WebSubPlugin(Plugin):
         spawn = self._spawn
         spawn("verify", self._worker("websub.verify", self.hub.run_verification), 2)
         spawn("fanout", self._worker("websub.fanout", self.distributor.run_fanout), 1)
-        spawn("deliver", self._worker("websub.deliver", self.distributor.run_delivery), st.delivery_workers)
+        # twice as many delivery jobs in flight as POST slots allow: while one batch waits for its slowest
+        # callback, the next batch already fills the free slots (the POSTs share one semaphore)
+        self.distributor.slots = asyncio.Semaphore(st.delivery_workers * st.delivery_batch)
+        spawn("deliver", self._worker("websub.deliver", self.distributor.run_delivery), 2 * st.delivery_workers)
         spawn("ping", self._worker("websub.ping", self.distributor.run_ping), 1)
         spawn("retries", self._every(st.retry_poll, self._move_retries), 1)
         spawn("sweep", self._every(st.sweep_interval, self._sweep), 1)

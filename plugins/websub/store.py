@@ -2,11 +2,11 @@
 
 Key layout (all under ``websub:``)::
 
-    websub:sub:{sid}            hash  one verified hub subscription (topic, callback, secret, lease, ...)
+    websub:sub:{T}P             hash  one verified hub subscription (topic, callback, secret, lease, ...)
     websub:subs                 zset  sid -> lease end (epoch s): every subscription, for sweeps and the CLI
-    websub:topic:{topic}        zset  sid -> lease end: the subscriptions of one topic URL
-    websub:tstate:{topic}       hash  seq (distributions so far), hash (sha256 of the last body), ctype
-    websub:body:{sha256}        str   a distributed body, shared by all its deliveries (expires)
+    websub:topic:{T}            zset  sid -> lease end: the subscriptions of one topic URL
+    websub:tstate:{T}           hash  seq (distributions so far), hash (sha256 of the last body), ctype
+    websub:body:{T}sha256       str   a distributed body, shared by all its deliveries (expires)
     websub:retry                zset  delivery/ping job item -> due time (epoch s)
     websub:rl:{h}:{window}      str   subscription requests of one callback in one window
     websub:raw:{name}           hash  body, content_type of a raw topic (/topics/NAME)
@@ -15,7 +15,9 @@ Key layout (all under ``websub:``)::
     websub:inbox:{key}          list  deliveries received for a client, not yet turned into events
     websub:seen:{key}           hash  item id -> content hash, of a client's items
 
-``sid`` is ``sha256(topic + "\\n" + callback)``: one subscription per (topic, callback) pair.
+``T`` is ``sha256(topic)[:16]`` (a Redis Cluster hash tag: a topic's subscriptions share a slot, so
+the per-batch scripts below touch one slot), ``P`` is ``sha256(topic + "\\n" + callback)[:32]``: one
+subscription per (topic, callback) pair; the subscription id ``sid`` is ``T.P``.
 Values are written as text; bodies (bytes) are stored with a one-letter marker so they read back
 the same whether or not the Redis client decodes responses.
 """
@@ -63,24 +65,30 @@ def decode_hash(raw: dict[Any, Any]) -> dict[str, str]:
     return {s(k): s(v) for k, v in raw.items()}
 
 
+def topic_tag(topic: str) -> str:
+    return hashlib.sha256(topic.encode()).hexdigest()[:16]
+
+
 def sub_id(topic: str, callback: str) -> str:
-    return hashlib.sha256(f"{topic}\n{callback}".encode()).hexdigest()[:40]
+    """``{topic tag}.{pair hash}``: the tag keeps one topic's keys in one Redis Cluster slot."""
+    return topic_tag(topic) + "." + hashlib.sha256(f"{topic}\n{callback}".encode()).hexdigest()[:32]
 
 
 def sub_key(sid: str) -> str:
-    return f"{P}sub:{sid}"
+    tag, _, rest = sid.partition(".")
+    return f"{P}sub:{{{tag}}}{rest}"
 
 
 def topic_key(topic: str) -> str:
-    return f"{P}topic:{topic}"
+    return f"{P}topic:{{{topic_tag(topic)}}}"
 
 
 def tstate_key(topic: str) -> str:
-    return f"{P}tstate:{topic}"
+    return f"{P}tstate:{{{topic_tag(topic)}}}"
 
 
-def body_key(digest: str) -> str:
-    return f"{P}body:{digest}"
+def body_key(topic: str, digest: str) -> str:
+    return f"{P}body:{{{topic_tag(topic)}}}{digest}"
 
 
 def encode_body(body: bytes) -> str:
@@ -126,11 +134,40 @@ class Subscription:
         )
 
 
+_GET_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+    out[i] = redis.call('HMGET', key, 'topic', 'callback', 'secret', 'lease', 'expires', 'failures')
+end
+return out
+"""
+
+_RECORD = """
+-- KEYS: subscription hashes; ARGV: now, then (ok '1'|'0', status) per key. Gone subscriptions are skipped.
+for i, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then
+        local ok, status = ARGV[2 * i], ARGV[2 * i + 1]
+        if ok == '1' then
+            redis.call('HSET', key, 'failures', '0', 'last_success', ARGV[1], 'last_status', status)
+            redis.call('HINCRBY', key, 'delivered', 1)
+        else
+            redis.call('HINCRBY', key, 'failures', 1)
+            redis.call('HINCRBY', key, 'total_failures', 1)
+            redis.call('HSET', key, 'last_failure', ARGV[1], 'last_status', status)
+        end
+    end
+end
+return #KEYS
+"""
+
+
 class HubStore:
     """Hub subscriptions and distribution state."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self._get_many = redis.register_script(_GET_MANY)
+        self._record = redis.register_script(_RECORD)
 
     async def activate(
         self, topic: str, callback: str, secret: str | None, lease: float, since: float
@@ -157,24 +194,24 @@ class HubStore:
                 fields[keep] = old[keep]
         if secret:
             fields["secret"] = secret
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:  # one slot (the topic's tag)
             pipe.delete(key)
             pipe.hset(key, mapping=fields)
-            pipe.zadd(SUBS, {sid: expires})
             pipe.zadd(topic_key(topic), {sid: expires})
             await pipe.execute()
+        await self.redis.zadd(SUBS, {sid: expires})  # the global index: a separate step (Cluster)
         return sid
 
     async def remove(self, sid: str, topic: str | None = None) -> bool:
         key = sub_key(sid)
         if topic is None:
             topic = s(await self.redis.hget(key, "topic")) or None
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:  # one slot (the topic's tag)
             pipe.delete(key)
-            pipe.zrem(SUBS, sid)
             if topic:
                 pipe.zrem(topic_key(topic), sid)
             deleted, *_ = await pipe.execute()
+        await self.redis.zrem(SUBS, sid)
         return bool(deleted)
 
     async def get(self, sid: str) -> Subscription | None:
@@ -183,10 +220,7 @@ class HubStore:
     async def get_many(self, sids: list[str]) -> dict[str, Subscription]:
         if not sids:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.hmget(sub_key(sid), "topic", "callback", "secret", "lease", "expires", "failures")
-            rows = await pipe.execute()
+        rows = await self._get_many(keys=[sub_key(sid) for sid in sids])
         out: dict[str, Subscription] = {}
         for sid, row in zip(sids, rows, strict=True):
             h = dict(zip(("topic", "callback", "secret", "lease", "expires", "failures"), map(s, row), strict=True))
@@ -206,27 +240,10 @@ class HubStore:
         """Per delivery: (sid, HTTP status or None, success). Only for subscriptions that still exist."""
         if not results:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid, status, ok in results:
-                key = sub_key(sid)
-                if ok:
-                    pipe.hset(key, mapping={"failures": "0", "last_success": repr(now),
-                                            "last_status": str(status)})
-                    pipe.hincrby(key, "delivered", 1)
-                else:
-                    pipe.hincrby(key, "failures", 1)
-                    pipe.hincrby(key, "total_failures", 1)
-                    pipe.hset(key, mapping={"last_failure": repr(now),
-                                            "last_status": str(status) if status is not None else "error"})
-            await pipe.execute()
-        # a hash recreated by HSET/HINCRBY on a subscription removed meanwhile is a stray: drop it
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sid, _, _ in results:
-                pipe.hexists(sub_key(sid), "topic")
-            exists = await pipe.execute()
-        strays = [sub_key(sid) for (sid, _, _), e in zip(results, exists, strict=True) if not e]
-        if strays:
-            await self.redis.delete(*strays)
+        args: list[str] = [repr(now)]
+        for _, status, ok in results:
+            args += ("1" if ok else "0", str(status) if status is not None else "error")
+        await self._record(keys=[sub_key(sid) for sid, _, _ in results], args=args)
 
     async def sweep(self, now: float | None = None) -> int:
         """Remove subscriptions whose lease ended."""
@@ -265,7 +282,7 @@ class HubStore:
         if s(await self.redis.hget(key, "hash")) == digest:
             return None
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(body_key(digest), encode_body(body), ex=max(1, int(ttl)))
+            pipe.set(body_key(topic, digest), encode_body(body), ex=max(1, int(ttl)))
             pipe.hincrby(key, "seq", 1)
             pipe.hset(key, mapping={"hash": digest, "ctype": content_type})
             _, seq, _ = await pipe.execute()
@@ -274,8 +291,8 @@ class HubStore:
     async def topic_seq(self, topic: str) -> int:
         return int(s(await self.redis.hget(tstate_key(topic), "seq")) or 0)
 
-    async def body(self, digest: str) -> bytes | None:
-        return decode_body(await self.redis.get(body_key(digest)))
+    async def body(self, topic: str, digest: str) -> bytes | None:
+        return decode_body(await self.redis.get(body_key(topic, digest)))
 
     async def rate_limited(self, callback: str, limit: int, window: float) -> bool:
         h = hashlib.sha256(callback.encode()).hexdigest()[:24]

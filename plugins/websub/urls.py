@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -72,6 +73,7 @@ def check_callback(url: str) -> str:
     return url
 
 
+@functools.lru_cache(maxsize=4096)
 def host_of(url: str) -> str:
     try:
         return (urlsplit(url).hostname or "").lower()
@@ -89,6 +91,7 @@ def with_params(url: str, params: list[tuple[str, str]]) -> URL:
     return URL(url + sep + extra, encoded=True)
 
 
+@functools.lru_cache(maxsize=4096)
 def exact(url: str) -> URL:
     """The URL exactly as given (already checked and encoded)."""
     return URL(url, encoded=True)
