@@ -288,3 +288,28 @@ async def test_ledger_records_what_was_delivered(redis_url: str, tmp_path: Path)
         await wait_until(lambda: "k" not in SINKS["m"].items)
         await idle(daemon)
         assert await daemon.routes["led"].workers[0].ledger.items() == {}
+
+
+async def test_route_survives_a_redis_restart_and_catches_up(tmp_path: Path) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+    from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis", port=0).start()
+    try:
+        config = {"routes": [route("r", "thoonk:in", "thoonk:out")]}
+        async with running_bridge(config, redis_url=server.url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+            await idle(daemon)
+            await (await daemon.thoonk.feed("in")).publish("before", id="1")
+            await wait_until(lambda: _eq(items(daemon, "out"), {"1": "before"}))
+            await asyncio.to_thread(server.stop)
+            await wait_until(lambda: not daemon.routes["r"].ready, message="route notices the lost connection")
+            await asyncio.to_thread(server.start)
+            # Published by someone else while the route was reconnecting: the reconcile finds it.
+            with Thoonk(url=server.url) as other:
+                other.feed("in").publish("during", id="2")
+            await wait_until(lambda: daemon.routes["r"].ready, timeout=30, message="route back")
+            await wait_until(lambda: _eq(items(daemon, "out"), {"1": "before", "2": "during"}), timeout=30)
+            await (await daemon.thoonk.feed("in")).publish("after", id="3")
+            await wait_until(lambda: _eq(items(daemon, "out"), {"1": "before", "2": "during", "3": "after"}))
+    finally:
+        server.stop()
