@@ -6,11 +6,12 @@ Tests needing a server of their own (restarts, kills) build an ``EmbeddedRedis``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 
+from thoonk_bridge.thoonk import AsyncThoonk, Thoonk
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 
 
@@ -39,3 +40,23 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def pubsub(redis_url: str) -> Iterator[Thoonk]:
+    """A sync Thoonk client on the flushed test database."""
+    client = Thoonk(url=redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def apubsub(redis_url: str) -> AsyncIterator[AsyncThoonk]:
+    """An asyncio Thoonk client on the flushed test database."""
+    client = AsyncThoonk(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -27,13 +27,6 @@ def wait(predicate: Any, timeout: float = 20, message: str = "") -> Any:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def pubsub(redis_url: str) -> Any:
-    client = Thoonk(url=redis_url)
-    yield client
-    client.close()
-
-
 def config(redis_url: str, *routes: dict[str, Any]) -> dict[str, Any]:
     return {"redis": redis_url, "routes": list(routes)}
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio
+from redis_state import snapshot
 
 from thoonk_bridge.thoonk import (
     AsyncThoonk,
@@ -21,21 +22,6 @@ from thoonk_bridge.thoonk import (
     Thoonk,
 )
 from thoonk_bridge.thoonk.embedded import free_tcp_port
-
-
-def snapshot(url: str) -> dict[bytes, bytes]:
-    client = redis.Redis.from_url(url)
-    try:
-        return {k: client.dump(k) for k in sorted(client.keys())}
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def pubsub(redis_url):
-    t = Thoonk(url=redis_url)
-    yield t
-    t.close()
 
 
 def test_create_exists_names_delete(pubsub, raw_redis):

@@ -5,31 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-import redis
+from redis_state import snapshot
 
-from thoonk_bridge.thoonk import AsyncThoonk, FeedDoesNotExist, Thoonk
-
-
-def snapshot(url: str) -> dict[bytes, bytes]:
-    client = redis.Redis.from_url(url)
-    try:
-        return {k: client.dump(k) for k in sorted(client.keys())}
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def pubsub(redis_url):
-    t = Thoonk(url=redis_url)
-    yield t
-    t.close()
-
-
-@pytest.fixture
-async def apubsub(redis_url):
-    t = AsyncThoonk(redis_url)
-    yield t
-    await t.aclose()
+from thoonk_bridge.thoonk import FeedDoesNotExist
 
 
 def test_publish_get_retract(pubsub, raw_redis):

@@ -7,24 +7,9 @@ import threading
 import time
 
 import pytest
-import redis
+from redis_state import snapshot
 
-from thoonk_bridge.thoonk import AsyncThoonk, Empty, Job, JobNotClaimed, JobNotStalled, Thoonk
-
-
-def snapshot(url: str) -> dict[bytes, bytes]:
-    client = redis.Redis.from_url(url)
-    try:
-        return {k: client.dump(k) for k in sorted(client.keys())}
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def pubsub(redis_url):
-    t = Thoonk(url=redis_url)
-    yield t
-    t.close()
+from thoonk_bridge.thoonk import AsyncThoonk, Empty, Job, JobNotClaimed, JobNotStalled
 
 
 def test_put_get_finish(pubsub, raw_redis):

@@ -7,14 +7,7 @@ import threading
 
 import pytest
 
-from thoonk_bridge.thoonk import HIGH, AsyncThoonk, Empty, Queue, Thoonk
-
-
-@pytest.fixture
-def pubsub(redis_url):
-    t = Thoonk(url=redis_url)
-    yield t
-    t.close()
+from thoonk_bridge.thoonk import HIGH, AsyncThoonk, Empty, Queue
 
 
 def test_fifo_and_priority(pubsub, raw_redis):

@@ -8,17 +8,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from thoonk_bridge.thoonk import Thoonk
-
-
-@pytest.fixture
-def pubsub(redis_url):
-    t = Thoonk(url=redis_url)
-    yield t
-    t.close()
-
 
 def subscribed(raw_redis, *channels):
     listener = raw_redis.pubsub()
