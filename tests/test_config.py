@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-
-from thoonk_bridge.plugin import discover_plugins
 from pydantic import BaseModel, Field
 
 from thoonk_bridge.config import (
@@ -27,7 +25,7 @@ from thoonk_bridge.config import (
 )
 from thoonk_bridge.endpoints import ThoonkSinkOptions, ThoonkSourceOptions
 from thoonk_bridge.payload import Format
-from thoonk_bridge.plugin import Endpoint, EndpointKind, NoSettings, Plugin, Settings
+from thoonk_bridge.plugin import Endpoint, EndpointKind, NoSettings, Plugin, Settings, discover_plugins
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import feedparser
 import pytest
-from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
-from thoonk_bridge.plugins.feeds.settings import FeedSinkOptions
 
 from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicRegistry
+from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
+from thoonk_bridge.plugins.feeds.settings import FeedSinkOptions
 from thoonk_bridge.testing import plugin_context
 
 FAST = {"quiet": 0.005, "max_staleness": 0.05}

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
-from thoonk_bridge.plugins.feeds.settings import FeedSourceOptions
-from thoonk_bridge.plugins.feeds.source import FeedSource, FetchFailed, parse_retry_after
 
 from thoonk_bridge.payload import Format, parse
 from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent
+from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
+from thoonk_bridge.plugins.feeds.settings import FeedSourceOptions
+from thoonk_bridge.plugins.feeds.source import FeedSource, FetchFailed, parse_retry_after
 from thoonk_bridge.testing import plugin_context
 
 
