@@ -29,8 +29,10 @@ class WebSubSettings(Settings):
       and the bounds a requested lease is clamped to (never perpetual).
     - ``signature``: the HMAC method of ``X-Hub-Signature`` when a subscriber gave a secret.
     - ``verify_timeout`` / ``delivery_timeout``: per request, whole request.
-    - ``delivery_workers``: concurrent delivery jobs per daemon; ``delivery_batch``: subscribers per
-      delivery job (posted concurrently); ``per_host_concurrency``: requests in flight to one callback host.
+    - ``delivery_batch``: subscribers per delivery job (posted concurrently); ``delivery_workers`` x
+      ``delivery_batch``: POSTs in flight per daemon (twice ``delivery_workers`` jobs are claimed at once
+      so that one batch's slow callback does not idle the others); ``per_host_concurrency``: POSTs in
+      flight to one callback host.
     - ``retry_base`` / ``retry_max_delay`` / ``retry_window``: exponential backoff with full jitter between
       attempts of one notification, given up (dropped, counted) once ``retry_window`` has passed since it
       was first tried. The subscription stays.
