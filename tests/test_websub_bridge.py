@@ -44,6 +44,8 @@ async def test_feed_documents_are_distributed_and_subscribed(redis_url: str, tmp
             feed = await daemon.thoonk.feed("news")
             await feed.publish(json.dumps({"title": "Hello", "link": "https://example.org/1"}), id="1")
             await wait_until(lambda: any(b"Hello" in b for b in sub.bodies()), message="delivery")
+            async with aiohttp.ClientSession() as s, s.get(base + "/topics/news") as resp:
+                assert resp.status == 404  # documents exist for "news": no raw topic besides them
             last = next(d for d in sub.deliveries if b"Hello" in d.body)
             assert last.headers["Content-Type"].startswith("application/atom+xml")
             assert [e.title for e in feedparser.parse(last.body).entries] == ["Hello"]

@@ -253,7 +253,8 @@ PARAM_VALUES = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pairs=st.lists(st.tuples(PARAM_NAMES, PARAM_VALUES), max_size=8), raw=st.binary(max_size=200))
 def test_fuzz_hub_endpoint_never_errors(fuzz_node: tuple[asyncio.AbstractEventLoop, Node],
                                         pairs: list[tuple[str, str]], raw: bytes) -> None:
