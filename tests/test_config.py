@@ -291,7 +291,7 @@ BAD = [
         "a: &x [*x]\n",
         [
             "1:1: a: unknown key 'a' (allowed: redis, state_dir, http, drain_seconds, "
-            "log_level, log_format, job_maintenance_seconds, plugins, routes)",
+            "log_level, log_format, job_maintenance_seconds, lease_seconds, instance, plugins, routes)",
             "1:4: a.0: recursive alias: a node cannot contain itself",
         ],
         id="yaml-recursive-alias",
@@ -316,7 +316,7 @@ BAD = [
         "- a\n",
         [
             "1:1: the config must be a mapping of keys (redis, state_dir, http, drain_seconds, log_level, "
-            "log_format, job_maintenance_seconds, plugins, routes), got a list"
+            "log_format, job_maintenance_seconds, lease_seconds, instance, plugins, routes), got a list"
         ],
         id="not-a-mapping",
     ),
@@ -342,7 +342,7 @@ BAD = [
         [
             "1:1: colour: unknown key 'colour' (allowed: redis, state_dir, http, "
             "drain_seconds, log_level, log_format, job_maintenance_seconds, "
-            "plugins, routes)"
+            "lease_seconds, instance, plugins, routes)"
         ],
         id="unknown-top-key",
     ),

@@ -144,7 +144,7 @@ async def test_reconcile_edits_items_whose_content_differs(redis_url: str, tmp_p
         # Restart the route: the reconcile must correct the sink.
         spec = daemon.config.routes[0]
         await daemon._stop_route("e", 1)
-        daemon._start_route(spec)
+        await daemon._start_route(spec)
         await idle(daemon)
         assert await items(daemon, "out") == {"a": "right"}
 

@@ -293,5 +293,35 @@ def feeds(as_json: bool, redis_url: str | None, config_path: Path) -> None:
         click.echo(f"{row['name']:<{width}}  {row['type']:<11}  {row['items']}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@with_redis
+def status(as_json: bool, redis_url: str | None, config_path: Path) -> None:
+    """The fleet: every daemon on this Redis, what it owns and since when, read from Redis."""
+    from thoonk_bridge.fleet import read_fleet
+
+    with _thoonk(redis_url, config_path) as pubsub:
+        fleet = read_fleet(pubsub.redis)
+    if as_json:
+        click.echo(json.dumps(fleet, indent=2))
+        return
+    if not fleet["instances"]:
+        click.echo("no daemon has reported to this Redis")
+    for inst in fleet["instances"]:
+        state = "STALE" if inst["stale"] else inst.get("phase", "?")
+        click.echo(f"{inst['instance']}  {state}  host={inst.get('host')} pid={inst.get('pid')} "
+                   f"up since {_when(inst.get('started'))}, last heartbeat {inst['heartbeat_age']:.1f} s ago")
+        for route, since in sorted(inst.get("owns", {}).items()):
+            click.echo(f"    owns {route} since {_when(since)}")
+    for route, holder in sorted(fleet["leases"].items()):
+        click.echo(f"route {route}: held by {holder}")
+
+
+def _when(stamp: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "?"
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -37,6 +37,8 @@ The document's top-level keys (see ``config/example.yaml``, the documented refer
 - ``log_level``: ``debug | info | warning | error`` (default ``info``).
 - ``log_format``: ``auto | json | console`` (default ``auto``: JSON unless stdout is a terminal).
 - ``job_maintenance_seconds``: interval of the Thoonk job maintenance loop (default 30).
+- ``lease_seconds``: how long a route's lease lives without renewal (default 15).
+- ``instance``: this daemon's id among daemons sharing one Redis (default: from ``state_dir``).
 """
 
 from __future__ import annotations
@@ -218,6 +220,11 @@ class EngineSettings(BaseModel):
     - ``log_level``: ``debug``, ``info``, ``warning`` or ``error``.
     - ``log_format``: ``auto`` (JSON unless stdout is a terminal), ``json`` or ``console``.
     - ``job_maintenance_seconds``: interval of the Thoonk job maintenance loop (> 0).
+    - ``lease_seconds``: with several daemons on one Redis, each route runs on one daemon at a time,
+      held by a lease of this many seconds; another daemon takes over within that time when the
+      holder dies (> 0, default 15).
+    - ``instance``: this daemon's id among those sharing the Redis (default: kept in
+      ``state_dir/instance-id``, so a restarted daemon gets its routes back at once).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -229,6 +236,8 @@ class EngineSettings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     job_maintenance_seconds: float = Field(default=30.0, gt=0, description="job maintenance interval")
+    lease_seconds: float = Field(default=15.0, gt=0, le=3600, description="route lease time")
+    instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,100}$", description="daemon id")
 
     @field_validator("redis")
     @classmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ from aiohttp import web
 
 from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
 from thoonk_bridge.http import build_app, parse_listen
+from thoonk_bridge.lease import Lease
 from thoonk_bridge.logs import get_logger
 from thoonk_bridge.metrics import BridgeMetrics
 from thoonk_bridge.plugin import (
@@ -54,7 +56,9 @@ from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 if TYPE_CHECKING:
     from thoonk_bridge.config import BridgeConfig, RouteSpec
 
-__all__ = ["Daemon", "DaemonError"]
+__all__ = ["INSTANCES_KEY", "Daemon", "DaemonError"]
+
+INSTANCES_KEY = "bridge.instances"  # hash: instance id -> JSON heartbeat (what it owns, since when)
 
 
 class DaemonError(Exception):
@@ -62,7 +66,23 @@ class DaemonError(Exception):
 
 
 def new_instance_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def stable_instance_id(state_dir: Path) -> str:
+    """The id kept in ``state_dir/instance-id`` (made on first use): a restarted daemon keeps it,
+    and so gets its route leases back at once instead of waiting for them to expire."""
+    path = state_dir / "instance-id"
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fresh = new_instance_id()
+    path.write_text(fresh + "\n")
+    return fresh
 
 
 class Daemon:
@@ -84,13 +104,18 @@ class Daemon:
         self.config = config
         self.plugin_classes = plugin_classes if plugin_classes is not None else discover_plugins()
         self.retry = retry or RetryPolicy()
-        self.instance_id = instance_id or new_instance_id()
+        self.instance_id = instance_id or config.instance or stable_instance_id(Path(config.state_dir))
         self.log = get_logger(instance=self.instance_id)
         self.metrics = BridgeMetrics()
         self.topics = TopicRegistry()
         self.echoes = EchoFilter()
         self.plugins: dict[str, Plugin] = {}
-        self.routes: dict[str, RouteRunner] = {}
+        self.routes: dict[str, RouteRunner] = {}  # the routes this daemon owns and runs now
+        self.leases: dict[str, Lease] = {}  # every configured route's lease, held or wanted
+        self._owners: dict[str, asyncio.Task[None]] = {}
+        self._specs: dict[str, RouteSpec] = {}
+        self._started_at = time.time()
+        self._heartbeat: asyncio.Task[None] | None = None
         self.phase = "starting"  # starting | running | draining | stopped
         self.embedded: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None
@@ -168,8 +193,10 @@ class Daemon:
             self.log.info("plugin started", plugin=plugin.name)
 
         for spec in self.config.routes:
-            self._start_route(spec)
+            await self._start_route(spec)
         self._maintenance = asyncio.create_task(self._maintenance_loop(), name="job-maintenance")
+        await self._beat()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         self.phase = "running"
         self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
                       plugins=sorted(self.plugins))
@@ -227,7 +254,7 @@ class Daemon:
             raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")
         return plugin.sink(endpoint, route)
 
-    def build_route(self, spec: RouteSpec) -> RouteRunner:
+    def build_route(self, spec: RouteSpec, lease: Lease | None = None) -> RouteRunner:
         assert self.thoonk is not None and self.redis is not None
         log = get_logger(route=spec.name)
         context = RouteContext(
@@ -242,23 +269,99 @@ class Daemon:
         workers = [
             SinkWorker(
                 context, endpoint, self._sink(endpoint, context), Ledger(self.redis, spec.name, str(endpoint)),
-                self.echoes, self.metrics, self.retry, log,
+                self.echoes, self.metrics, self.retry, log, guard=lease.held if lease is not None else None,
             )
             for endpoint in spec.sinks
         ]
         return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log)
 
-    def _start_route(self, spec: RouteSpec) -> None:
-        runner = self.build_route(spec)
+    async def _start_route(self, spec: RouteSpec) -> None:
+        """Take the route's lease if it is free (run the route now), then keep owning or waiting."""
+        assert self.redis is not None
+        lease = Lease(self.redis, f"route:{spec.name}", self.instance_id, self.config.lease_seconds)
+        self.leases[spec.name] = lease
+        self._specs[spec.name] = spec
+        try:
+            if await lease.acquire():
+                self._run_route(spec, lease)
+        except Exception as exc:  # noqa: BLE001 - the owner loop retries
+            self.log.warning("route lease not taken yet", route=spec.name, error=str(exc))
+        self._owners[spec.name] = asyncio.create_task(self._own_route(spec, lease), name=f"lease:{spec.name}")
+
+    def _run_route(self, spec: RouteSpec, lease: Lease) -> None:
+        runner = self.build_route(spec, lease)
         self.routes[spec.name] = runner
         runner.start()
+        self.metrics.route_owned.labels(spec.name).set(1)
         self.log.info("route started", route=spec.name, source=str(spec.source),
-                      sinks=[str(s) for s in spec.sinks])
+                      sinks=[str(s) for s in spec.sinks], fence=lease.fence)
+
+    async def _own_route(self, spec: RouteSpec, lease: Lease) -> None:
+        """Renew the lease while running the route; take it over when its holder is gone."""
+        interval = self.config.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if spec.name in self.routes:
+                    if not await lease.renew():
+                        self.log.warning("route lease lost to another daemon, stopping the route", route=spec.name)
+                        await self._halt_route(spec.name, drain=0)
+                elif await lease.acquire():
+                    self.log.info("route lease taken over", route=spec.name, fence=lease.fence)
+                    self._run_route(spec, lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis away: keep going while the lease holds
+                self.log.warning("route lease renewal failed", route=spec.name, error=f"{type(exc).__name__}: {exc}")
+                if spec.name in self.routes and not lease.held():
+                    self.log.warning("route lease expired, stopping the route", route=spec.name)
+                    await self._halt_route(spec.name, drain=0)
+
+    async def _halt_route(self, name: str, drain: float) -> None:
+        runner = self.routes.pop(name, None)
+        if runner is not None:
+            await runner.stop(drain)
+            self.metrics.forget_route(name, [w.name for w in runner.workers])
+        self.metrics.route_owned.labels(name).set(0)
 
     async def _stop_route(self, name: str, drain: float) -> None:
-        runner = self.routes.pop(name)
-        await runner.stop(drain)
-        self.metrics.forget_route(name, [w.name for w in runner.workers])
+        """Stop owning the route: stop it (draining), release its lease so another daemon takes it now."""
+        await cancel_and_wait(self._owners.pop(name, None))
+        await self._halt_route(name, drain)
+        self._specs.pop(name, None)
+        lease = self.leases.pop(name, None)
+        if lease is not None:
+            with contextlib.suppress(Exception):
+                await lease.release()
+        with contextlib.suppress(KeyError):
+            self.metrics.route_owned.remove(name)
+
+    # ------------------------------------------------------------------ fleet
+
+    async def _beat(self) -> None:
+        assert self.redis is not None
+        record = {
+            "instance": self.instance_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self._started_at,
+            "heartbeat": time.time(),
+            "phase": self.phase,
+            "lease_seconds": self.config.lease_seconds,
+            "owns": {name: lease.since for name, lease in self.leases.items() if name in self.routes},
+            "standby": sorted(name for name in self.leases if name not in self.routes),
+        }
+        await self.redis.hset(INSTANCES_KEY, self.instance_id, json.dumps(record))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - next beat
+                self.log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ readiness, metrics
 
@@ -272,6 +375,8 @@ class Daemon:
                 body["redis_error"] = f"{type(exc).__name__}: {exc}"
         body["redis"] = "ok" if redis_ok else "unreachable"
         body["routes"] = {name: runner.state() for name, runner in self.routes.items()}
+        body["owned_routes"] = sorted(self.routes)
+        body["standby_routes"] = sorted(n for n in self.leases if n not in self.routes)
         body["plugins"] = {
             name: {"status": str(p.health().status), "detail": p.health().detail} for name, p in self.plugins.items()
         }
@@ -347,7 +452,7 @@ class Daemon:
             await self._stop_route(name, self.config.drain_seconds)
         self.config = new
         for name in changed:
-            self._start_route(new_specs[name])
+            await self._start_route(new_specs[name])
         self.log.info("config reloaded", started=changed, stopped=[n for n in removed if n not in changed],
                       kept=[n for n in new_specs if n not in changed])
         return changed
@@ -359,7 +464,11 @@ class Daemon:
         self.phase = "draining"
         self.log.info("draining", drain_seconds=drain)
         await cancel_and_wait(self._maintenance)
-        await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.routes)), return_exceptions=True)
+        await cancel_and_wait(self._heartbeat)
+        await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.leases)), return_exceptions=True)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.hdel(INSTANCES_KEY, self.instance_id)
         for plugin in reversed(list(self.plugins.values())):
             try:
                 await plugin.stop()

@@ -21,6 +21,7 @@ class BridgeMetrics:
     - ``lag{route,sink}``: events waiting for a sink.
     - ``last_success{route,sink}``: unix time of the last applied event.
     - ``route_ready{route}``: 1 once reconciled and following.
+    - ``route_owned{route}``: 1 while this daemon holds the route's lease (0: another daemon runs it).
     - ``plugin_ready{plugin}``: 1 when the plugin's health is ready.
     - ``apply_seconds{route,sink}``: time to apply one event.
     """
@@ -48,6 +49,10 @@ class BridgeMetrics:
             ["route", "sink"], registry=r,
         )
         self.route_ready = Gauge("thoonk_bridge_route_ready", "1 when reconciled and following", ["route"], registry=r)
+        self.route_owned = Gauge(
+            "thoonk_bridge_route_owned", "1 when this daemon holds the route's lease and runs it", ["route"],
+            registry=r,
+        )
         self.plugin_ready = Gauge("thoonk_bridge_plugin_ready", "1 when the plugin is ready", ["plugin"], registry=r)
         self.apply_seconds = Histogram(
             "thoonk_bridge_route_apply_seconds", "Time to apply one event to a sink", ["route", "sink"],

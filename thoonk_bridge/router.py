@@ -27,7 +27,7 @@ import json
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -184,8 +184,10 @@ class SinkWorker:
         metrics: BridgeMetrics,
         retry: RetryPolicy,
         log: structlog.typing.FilteringBoundLogger,
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         self.route = route
+        self.guard = guard
         self.endpoint = endpoint
         self.name = str(endpoint)
         self.sink = sink
@@ -287,6 +289,11 @@ class SinkWorker:
         attempt = 0
         labels = (self.route.name, self.name)
         while True:
+            if self.guard is not None and not self.guard():
+                # Fencing: past our lease we may no longer own the route; the owner loop stops us.
+                self.state = "lease lost: not writing"
+                await asyncio.sleep(0.1)
+                continue
             started = time.perf_counter()
             # Remembered before the write: the echo can reach the opposite route before apply returns.
             self.echoes.wrote(self.name, event)
