@@ -7,6 +7,8 @@ registry (``PluginContext.metrics``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -61,7 +63,8 @@ class BridgeMetrics:
 
     def forget_route(self, route: str, sinks: list[str]) -> None:
         """Drop a removed route's series (after a reload)."""
-        for metric in (self.items_in, self.echoes_dropped, self.route_ready):
+        metric: Any
+        for metric in (self.items_in, self.echoes_dropped, self.route_ready, self.route_owned):
             try:
                 metric.remove(route)
             except KeyError:

@@ -175,7 +175,7 @@ def address_refusal(ip: str | IPAddress, policy: OutboundPolicy) -> str | None:
         inner_reason = _category(candidates[1], policy)
         if inner_reason is not None:
             return f"{inner_reason} (embedded in {addr})"
-        if addr.ipv4_mapped is not None:  # ::ffff:a.b.c.d is just a.b.c.d
+        if getattr(addr, "ipv4_mapped", None) is not None:  # ::ffff:a.b.c.d is just a.b.c.d
             return None
     return _category(addr, policy)
 

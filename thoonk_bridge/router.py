@@ -94,7 +94,7 @@ class Ledger:
     async def record_batch(self, updates: dict[str, str | None]) -> None:
         """Record delivered items in one round trip: id -> content hash, ``None`` for an id now gone."""
         pipe = self.redis.pipeline(transaction=False)
-        present = {k: v for k, v in updates.items() if v is not None}
+        present: dict[Any, Any] = {k: v for k, v in updates.items() if v is not None}
         gone = [k for k, v in updates.items() if v is None]
         if present:
             pipe.hset(self.key, mapping=present)
@@ -104,7 +104,7 @@ class Ledger:
 
     async def record_many(self, items: dict[str, str]) -> None:
         if items:
-            await self.redis.hset(self.key, mapping=items)
+            await self.redis.hset(self.key, mapping=dict[Any, Any](items))
 
     async def started(self) -> bool:
         return bool(await self.redis.hexists(self.started_key, self.sink))
