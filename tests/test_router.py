@@ -313,3 +313,34 @@ async def test_route_survives_a_redis_restart_and_catches_up(tmp_path: Path) -> 
             await wait_until(lambda: _eq(items(daemon, "out"), {"1": "before", "2": "during", "3": "after"}))
     finally:
         server.stop()
+
+
+async def test_initial_none_with_mirror_keeps_what_it_skipped(redis_url: str, tmp_path: Path) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    with Thoonk(url=redis_url) as pubsub:
+        pubsub.feed("in").publish("old", id="old")
+    config = {"routes": [route("r", "thoonk:in", "memory:m", initial="none", mirror=True)]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        await (await daemon.thoonk.feed("in")).publish("new", id="new")
+        await wait_until(lambda: "new" in SINKS["m"].items)
+        await idle(daemon)
+        assert [(e.kind, e.id) for e in SINKS["m"].applied] == [(EventKind.PUBLISH, "new")]
+
+
+async def test_reconcile_sends_only_what_a_sink_with_a_capacity_keeps(redis_url: str, tmp_path: Path) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    with Thoonk(url=redis_url) as pubsub:
+        for i in range(10):
+            pubsub.feed("in").publish(f"p{i}", id=str(i))
+    MemorySink.capacity = 3
+    try:
+        config = {"routes": [route("r", "thoonk:in", "memory:m", mirror=True)]}
+        async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+            await idle(daemon)
+            # Only the newest three, and mirror retracts nothing: the older ids are still in the source.
+            assert [(e.kind, e.id) for e in SINKS["m"].applied] == [(EventKind.PUBLISH, i) for i in "789"]
+    finally:
+        MemorySink.capacity = None

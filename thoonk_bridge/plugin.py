@@ -190,7 +190,14 @@ class Source(ABC):
 
 
 class Sink(ABC):
-    """Where a route writes items to. ``apply`` must be idempotent by item id."""
+    """Where a route writes items to. ``apply`` must be idempotent by item id.
+
+    ``capacity``: how many items the target keeps (an XMPP node's ``max_items``), ``None`` for no
+    limit. On reconcile the router only sends the newest ``capacity`` items of the snapshot, so a
+    target that trims old items is not refilled with them on every start.
+    """
+
+    capacity: int | None = None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare the target (create the node, the directory...)."""

@@ -224,14 +224,16 @@ class SinkWorker:
         if held is None:
             held = await self.ledger.items()
         queued = 0
+        present = {item_id for item_id, _ in snapshot}
         if not await self.ledger.started():
             snapshot, skipped = _initial_selection(snapshot, self.route.initial)
             # Items left out by `initial` count as delivered, so they are never sent later.
             await self.ledger.record_many({i: content_hash(p) for i, p in skipped if i not in held})
             held = {**held, **{i: content_hash(p) for i, p in skipped}}
-        present = set()
+        capacity = self.sink.capacity
+        if capacity is not None and len(snapshot) > capacity:
+            snapshot = snapshot[-capacity:]  # the sink keeps only the newest: send only those
         for item_id, payload in snapshot:
-            present.add(item_id)
             if item_id not in held:
                 self.offer(ItemEvent(EventKind.PUBLISH, item_id, payload))
                 queued += 1
