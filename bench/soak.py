@@ -1,0 +1,268 @@
+"""Chaos soak: steady publishing through every landed plugin while Redis, Prosody and daemons restart.
+
+    .venv/bin/python bench/soak.py --minutes 2 --seed 7
+
+One run, all on loopback, bounded in time and traffic:
+
+- a redis-server with append-only persistence (fsync always, so an acknowledged publish survives
+  a SIGKILL), Prosody when installed, and ``--daemons`` bridge daemons (subprocesses) sharing the
+  Redis, each with its own state dir, with short route leases;
+- routes: ``thoonk:in -> thoonk:out`` (mirror), ``thoonk:in -> feeds:soak`` (documents in a
+  directory the daemons share), and with Prosody ``thoonk:in -> xmpp node`` and
+  ``xmpp node -> thoonk:back``;
+- a publisher writes ``--rate`` new items a second to ``in``, counting only acknowledged publishes
+  (it retries through outages);
+- at random moments (seeded: the same ``--seed`` gives the same schedule) it SIGKILLs and restarts
+  Redis, a daemon, or Prosody;
+- at the end it stops the chaos, waits for the sinks to settle, and compares every sink with its
+  source: items published, delivered, duplicated at sinks, lost (must be 0), plus the longest
+  recovery time (from a chaos event until every route is owned and ready again).
+
+Exit status 0 when nothing was lost, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from thoonk_bridge.thoonk import Thoonk  # noqa: E402
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port  # noqa: E402
+
+NODE = "soak"
+NODE_ITEMS = 50
+DOC_ITEMS = 50
+
+
+class Daemon:
+    def __init__(self, workdir: Path, index: int, config: dict[str, Any]) -> None:
+        self.index = index
+        self.port = free_tcp_port()
+        self.dir = workdir / f"daemon{index}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = {**config, "http": {"listen": f"127.0.0.1:{self.port}"}, "state_dir": str(self.dir / "state"),
+                  "instance": f"soak{index}", "log_format": "json"}
+        self.config = self.dir / "bridge.yaml"
+        self.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.dir / "daemon.log").open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "thoonk_bridge.cli", "run", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def readyz(self) -> dict[str, Any] | None:
+        if not self.proc or self.proc.poll() is not None:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:
+            try:
+                return dict(json.loads(exc.read()))
+            except ValueError:
+                return None
+        except (OSError, ValueError):
+            return None
+
+
+def routes_ready(daemons: list[Daemon], names: list[str]) -> bool:
+    ready: set[str] = set()
+    for d in daemons:
+        body = d.readyz()
+        if body:
+            ready |= {n for n, r in body.get("routes", {}).items() if r.get("ready")}
+    return ready >= set(names)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=20.0, help="publishes per second")
+    ap.add_argument("--daemons", type=int, default=2)
+    ap.add_argument("--chaos-every", type=float, default=8.0, help="mean seconds between chaos events")
+    ap.add_argument("--no-xmpp", action="store_true", help="leave Prosody and the xmpp routes out")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    server = EmbeddedRedis(workdir / "redis", port=0, extra_args=["--appendfsync", "always"]).start()
+    prosody = None
+    use_xmpp = not args.no_xmpp and shutil.which("prosody") is not None
+    if use_xmpp:
+        from prosody_server import ProsodyServer
+
+        prosody = ProsodyServer(workdir / "prosody").start()
+
+    routes: list[dict[str, Any]] = [
+        {"name": "copy", "from": "thoonk:in", "to": "thoonk:out", "mirror": True},
+        {"name": "doc", "from": "thoonk:in", "to": {"endpoint": "feeds:soak", "max_items": DOC_ITEMS}},
+    ]
+    config: dict[str, Any] = {
+        "redis": server.url, "lease_seconds": 2.0, "drain_seconds": 2,
+        "plugins": {"feeds": {"output_dir": str(workdir / "documents")}}, "routes": routes,
+    }
+    if prosody is not None:
+        config["plugins"]["xmpp"] = {
+            "jid": "bridge@localhost", "password": "pw-bridge", "host": "127.0.0.1", "port": prosody.port,
+            "tls": "disabled", "reconnect_min": 0.2, "reconnect_max": 2, "timeout": 10, "keepalive": 5,
+        }
+        routes += [
+            {"name": "to-node", "from": "thoonk:in",
+             "to": {"endpoint": f"xmpp:pubsub.localhost/{NODE}", "max_items": NODE_ITEMS}},
+            {"name": "from-node", "from": f"xmpp:pubsub.localhost/{NODE}", "to": "thoonk:back", "mirror": True},
+        ]
+    names = [r["name"] for r in routes]
+    daemons = [Daemon(workdir, i, config) for i in range(args.daemons)]
+    for d in daemons:
+        d.start()
+    deadline = time.monotonic() + 60
+    while not routes_ready(daemons, names):
+        if time.monotonic() > deadline:
+            print(f"routes never became ready; logs in {workdir}", file=sys.stderr)
+            return 2
+        time.sleep(0.1)
+
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def publisher() -> None:
+        client = Thoonk(url=server.url)
+        i = 0
+        while not stop.is_set():
+            item_id = f"item-{i:06d}"
+            payload = json.dumps({"title": f"Item {i}", "link": f"https://example.org/{i}", "content": "x" * 50})
+            try:
+                client.feed("in").publish(payload, id=item_id)
+            except Exception:  # noqa: BLE001 - Redis restarting: retry the same item
+                time.sleep(0.05)
+                continue
+            acknowledged.append(item_id)
+            i += 1
+            time.sleep(1 / args.rate)
+        client.close()
+
+    thread = threading.Thread(target=publisher, daemon=True)
+    thread.start()
+    events: list[tuple[float, str, float]] = []
+    end = time.monotonic() + args.minutes * 60
+    kinds = ["redis", "daemon"] + (["prosody"] if prosody is not None else [])
+    while time.monotonic() < end:
+        time.sleep(min(rng.expovariate(1 / args.chaos_every), max(0.0, end - time.monotonic())))
+        if time.monotonic() >= end:
+            break
+        kind = rng.choice(kinds)
+        started = time.monotonic()
+        if kind == "redis":
+            server.kill()
+            time.sleep(rng.uniform(0.2, 2.0))
+            server.start()
+        elif kind == "daemon":
+            victim = rng.choice(daemons)
+            victim.kill()
+            time.sleep(rng.uniform(0.2, 2.0))
+            victim.start()
+        else:
+            assert prosody is not None and prosody.proc is not None
+            prosody.proc.kill()  # SIGKILL: no goodbye to the clients
+            prosody.proc.wait()
+            prosody.proc = None
+            time.sleep(rng.uniform(0.2, 2.0))
+            prosody.start()
+        while not routes_ready(daemons, names) and time.monotonic() - started < 120:
+            time.sleep(0.1)
+        recovery = time.monotonic() - started
+        events.append((started, kind, recovery))
+        print(f"chaos: {kind:8s} recovered in {recovery:5.1f} s", flush=True)
+    stop.set()
+    thread.join()
+
+    raw = redis.Redis.from_url(server.url, decode_responses=True)
+    pubsub = Thoonk(url=server.url)
+    source = pubsub.feed("in").get_all()
+    newest_doc = list(source)[-DOC_ITEMS:]
+    newest_node = list(source)[-NODE_ITEMS:]
+    doc_path = workdir / "documents" / "soak.atom"
+
+    def doc_ids() -> list[str]:
+        text = doc_path.read_text() if doc_path.exists() else ""
+        return re.findall(r"<link href=\"https://example.org/(\d+)\"", text)
+
+    def settled() -> bool:
+        ok = pubsub.feed("out").get_all() == source
+        ok = ok and sorted(doc_ids()) == sorted(str(int(i.split("-")[1])) for i in newest_doc)
+        if prosody is not None:
+            ok = ok and set(newest_node) <= set(pubsub.feed("back").get_ids())
+        return ok
+
+    deadline = time.monotonic() + 120
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    out = pubsub.feed("out").get_all()
+    lost = [i for i in acknowledged if i not in out]
+    missing_in_source = [i for i in acknowledged if i not in source]
+    duplicated = int(raw.get("feed.publishes:out") or 0) - len(out)
+    print()
+    print(f"seed {args.seed}, {args.minutes} min, {args.daemons} daemons, xmpp {'on' if prosody else 'off'}")
+    print(f"chaos events: {len(events)} ({', '.join(k for _, k, _ in events) or 'none'})")
+    print(f"published (acknowledged): {len(acknowledged)}")
+    print(f"delivered to thoonk:out:  {len(out)}  duplicated: {duplicated}  lost: {len(lost)}")
+    print(f"lost from the source itself (Redis durability): {len(missing_in_source)}")
+    doc_ok = sorted(doc_ids()) == sorted(str(int(i.split("-")[1])) for i in newest_doc)
+    print(f"feeds:soak document holds the newest {DOC_ITEMS}: {doc_ok}")
+    if prosody is not None:
+        back = pubsub.feed("back").get_ids()
+        node_lost = [i for i in newest_node if i not in back]
+        print(f"xmpp node -> thoonk:back holds the newest {NODE_ITEMS}: lost {len(node_lost)}")
+    else:
+        node_lost = []
+    longest = max((r for _, _, r in events), default=0.0)
+    print(f"longest recovery: {longest:.1f} s")
+    for d in daemons:
+        d.stop()
+    if prosody is not None:
+        prosody.cleanup()
+    server.stop()
+    pubsub.close()
+    raw.close()
+    failed = bool(lost or missing_in_source or node_lost or not doc_ok)
+    print("RESULT:", "FAIL" if failed else "OK", f"(logs: {workdir})" if failed else "")
+    if not failed:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
