@@ -50,7 +50,8 @@ def payload_to_element(payload: str, fmt: Format | None, item_id: str) -> ET.Ele
     if fmt is None and detected is Format.JSON:
         return json_to_element(payload)
     if detected is Format.ATOM:
-        parse(payload, Format.ATOM)  # validates (DTDs, depth, size, title)
+        if fmt is not Format.ATOM:  # with format atom the router rendered it: valid already
+            parse(payload, Format.ATOM)  # validates (DTDs, depth, size, title)
         return _xml(payload)
     if fmt is None and payload.lstrip().startswith("<"):
         try:
@@ -209,7 +210,12 @@ class XmppSink(Sink):
             element = payload_to_element(event.payload or "", self.format, event.id)
         except PayloadError as exc:
             self._reject("invalid", event.id, f"payload cannot be published: {exc}")
-        size = len(ET.tostring(element, encoding="utf-8")) + STANZA_OVERHEAD
+        payload = event.payload or ""
+        if payload.lstrip().startswith("<"):  # published as parsed: its size is the payload's
+            size = len(payload.encode("utf-8", "surrogatepass"))
+        else:  # built from text or JSON (escaping may grow it): measure it
+            size = len(ET.tostring(element, encoding="utf-8"))
+        size += STANZA_OVERHEAD
         size += len(self.service) + len(self.node) + len(event.id) + 2 * len(self.conn.settings.full_jid)
         limit = self.conn.settings.max_stanza_bytes
         if size > limit:

@@ -1,0 +1,199 @@
+"""Benchmark of the xmpp plugin against the raw slixmpp ceiling, in one run on one machine.
+
+Starts a throwaway Prosody on loopback (the test fixture in ``tests/prosody_server.py``) and an
+embedded Redis, then measures, for the same number of items:
+
+1. ``raw``: a bare slixmpp publisher and a bare slixmpp subscriber doing publish -> notification
+   round trips, ``--inflight`` publishes outstanding (the ceiling for node -> Thoonk), and the same
+   with 1 in flight (the ceiling for the router's one-at-a-time sink writes).
+2. ``node -> thoonk``: an outside slixmpp client publishes to a node (``--inflight`` outstanding); a
+   daemon route relays the node into a Thoonk feed; timed until the feed holds every item.
+3. ``thoonk -> node -> thoonk``: items published to a Thoonk feed go through two routes
+   (``thoonk:a -> xmpp:node`` and ``xmpp:node -> thoonk:b``); timed until ``b`` holds every item.
+
+Nodes live on the SQLite-backed component when ``lua-dbi-sqlite3`` is installed, else on the file
+component with ``pubsub#persist_items = false``, so Prosody's file storage is not what is measured.
+
+    .venv/bin/python bench/xmpp.py [--items 2000] [--inflight 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from prosody_server import PUBSUB, SQL_PUBSUB, ProsodyServer, password, sqlite_available  # noqa: E402
+from slixmpp import ClientXMPP  # noqa: E402
+
+from thoonk_bridge.payload import Entry, entry_to_element  # noqa: E402
+from thoonk_bridge.testing import running_bridge  # noqa: E402
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis  # noqa: E402
+
+ATOM_BODY = "x" * 120  # ~200-byte Atom entries, as in the notes' measurements
+
+
+async def client(server: ProsodyServer, user: str, resource: str) -> ClientXMPP:
+    c = ClientXMPP(f"{user}@localhost/{resource}", password(user))
+    for p in ("xep_0030", "xep_0004", "xep_0060"):
+        c.register_plugin(p)
+    c.enable_direct_tls = False
+    c.plugin["feature_mechanisms"].unencrypted_scram = True
+    c.connect("127.0.0.1", server.port)
+    await c.wait_until("session_start", 10)
+    c.send_presence()
+    return c
+
+
+def node_form(c: ClientXMPP, persist: bool, max_items: int) -> Any:
+    form = c.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="pubsub#max_items", value=str(max_items))
+    if not persist:
+        form.add_field(var="pubsub#persist_items", ftype="boolean", value=False)
+    return form
+
+
+async def publish_all(c: ClientXMPP, service: str, node: str, ids: list[str], inflight: int) -> None:
+    ps = c.plugin["xep_0060"]
+    gate = asyncio.Semaphore(inflight)
+
+    async def one(item_id: str) -> None:
+        async with gate:
+            elem = entry_to_element(Entry(title=f"item {item_id}", content=ATOM_BODY), item_id)
+            await ps.publish(service, node, id=item_id, payload=elem, timeout=60)
+
+    await asyncio.gather(*(one(i) for i in ids))
+
+
+async def raw_ceiling(server: ProsodyServer, service: str, persist: bool, n: int, inflight: int) -> float:
+    pub = await client(server, "bridge", f"raw-pub-{uuid.uuid4().hex[:6]}")
+    sub = await client(server, "bob", f"raw-sub-{uuid.uuid4().hex[:6]}")
+    node = f"bench/raw/{uuid.uuid4().hex[:8]}"
+    await pub.plugin["xep_0060"].create_node(service, node, config=node_form(pub, persist, 1000))
+    await sub.plugin["xep_0060"].subscribe(service, node)
+    got: set[str] = set()
+    done = asyncio.Event()
+    want = n
+
+    def on_publish(msg: Any) -> None:
+        got.add(msg["pubsub_event"]["items"]["item"]["id"])
+        if len(got) >= want:
+            done.set()
+
+    sub.add_event_handler("pubsub_publish", on_publish)
+    warm = [f"w{i}" for i in range(20)]
+    want = len(warm)
+    await publish_all(pub, service, node, warm, inflight)
+    await asyncio.wait_for(done.wait(), 60)
+    got.clear()
+    done.clear()
+    want = n
+    ids = [f"r{i}" for i in range(n)]
+    started = time.perf_counter()
+    await publish_all(pub, service, node, ids, inflight)
+    await asyncio.wait_for(done.wait(), 300)
+    elapsed = time.perf_counter() - started
+    await pub.disconnect()
+    await sub.disconnect()
+    return n / elapsed
+
+
+async def wait_feed(thoonk: Any, name: str, n: int, timeout: float = 120) -> None:
+    feed = await thoonk.feed(name)
+    deadline = time.monotonic() + timeout
+    while await feed.length() < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"feed {name} has {await feed.length()} of {n} items")
+        await asyncio.sleep(0.005)
+
+
+async def bridge_runs(
+    server: ProsodyServer, redis_url: str, service: str, persist: bool, n: int, inflight: int
+) -> tuple[float, float]:
+    run = uuid.uuid4().hex[:8]
+    in_node, relay_node = f"bench/in/{run}", f"bench/relay/{run}"
+    admin = await client(server, "bridge", f"admin-{run}")
+    for node in (in_node, relay_node):
+        await admin.plugin["xep_0060"].create_node(service, node, config=node_form(admin, persist, 1000))
+    settings = server.account("bridge", timeout=30, keepalive=0)
+    routes = [
+        {"name": "in", "from": f"xmpp:{service}/{in_node}", "to": "thoonk:in", "initial": "all"},
+        {"name": "relay-out", "from": "thoonk:a", "to": f"xmpp:{service}/{relay_node}", "format": "atom"},
+    ]
+    # relay-in runs in a second daemon (same Redis, second resource of the account): one daemon
+    # drops what it reads back from an endpoint it just wrote, as the echo of its own write.
+    routes2 = [{"name": "relay-in", "from": f"xmpp:{service}/{relay_node}", "to": "thoonk:b"}]
+    settings2 = {**settings, "resource": "bench-2"}
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
+        cfg = {"plugins": {"xmpp": settings}, "routes": routes, "log_level": "warning"}
+        cfg2 = {"plugins": {"xmpp": settings2}, "routes": routes2, "log_level": "warning"}
+        async with (
+            running_bridge(cfg, redis_url=redis_url, tmp_path=Path(tmp)) as daemon,
+            running_bridge(cfg2, redis_url=redis_url, tmp_path=Path(tmp2)) as daemon2,
+        ):
+            while not all(r.ready for d in (daemon, daemon2) for r in d.routes.values()):
+                await asyncio.sleep(0.01)
+            # warm-up
+            await publish_all(admin, service, in_node, [f"w{i}" for i in range(20)], inflight)
+            await wait_feed(daemon.thoonk, "in", 20)
+            # node -> thoonk
+            started = time.perf_counter()
+            await publish_all(admin, service, in_node, [f"n{i}" for i in range(n)], inflight)
+            await wait_feed(daemon.thoonk, "in", 20 + n)
+            node_to_thoonk = n / (time.perf_counter() - started)
+            # thoonk -> node -> thoonk
+            feed = await daemon.thoonk.feed("a")
+            for i in range(20):
+                await feed.publish(json.dumps({"title": f"warm {i}", "content": ATOM_BODY}), id=f"w{i}")
+            await wait_feed(daemon.thoonk, "b", 20)
+            started = time.perf_counter()
+            for i in range(n):
+                await feed.publish(json.dumps({"title": f"item {i}", "content": ATOM_BODY}), id=f"t{i}")
+            await wait_feed(daemon.thoonk, "b", 20 + n)
+            round_trip = n / (time.perf_counter() - started)
+    await admin.disconnect()
+    return node_to_thoonk, round_trip
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--inflight", type=int, default=50)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    if sqlite_available():
+        service, persist, storage = SQL_PUBSUB, True, "sql (SQLite)"
+    else:
+        service, persist, storage = PUBSUB, False, "internal, persist_items=false"
+    server = ProsodyServer().start()
+    redis = EmbeddedRedis(port=0, persistent=False).start()
+    try:
+        n, w = args.items, args.inflight
+        raw_w = await raw_ceiling(server, service, persist, n, w)
+        raw_1 = await raw_ceiling(server, service, persist, n, 1)
+        n2t, t2t = await bridge_runs(server, redis.url, service, persist, n, w)
+    finally:
+        redis.stop()
+        server.cleanup()
+    print(f"xmpp bench: {n} items (~200-byte Atom entries), pubsub storage {storage}, Prosody on loopback")
+    print(f"  raw slixmpp publish->notification, {w:>3} in flight: {raw_w:8.0f} items/s")
+    print(f"  raw slixmpp publish->notification,   1 in flight: {raw_1:8.0f} items/s")
+    print(f"  node -> thoonk (outside publisher, {w} in flight):  {n2t:8.0f} items/s = {n2t / raw_w:5.0%} of raw@{w}")
+    print(
+        f"  thoonk -> node -> thoonk (two routes):            {t2t:8.0f} items/s = {t2t / raw_1:5.0%} of raw@1"
+        f" ({t2t / raw_w:.0%} of raw@{w})"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
