@@ -102,19 +102,19 @@ def check(config: Path, env_file: Path | None, live: bool) -> None:
 
 
 async def _check_live(config: Any) -> list[str]:
-    import redis.asyncio as aioredis
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
     from thoonk_bridge.logs import get_logger
     from thoonk_bridge.plugin import PluginContext, TopicRegistry, discover_plugins
+    from thoonk_bridge.redis_client import async_client
     from thoonk_bridge.thoonk import AsyncThoonk
 
     problems: list[str] = []
     if not config.redis:
         problems_redis = None  # embedded: started by the daemon itself, nothing to reach
     else:
-        client = aioredis.Redis.from_url(config.redis)
+        client = async_client(config.redis)
         try:
             await asyncio.wait_for(client.ping(), 5)
         except Exception as exc:  # noqa: BLE001 - reported
@@ -123,7 +123,7 @@ async def _check_live(config: Any) -> list[str]:
             await client.aclose()
         problems_redis = config.redis
     classes = discover_plugins()
-    client = aioredis.Redis.from_url(problems_redis or "redis://127.0.0.1:1")  # never used when embedded
+    client = async_client(problems_redis or "redis://127.0.0.1:1")  # never used when embedded
     for name in sorted(config.enabled_plugins):
         cls = classes[name]
         settings = config.plugins.get(name) or cls.settings_model()

@@ -49,6 +49,7 @@ from thoonk_bridge.plugin import (
     discover_plugins,
     start_order,
 )
+from thoonk_bridge.redis_client import async_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
@@ -168,8 +169,8 @@ class Daemon:
             self.log.info("embedded redis started", url=self.embedded.url)
         # Blocking pool: plugins' workers block in job.get(); past max_connections callers wait
         # for a free connection instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(self.redis_url, max_connections=200, timeout=30)
-        self.redis = aioredis.Redis(connection_pool=pool)
+        # (redis_client: one server, Sentinel or Cluster; see thoonk_bridge/redis_client.py)
+        self.redis = async_client(self.redis_url, max_connections=200, timeout=30)
         try:
             await self.redis.ping()
         except Exception as exc:

@@ -16,12 +16,14 @@ from typing import Any
 import redis as _redis
 import redis.asyncio as _aredis
 
+from thoonk_bridge.redis_client import async_client, is_cluster, sync_client
+
 from .embedded import EmbeddedRedis
 from .events import EVENT_KINDS, AsyncEvents, Listener
 from .exceptions import FeedDoesNotExist, FeedTypeMismatch
 from .feed import Feed, FeedBase, as_str, check_name, op
 from .job import Job
-from .keys import FEED_TYPES, FEEDS, FeedKeys
+from .keys import CONFFEED, DELFEED, FEED_TYPES, FEEDS, NEWFEED, FeedKeys
 from .queue import Queue
 from .scripts import AsyncExecutor, Batch, Cmd, Eval, Op, SyncExecutor, describe
 from .sorted_feed import SortedFeed
@@ -76,8 +78,20 @@ def encode_config(name: str, config: Mapping[str, Any] | None, *, allow_delete: 
     return out
 
 
+def has_hash_tag(name: str) -> bool:
+    """True when ``name`` carries a Redis Cluster hash tag, so every key of the feed (``feed.*:NAME``)
+    hashes to one slot: a ``{`` followed later by a ``}`` with something in between."""
+    start = name.find("{")
+    return start >= 0 and name.find("}", start + 1) > start + 1
+
+
 class ThoonkBase:
-    """Feed management and feed handles; every method is an operation run by ``self._run``."""
+    """Feed management and feed handles; every method is an operation run by ``self._run``.
+
+    On a Redis Cluster client (``self.cluster``) the operations that also touch the global ``feeds``
+    set do it in separate steps (see docs/thoonk-keys.md, "On Redis Cluster"), and a feed name must
+    carry a ``{hash tag}``.
+    """
 
     _run: Callable[[Op[Any]], Any]
 
@@ -87,6 +101,7 @@ class ThoonkBase:
         self._owns_client = owns_client
         self.instance = uuid.uuid4().hex
         self.address = describe(client)
+        self.cluster = is_cluster(client)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.address}>"
@@ -97,15 +112,34 @@ class ThoonkBase:
 
     # --- feed management ----------------------------------------------------------------------
 
-    def _create(self, name: str, config: Mapping[str, Any] | None, wanted: str, mode: str) -> Op[FeedBase]:
+    def _feed_name(self, name: str) -> str:
+        """check_name, and on a cluster the hash tag that keeps the feed's keys in one slot."""
         name = check_name(name)
+        if self.cluster and not has_hash_tag(name):
+            raise ValueError(
+                f"feed {name!r}: on Redis Cluster a feed name needs a {{hash tag}} (e.g. {'{' + name + '}'!r}) "
+                "so that all its keys share one slot"
+            )
+        return name
+
+    def _create(self, name: str, config: Mapping[str, Any] | None, wanted: str, mode: str) -> Op[FeedBase]:
+        name = self._feed_name(name)
         fields = encode_config(name, config, allow_delete=False)
         given = dict(zip(fields[::2], fields[1::2], strict=True))
         wanted = given.get("type", wanted)
         if "type" not in given:
             fields += ("type", wanted)
         k = FeedKeys(name)
-        _, actual = yield Eval("create", (FEEDS, k.config), (name, self.instance, mode, *fields))
+        if self.cluster:
+            # Step 1 (feed's slot) and step 2 (`feeds`) in one round trip; announced once both are done.
+            (created, actual), _ = yield Batch(
+                [Eval("create_keys", (k.config,), (name, mode, *fields)), Cmd("SADD", FEEDS, name)]
+            )
+            if int(created):
+                notice = f"{name}\x00{self.instance}"
+                yield Batch([Cmd("PUBLISH", NEWFEED, notice), Cmd("PUBLISH", CONFFEED, notice)])
+        else:
+            _, actual = yield Eval("create", (FEEDS, k.config), (name, self.instance, mode, *fields))
         actual = as_str(actual)
         if actual != wanted:
             raise FeedTypeMismatch(name, actual, wanted)
@@ -124,14 +158,15 @@ class ThoonkBase:
         """
         name = check_name(name)
         fields = encode_config(name, config, allow_delete=True)
-        yield Eval("config", (FEEDS, FeedKeys(name).config), (name, self.instance, *fields))
+        keys = (FeedKeys(name).config,) if self.cluster else (FEEDS, FeedKeys(name).config)
+        yield Eval("config", keys, (name, self.instance, *fields))
 
     @op
     def get_config(self, name: str) -> Op[dict[str, str]]:
         """The feed's config hash (values as stored, strings), with its ``type``."""
         name = check_name(name)
         exists, raw = yield Batch(
-            [Cmd("SISMEMBER", FEEDS, name), Cmd("HGETALL", FeedKeys(name).config)], atomic=True
+            [Cmd("SISMEMBER", FEEDS, name), Cmd("HGETALL", FeedKeys(name).config)], atomic=not self.cluster
         )
         if not exists:
             raise FeedDoesNotExist(name)
@@ -143,7 +178,7 @@ class ThoonkBase:
     def feed_type(self, name: str) -> Op[str]:
         name = check_name(name)
         exists, kind = yield Batch(
-            [Cmd("SISMEMBER", FEEDS, name), Cmd("HGET", FeedKeys(name).config, "type")], atomic=True
+            [Cmd("SISMEMBER", FEEDS, name), Cmd("HGET", FeedKeys(name).config, "type")], atomic=not self.cluster
         )
         if not exists:
             raise FeedDoesNotExist(name)
@@ -161,8 +196,15 @@ class ThoonkBase:
     @op
     def delete_feed(self, name: str) -> Op[None]:
         """Delete a feed and all its keys; announces ``delfeed``. FeedDoesNotExist if unknown."""
-        name = check_name(name)
-        yield Eval("delete", (FEEDS, *FeedKeys(name).all()), (name, self.instance))
+        name = self._feed_name(name)
+        if not self.cluster:
+            yield Eval("delete", (FEEDS, *FeedKeys(name).all()), (name, self.instance))
+            return
+        # The feed's keys (its slot) and its `feeds` entry, in one round trip; either one found it.
+        had_keys, listed = yield Batch([Eval("delete_keys", FeedKeys(name).all(), ()), Cmd("SREM", FEEDS, name)])
+        if not int(had_keys) and not int(listed):
+            raise FeedDoesNotExist(name)
+        yield Cmd("PUBLISH", DELFEED, f"{name}\x00{self.instance}")
 
     # --- handles (create if missing, as in thoonk.py) ------------------------------------------
 
@@ -198,17 +240,22 @@ def _target(url: str | None, host: str | None, port: int | None, state_dir: str 
     return embedded.url, None, None, embedded
 
 
-def _pool(pool_class: Any, url: str | None, host: str | None, port: int | None, db: int,
-          password: str | None, extra: dict[str, Any]) -> Any:
-    """A connection pool on which callers wait for a free connection (up to ``max_connections``,
-    default 100) instead of failing with "Too many connections" under many threads or tasks."""
+def _client(sync: bool, url: str | None, host: str | None, port: int | None, db: int,
+            password: str | None, extra: dict[str, Any]) -> Any:
+    """A client whose pool makes callers wait for a free connection (up to ``max_connections``,
+    default 100) instead of failing with "Too many connections" under many threads or tasks.
+    A URL may be any of thoonk_bridge.redis_client's (Sentinel and Cluster included)."""
     kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0, "max_connections": 100, "timeout": None}
     if password is not None:
         kwargs["password"] = password
     kwargs.update(extra)
     if url is not None:
-        return pool_class.from_url(url, **kwargs)
-    return pool_class(host=host or "localhost", port=port or 6379, db=db, **kwargs)
+        return (sync_client if sync else async_client)(url, **kwargs)
+    if sync:
+        return _redis.Redis(connection_pool=_redis.BlockingConnectionPool(
+            host=host or "localhost", port=port or 6379, db=db, **kwargs))
+    return _aredis.Redis(connection_pool=_aredis.BlockingConnectionPool(
+        host=host or "localhost", port=port or 6379, db=db, **kwargs))
 
 
 class Thoonk(ThoonkBase):
@@ -225,8 +272,7 @@ class Thoonk(ThoonkBase):
             client, owns = redis, False
         else:
             url, host, port, embedded = _target(url, host, port, state_dir)
-            client = _redis.Redis(connection_pool=_pool(_redis.BlockingConnectionPool, url, host, port, db,
-                                                        password, redis_kwargs))
+            client = _client(True, url, host, port, db, password, redis_kwargs)
             owns = True
         super().__init__(client, embedded, owns)
         self._executor = SyncExecutor(client)
@@ -263,7 +309,8 @@ class Thoonk(ThoonkBase):
             self._listener = None
         if self._owns_client:
             self.redis.close()
-            self.redis.connection_pool.disconnect()
+            if not self.cluster:  # a cluster client's close() closes every node's pool
+                self.redis.connection_pool.disconnect()
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
@@ -290,8 +337,7 @@ class AsyncThoonk(ThoonkBase):
             client, owns = redis, False
         else:
             url, host, port, embedded = _target(url, host, port, state_dir)
-            client = _aredis.Redis(connection_pool=_pool(_aredis.BlockingConnectionPool, url, host, port, db,
-                                                         password, redis_kwargs))
+            client = _client(False, url, host, port, db, password, redis_kwargs)
             owns = True
         super().__init__(client, embedded, owns)
         self._executor = AsyncExecutor(client)

@@ -21,7 +21,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
+
+from thoonk_bridge.redis_client import async_pubsub_client, sync_pubsub
 
 from .exceptions import RedisUnavailable
 from .keys import CHANNEL_PREFIXES, LIFECYCLE_CHANNELS
@@ -90,17 +91,14 @@ def subscription(feeds: tuple[str, ...], lifecycle: bool) -> tuple[list[str], li
     return channels, patterns
 
 
-def _dedicated_client(client: redis.asyncio.Redis) -> redis.asyncio.Redis | None:
-    """A one-connection client like ``client`` but without retries, so a dropped connection shows."""
+async def _dedicated_client(client: redis.asyncio.Redis) -> redis.asyncio.Redis | None:
+    """A one-connection client on ``client``'s server (Sentinel: the master now; Cluster: one primary,
+    which hears every PUBLISH) but without retries, so a dropped connection shows."""
     try:
-        pool = client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
-        kwargs["retry_on_error"] = []
-        return redis.asyncio.Redis(
-            connection_pool=redis.asyncio.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        )
-    except Exception:  # e.g. a cluster client: use its own pubsub
+        return await async_pubsub_client(client)
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        raise
+    except Exception:  # an unusual client: use its own pubsub
         log.debug("no dedicated pub/sub connection for %r", client, exc_info=True)
         return None
 
@@ -139,9 +137,9 @@ class AsyncEvents:
         if self._started:
             return self
         channels, patterns = subscription(self.feeds, self.lifecycle)
-        self._own = _dedicated_client(self._client)
-        self._pubsub = (self._own or self._client).pubsub()
         try:
+            self._own = await _dedicated_client(self._client)
+            self._pubsub = (self._own or self._client).pubsub()
             if channels:
                 await self._pubsub.subscribe(*channels)
             if patterns:
@@ -266,8 +264,9 @@ class Listener(threading.Thread):
     def run(self) -> None:
         channels, patterns = subscription((), lifecycle=True)
         while not self._stop_event.is_set():
-            pubsub = self._client.pubsub()
+            pubsub = None
             try:
+                pubsub = sync_pubsub(self._client)
                 pubsub.subscribe(*channels)
                 pubsub.psubscribe(*patterns)
                 pending = len(channels) + len(patterns)
@@ -290,7 +289,8 @@ class Listener(threading.Thread):
                 self._stop_event.wait(0.5)
             finally:
                 try:
-                    pubsub.close()
+                    if pubsub is not None:
+                        pubsub.close()
                 except Exception:
                     pass
 

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
+from thoonk_bridge import redis_client
+
 from .exceptions import SCRIPT_ERRORS, RedisUnavailable
 
 __all__ = ["Script", "SCRIPTS", "Eval", "Cmd", "Batch", "Op", "SyncExecutor", "AsyncExecutor", "describe"]
@@ -90,14 +92,8 @@ Op = Generator[Call, Any, T]
 
 
 def describe(client: Any) -> str:
-    """host:port (or unix:path) a client talks to, for error messages."""
-    try:
-        kw = client.connection_pool.connection_kwargs
-    except AttributeError:
-        return repr(client)
-    if kw.get("path"):
-        return f"unix:{kw['path']}"
-    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+    """host:port, unix:path, sentinel:HOSTS/SERVICE or cluster:NODES a client talks to, for messages."""
+    return redis_client.describe(client)
 
 
 _SCRIPT_SUFFIX = re.compile(r"\s*script: \w+, on @user_script:\d+\.?\s*$")
@@ -183,7 +179,7 @@ class SyncExecutor:
         with self.client.pipeline(transaction=atomic) as pipe:
             for c in calls:
                 if isinstance(c, Eval):
-                    pipe.evalsha(SCRIPTS[c.script].sha, len(c.keys), *c.keys, *c.args)
+                    pipe.execute_command("EVALSHA", SCRIPTS[c.script].sha, len(c.keys), *c.keys, *c.args)
                 else:
                     pipe.execute_command(*c.args)
             return list(pipe.execute(raise_on_error=False))
@@ -340,7 +336,7 @@ class AsyncExecutor:
         async with self.client.pipeline(transaction=atomic) as pipe:
             for c in calls:
                 if isinstance(c, Eval):
-                    pipe.evalsha(SCRIPTS[c.script].sha, len(c.keys), *c.keys, *c.args)
+                    pipe.execute_command("EVALSHA", SCRIPTS[c.script].sha, len(c.keys), *c.keys, *c.args)
                 else:
                     pipe.execute_command(*c.args)
             return list(await pipe.execute(raise_on_error=False))

@@ -1,0 +1,280 @@
+"""One place that turns a Redis URL (the config's ``redis:``) into redis-py clients.
+
+Schemes:
+
+- ``redis://``, ``rediss://``, ``unix://``: one server, through a *blocking* connection pool
+  (past ``max_connections`` a caller waits up to ``timeout`` seconds for a free connection instead
+  of failing with "Too many connections").
+- ``redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB][?OPTIONS]`` (and
+  ``rediss+sentinel://``, TLS to the sentinels and the servers): the current master of SERVICE, through
+  redis-py's own ``Sentinel(...).master_for(...)`` with a blocking pool. After a failover, connections
+  to the old master fail once and the next ones go to the new master (asked from the sentinels).
+  ``USER:PASSWORD`` (or ``?password=``/``?username=``) authenticates to the Redis servers;
+  ``?sentinel_password=``/``?sentinel_username=`` to the sentinels. Default sentinel port 26379.
+- ``redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][?OPTIONS]`` (and ``rediss+cluster://``):
+  redis-py's ``RedisCluster`` seeded with those nodes (db 0 only). redis-py's cluster clients have no
+  blocking pool: each node gets up to ``max(max_connections, CLUSTER_MIN_CONNECTIONS)`` connections and
+  past that redis-py raises an error instead of waiting. The sync client connects when constructed.
+
+Other query options (``socket_timeout``, ``health_check_interval``, ``client_name``, ...) are redis-py's
+own URL options and apply to every scheme.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+
+__all__ = [
+    "CLUSTER_MIN_CONNECTIONS",
+    "RedisTarget",
+    "async_client",
+    "async_pubsub_client",
+    "describe",
+    "is_cluster",
+    "parse_target",
+    "sync_client",
+]
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+CLUSTER_MIN_CONNECTIONS = 1000  # per cluster node (redis-py's asyncio cluster client cannot wait for one)
+_SENTINEL_ONLY = ("sentinel_password", "sentinel_username")
+
+
+class BlockingSentinelConnectionPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel pool (master discovery, failover) with the blocking pool's waiting."""
+
+
+class AsyncBlockingSentinelConnectionPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
+    """The asyncio twin of :class:`BlockingSentinelConnectionPool`."""
+
+
+class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
+    """redis-py's asyncio cluster client, closable like a ``Redis`` (``aclose(close_connection_pool=...)``)
+    so code written for one server (the daemon, plugins) closes it the same way."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:  # noqa: ARG002 - always closes
+        await super().aclose()
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed Redis URL: ``kind`` is ``server``, ``sentinel`` or ``cluster``."""
+
+    kind: str
+    url: str
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    ssl: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # redis-py connection kwargs
+    sentinel_options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """For messages: the URL without its password."""
+        if self.kind == "server":
+            parts = urlsplit(self.url)
+            if parts.password:
+                netloc = parts.netloc.rpartition("@")[2]
+                return parts._replace(netloc=f"{parts.username or ''}:***@{netloc}").geturl()
+            return self.url
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        return f"{self.kind}:{hosts}" + (f"/{self.service}" if self.service else "")
+
+
+def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for part in netloc.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.startswith("["):  # [v6]:port
+            host, _, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = part.partition(":")
+        try:
+            out.append((unquote(host), int(port) if port else default_port))
+        except ValueError:
+            raise ValueError(f"bad host:port {part!r} in Redis URL {url!r}") from None
+    if not out:
+        raise ValueError(f"no host in Redis URL {url!r}")
+    return tuple(out)
+
+
+def parse_target(url: str) -> RedisTarget:
+    """Parse ``url`` (see the module doc); ValueError names what is wrong."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisTarget("server", url)
+    if scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
+        raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    if not at:
+        userinfo = ""
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    sentinel_options: dict[str, Any] = {}
+    for key in _SENTINEL_ONLY:
+        if key in query:
+            sentinel_options[key.removeprefix("sentinel_")] = query.pop(key)
+    # redis-py's own parsing of user:password and the query options, on a stand-in URL.
+    stand_in = f"redis://{userinfo + '@' if userinfo else ''}localhost/?{urlencode(query)}"
+    options = {k: v for k, v in parse_url(stand_in).items() if k not in ("host", "port", "connection_class")}
+    ssl = scheme.startswith("rediss")
+    if scheme in CLUSTER_SCHEMES:
+        if parts.path.strip("/"):
+            raise ValueError(f"a cluster URL takes no path (a cluster has only db 0): {url!r}")
+        if options.get("db"):
+            raise ValueError(f"a cluster has only db 0: {url!r}")
+        options.pop("db", None)
+        return RedisTarget("cluster", url, _hosts(hostlist, 6379, url), ssl=ssl, options=options)
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(f"a sentinel URL needs /SERVICE_NAME[/DB] after the hosts: {url!r}")
+    if len(path) == 2:
+        try:
+            options.setdefault("db", int(path[1]))
+        except ValueError:
+            raise ValueError(f"bad db number {path[1]!r} in Redis URL {url!r}") from None
+    return RedisTarget("sentinel", url, _hosts(hostlist, 26379, url), service=path[0], ssl=ssl,
+                       options=options, sentinel_options=sentinel_options)
+
+
+def _sentinel_kwargs(target: RedisTarget, extra: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in {**target.options, **extra}.items() if k.startswith("socket_")}
+    kwargs.update(target.sentinel_options)
+    if target.ssl:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _cluster_kwargs(target: RedisTarget, extra: dict[str, Any], max_connections: int) -> dict[str, Any]:
+    kwargs = {**target.options, **extra}
+    kwargs["max_connections"] = max(max_connections, CLUSTER_MIN_CONNECTIONS)
+    if target.ssl:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def async_client(url: str, *, max_connections: int = 100, timeout: float | None = None,
+                 **kwargs: Any) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+    """An asyncio client for ``url``. ``max_connections``/``timeout``: the blocking pool's size and
+    wait (None: wait as long as it takes); other keyword arguments go to redis-py's connections."""
+    target = parse_target(url)
+    if target.kind == "server":
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, **kwargs)
+        return redis.asyncio.Redis(connection_pool=pool)
+    if target.kind == "sentinel":
+        sentinel = redis.asyncio.sentinel.Sentinel(list(target.hosts),
+                                                   sentinel_kwargs=_sentinel_kwargs(target, kwargs))
+        options = {**target.options, **kwargs, "max_connections": max_connections, "timeout": timeout}
+        if target.ssl:
+            options["ssl"] = True
+        return sentinel.master_for(target.service, connection_pool_class=AsyncBlockingSentinelConnectionPool,
+                                   **options)
+    nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.hosts]
+    return AsyncRedisCluster(startup_nodes=nodes, **_cluster_kwargs(target, kwargs, max_connections))
+
+
+def sync_client(url: str, *, max_connections: int = 100, timeout: float | None = None,
+                **kwargs: Any) -> redis.Redis | redis.cluster.RedisCluster:
+    """A sync client for ``url`` (thread-safe; blocking pools as in :func:`async_client`)."""
+    target = parse_target(url)
+    if target.kind == "server":
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout,
+                                                     **kwargs)
+        return redis.Redis(connection_pool=pool)
+    if target.kind == "sentinel":
+        sentinel = redis.sentinel.Sentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target, kwargs))
+        options = {**target.options, **kwargs, "max_connections": max_connections, "timeout": timeout}
+        if target.ssl:
+            options["ssl"] = True
+        return sentinel.master_for(target.service, connection_pool_class=BlockingSentinelConnectionPool,
+                                   **options)
+    nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.hosts]
+    return redis.cluster.RedisCluster(startup_nodes=nodes, **_cluster_kwargs(target, kwargs, max_connections))
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, redis.asyncio.cluster.RedisCluster | redis.cluster.RedisCluster)
+
+
+def describe(client: Any) -> str:
+    """host:port, unix:path, sentinel:SERVICE or cluster:host:port,... that a client talks to."""
+    if is_cluster(client):
+        try:
+            nodes = client.get_nodes() or client.nodes_manager.startup_nodes.values()
+            return "cluster:" + ",".join(sorted(f"{n.host}:{n.port}" for n in nodes))
+        except Exception:  # noqa: BLE001 - only for messages
+            return "cluster"
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return repr(client)
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        sentinels = getattr(pool.sentinel_manager, "sentinels", [])
+        hosts = ",".join(f"{s.connection_pool.connection_kwargs.get('host')}:"
+                         f"{s.connection_pool.connection_kwargs.get('port')}" for s in sentinels)
+        return f"sentinel:{hosts}/{service}"
+    kw = pool.connection_kwargs
+    if kw.get("path"):
+        return f"unix:{kw['path']}"
+    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+
+
+def _no_retry(kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(kwargs)
+    kwargs["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
+    kwargs["retry_on_error"] = []
+    return kwargs
+
+
+async def async_pubsub_client(client: Any) -> redis.asyncio.Redis:
+    """A one-connection client for a pub/sub subscription, on the same server as ``client``,
+    without retries (so a dropped connection shows instead of silently losing messages).
+
+    - one server: the same address and options;
+    - Sentinel: the service's master as it is now (asked from the sentinels);
+    - Cluster: one primary picked at random. Thoonk publishes with plain PUBLISH, which a cluster
+      forwards to every node, so any node hears every feed's events.
+    """
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()
+        node = random.choice(client.get_primaries())  # noqa: S311 - spreading, not security
+        kwargs = _no_retry(node.connection_kwargs)
+        kwargs.pop("max_connections", None)
+        return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+            connection_class=node.connection_class, **kwargs))
+    pool = client.connection_pool
+    kwargs = _no_retry(pool.connection_kwargs)
+    if isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool):
+        kwargs.pop("connection_pool", None)
+        kwargs.pop("connection_class", None)
+        return redis.asyncio.Redis(connection_pool=redis.asyncio.sentinel.SentinelConnectionPool(
+            pool.service_name, pool.sentinel_manager, connection_class=pool.connection_class, **kwargs))
+    return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
+
+
+def sync_pubsub(client: Any) -> Any:
+    """A ``PubSub`` for the sync listener thread: the client's own, or on a cluster one primary's."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        node = random.choice(client.get_primaries())  # noqa: S311
+        return node.redis_connection.pubsub()
+    return client.pubsub()
