@@ -205,6 +205,7 @@ class WebSubSource(Source):
         self._task: asyncio.Task[None] | None = None
         self._last_data = time.time()
         self._wake = asyncio.Event()
+        self._snapshot_state = ""  # the subscription's state when the last snapshot was taken
 
     @property
     def redis(self) -> Any:
@@ -373,6 +374,7 @@ class WebSubSource(Source):
             raise FetchError(f"topic {url} answered {res.status}")
         items = self._parse(res.body, res.headers.get("Content-Type", ""), str(res.url))
         self._last_data = time.time()
+        self._snapshot_state = state.get("state", "")
         await self._mark_seen(items, replace=True)
         return items
 
@@ -414,6 +416,11 @@ class WebSubSource(Source):
                 raw = await self.redis.blmove(inbox, processing, 1.0, "RIGHT", "LEFT")
             if raw is None:
                 state = await self.state()
+                if state.get("state") == "active" and self._snapshot_state != "active":
+                    # pushes start now: what changed between the last snapshot and the verification
+                    # would otherwise wait for the next change
+                    self._snapshot_state = "active"
+                    raise Resync("subscription verified: reconciling once")
                 quiet = time.time() - self._last_data
                 if quiet >= self.options.poll_after or (
                     state.get("state") in ("denied", "failed") and quiet >= min(self.options.poll_after, 60)
