@@ -122,7 +122,7 @@ async def test_node_to_thoonk_and_daemon_restart(
         await alice.publish(node_name, "before", atom("before", "published before the bridge"))
         async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "in")
-            assert await feed_titles(daemon, "updates") == {"before": "published before the bridge"}
+            await wait_until(lambda: _equals(feed_titles(daemon, "updates"), {"before": "published before the bridge"}))
             await alice.publish(node_name, "a", atom("a", "from alice"))
             await wait_until(lambda: _has(feed_titles(daemon, "updates"), "a"))
             await alice.publish(node_name, "a", atom("a", "from alice, edited"))

@@ -25,6 +25,7 @@ from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteConte
 from .connection import Connection, NotConnected, iq_condition
 from .settings import XmppSinkOptions
 from .source import XmppEndpointError, describe_endpoint_error
+from .xml import canonical
 
 if TYPE_CHECKING:
     from .plugin import XmppPlugin
@@ -50,8 +51,7 @@ def payload_to_element(payload: str, fmt: Format | None, item_id: str) -> ET.Ele
     if fmt is None and detected is Format.JSON:
         return json_to_element(payload)
     if detected is Format.ATOM:
-        if fmt is not Format.ATOM:  # with format atom the router rendered it: valid already
-            parse(payload, Format.ATOM)  # validates (DTDs, depth, size, title)
+        parse(payload, Format.ATOM)  # validates (DTDs, depth, size, title)
         return _xml(payload)
     if fmt is None and payload.lstrip().startswith("<"):
         try:
@@ -68,6 +68,10 @@ def _xml(payload: str) -> ET.Element:
         raise PayloadError(f"xml: {exc}") from None
 
 
+def canonical_hash(element: ET.Element) -> str:
+    return content_hash(ET.tostring(canonical(element), encoding="unicode"))
+
+
 def roundtrip_hash(element: ET.Element | None, fmt: Format | None, item_id: str) -> str | None:
     """``content_hash`` of the payload the router would hand ``apply()`` to get ``element``.
 
@@ -76,7 +80,7 @@ def roundtrip_hash(element: ET.Element | None, fmt: Format | None, item_id: str)
     """
     if element is None:
         return None
-    natural, text = element_to_payload(element)
+    natural, text = element_to_payload(canonical(element))
     if fmt is None or fmt is natural:
         return content_hash(text)
     try:
@@ -99,6 +103,11 @@ class XmppSink(Sink):
         self.log = route.log.bind(endpoint=f"xmpp:{options.address}", account=options.account)
         self.key = f"sink xmpp:{options.address} ({route.name})"
         self._node_ready = False
+        # what this sink published: {id: (canonical hash of the element, hash of the router's payload)}
+        # kept in Redis when there is one, so reconcile after a restart compares exactly
+        self._ledger: dict[str, tuple[str, str]] = {}
+        self._ledger_key = f"bridge.xmpp.sink:{options.account}:{self.service}/{self.node}"
+        self._ledger_loaded = False
 
     # ------------------------------------------------------------------ node
     async def open(self) -> None:
@@ -193,11 +202,51 @@ class XmppSink(Sink):
             result = await self._retry_offline(fetch)
         except (IqError, IqTimeout) as exc:
             raise self._fail("cannot fetch the items of", exc) from None
+        await self._load_ledger()
         held: dict[str, str | None] = {}
         for item in result["pubsub"]["items"]:
-            if item["id"]:
-                held[item["id"]] = roundtrip_hash(next(iter(item.xml), None), self.format, item["id"])
+            item_id = item["id"]
+            if not item_id:
+                continue
+            element = next(iter(item.xml), None)
+            known = self._ledger.get(item_id)
+            if element is not None and known is not None and known[0] == canonical_hash(element):
+                held[item_id] = known[1]  # exactly what this sink published for that payload
+            else:
+                held[item_id] = roundtrip_hash(element, self.format, item_id)
         return held
+
+    async def _load_ledger(self) -> None:
+        redis = self.plugin.context.redis
+        if self._ledger_loaded or redis is None:
+            return
+        try:
+            raw = await redis.hgetall(self._ledger_key)
+        except Exception as exc:  # noqa: BLE001 - the ledger only saves republishing
+            self.log.warning("cannot read the sink's ledger", error=str(exc))
+            return
+        for key, value in raw.items():
+            key = key.decode() if isinstance(key, bytes) else key
+            value = value.decode() if isinstance(value, bytes) else value
+            element_hash, _, payload_hash = value.partition(" ")
+            self._ledger.setdefault(key, (element_hash, payload_hash))
+        self._ledger_loaded = True
+
+    async def _remember(self, item_id: str, entry: tuple[str, str] | None) -> None:
+        if entry is None:
+            self._ledger.pop(item_id, None)
+        else:
+            self._ledger[item_id] = entry
+        redis = self.plugin.context.redis
+        if redis is None:
+            return
+        try:
+            if entry is None:
+                await redis.hdel(self._ledger_key, item_id)
+            else:
+                await redis.hset(self._ledger_key, item_id, " ".join(entry))
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("cannot update the sink's ledger", error=str(exc))
 
     # ------------------------------------------------------------------ apply
     async def apply(self, event: ItemEvent) -> None:
@@ -225,6 +274,7 @@ class XmppSink(Sink):
                 f"({limit} bytes, setting max_stanza_bytes)",
             )
         await self._publish(event.id, element, retry_missing=True)
+        await self._remember(event.id, (canonical_hash(element), content_hash(payload)))
 
     def _reject(self, reason: str, item_id: str, message: str) -> None:
         self.plugin.metrics.rejected.labels(self.route.name, reason).inc()
@@ -281,6 +331,7 @@ class XmppSink(Sink):
             raise DeliveryError(f"retract of {item_id!r}: no answer", retryable=True) from None
         except IqError as exc:
             if iq_condition(exc) == "item-not-found":
+                await self._remember(item_id, None)
                 return  # already gone: retract is idempotent
             message = describe_endpoint_error(
                 f"retract of item {item_id!r} from", self.service, self.node, self.conn.settings.bare_jid, exc
@@ -289,6 +340,7 @@ class XmppSink(Sink):
             self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
             raise DeliveryError(message, retryable=True) from None
         self.plugin.metrics.retracted.labels(self.route.name).inc()
+        await self._remember(item_id, None)
 
 
 class _Missing(Exception):

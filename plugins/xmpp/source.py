@@ -13,6 +13,7 @@ from thoonk_bridge.plugin import EventKind, ItemEvent, Resync, RouteContext, Sou
 
 from .connection import Connection, NodeEvent, NotConnected, describe_iq_error, iq_condition
 from .settings import XmppSourceOptions
+from .xml import canonical
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -218,7 +219,7 @@ class XmppSource(Source):
         if element is None:
             await self._malformed(item_id, None, "no-payload", "the item carries no payload element")
             return None
-        fmt, text = element_to_payload(element)
+        fmt, text = element_to_payload(canonical(element))  # stable whatever order the server keeps
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > self.options.max_payload_bytes:
             await self._malformed(
