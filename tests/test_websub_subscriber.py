@@ -162,6 +162,7 @@ async def node(redis_url: str):
 
 
 async def open_source(node: Node, url: str, name: str = "in", mirror: bool = False, **opts: Any) -> WebSubSource:
+    opts.setdefault("secret", True)  # the loopback hub is plain http: ask for a secret anyway
     src = node.plugin.source(Endpoint("websub", url, WebSubSourceOptions(address=url, **opts)), route(name, mirror))
     await src.open()
     return src  # type: ignore[return-value]
@@ -387,6 +388,17 @@ async def test_verification_after_the_snapshot_reconciles_once(node: Node, outsi
         event = await asyncio.wait_for(follow.__anext__(), 5)
         assert event.id == "urn:e7"
         await follow.aclose()
+    finally:
+        await src.close()
+
+
+async def test_no_secret_sent_to_a_plain_http_hub_by_default(node: Node, outside: Outside) -> None:
+    src = await open_source(node, outside.url("/topic/header"), secret="https")
+    try:
+        form = await verified(outside)
+        assert "hub.secret" not in form
+        await wait_for(lambda: _state(src, "active"))
+        assert await outside.deliver(form, atom(entries=(("e3", "x"),)), signature=None) == 202
     finally:
         await src.close()
 

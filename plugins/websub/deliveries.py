@@ -225,7 +225,10 @@ class Distributor:
             return None, False, False
         headers = {"Content-Type": item.ctype, "Link": link}
         if sub.secret:
-            headers["X-Hub-Signature"] = sign(self.settings.signature, sub.secret, body)
+            method = self.settings.signature
+            if method == "sha1" and not sub.callback.startswith("https:"):
+                method = "sha256"  # §8.3: SHA-1 only where TLS protects the body; sha256 or stronger otherwise
+            headers["X-Hub-Signature"] = sign(method, sub.secret, body)
         slot = self.host_slots.get(host)
         if slot is None:
             slot = self.host_slots[host] = asyncio.Semaphore(self.settings.per_host_concurrency)

@@ -27,7 +27,8 @@ class WebSubSettings(Settings):
     - ``topics_path``: prefix of raw topics (``/topics/NAME``) for ``to: websub:NAME`` routes.
     - ``lease_default`` / ``lease_min`` / ``lease_max``: lease given when the subscriber asks for none,
       and the bounds a requested lease is clamped to (never perpetual).
-    - ``signature``: the HMAC method of ``X-Hub-Signature`` when a subscriber gave a secret.
+    - ``signature``: the HMAC method of ``X-Hub-Signature`` when a subscriber gave a secret
+      (``sha1`` is used for https callbacks only; plain-http callbacks then get ``sha256``, §8.3).
     - ``verify_timeout`` / ``delivery_timeout``: per request, whole request.
     - ``delivery_batch``: subscribers per delivery job (posted concurrently); ``delivery_workers`` x
       ``delivery_batch``: POSTs in flight per daemon (twice ``delivery_workers`` jobs are claimed at once
@@ -145,7 +146,9 @@ class WebSubSourceOptions(Settings):
 
     - ``address``: the topic URL to discover hub and self from.
     - ``lease_seconds``: lease to ask the hub for (default: the hub's choice).
-    - ``secret``: subscribe with a random secret and require signed deliveries (default on).
+    - ``secret``: subscribe with a random secret and require signed deliveries: ``https`` (the
+      default) only when the hub URL is https (§5.1: a secret sent over plain HTTP is no secret),
+      ``true`` always, ``false`` never.
     - ``poll_after``: with no delivery for this long (or when the hub denied or cannot be reached)
       the topic is fetched directly (reconcile) and again every ``poll_after``.
     - ``outbound``: this route's own address policy (default: the plugin's ``outbound``).
@@ -153,6 +156,6 @@ class WebSubSourceOptions(Settings):
 
     address: str = Field(pattern=r"^https?://\S{1,2000}$")
     lease_seconds: int | None = Field(default=None, ge=60)
-    secret: bool = True
+    secret: bool | Literal["https"] = "https"
     poll_after: float = Field(default=3600.0, gt=0)
     outbound: OutboundPolicy | None = None

@@ -301,7 +301,8 @@ class WebSubSource(Source):
         hubs, self_url, where = await self.discover()
         state = await self.state()
         cbid = state.get("cbid") or secrets.token_urlsafe(24)
-        secret = state.get("secret") or (secrets.token_hex(32) if self.options.secret else "")
+        wanted = self.options.secret is True or (self.options.secret == "https" and hubs[0].startswith("https:"))
+        secret = (state.get("secret") or secrets.token_hex(32)) if wanted else ""
         callback = f"{self.plugin.context.public_url}{self.plugin.settings.callback_path}/{cbid}"
         fields = {
             "cbid": cbid,
