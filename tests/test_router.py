@@ -248,23 +248,36 @@ async def test_opposite_routes_converge_without_echo(redis_url: str, tmp_path: P
     raw.close()
 
 
-def test_echo_filter_matches_exact_writes_once() -> None:
+def test_echo_filter_knows_where_a_write_came_from() -> None:
     echoes = EchoFilter(ttl=60)
     event = ItemEvent(EventKind.PUBLISH, "1", "payload")
-    echoes.wrote("thoonk:b", event)
-    assert not echoes.seen("thoonk:c", event)
-    assert not echoes.seen("thoonk:b", ItemEvent(EventKind.PUBLISH, "1", "other payload"))
-    assert echoes.seen("thoonk:b", event)
-    assert not echoes.seen("thoonk:b", event)  # one echo per write
-    echoes.wrote("thoonk:b", ItemEvent(EventKind.RETRACT, "1"))
-    assert echoes.seen("thoonk:b", ItemEvent(EventKind.RETRACT, "1"))
+    echoes.wrote("thoonk:b", event, origin="thoonk:a")
+    assert echoes.origin("thoonk:c", event) is None
+    assert echoes.origin("thoonk:b", ItemEvent(EventKind.PUBLISH, "1", "other payload")) is None
+    assert echoes.origin("thoonk:b", event) == "thoonk:a"
+    echoes.consume("thoonk:b", event)
+    assert echoes.origin("thoonk:b", event) is None  # one echo per write
+    echoes.wrote("thoonk:b", ItemEvent(EventKind.RETRACT, "1"), origin="thoonk:a")
+    assert echoes.origin("thoonk:b", ItemEvent(EventKind.RETRACT, "1")) == "thoonk:a"
 
 
 def test_echo_filter_forgets_after_ttl() -> None:
     echoes = EchoFilter(ttl=-1)
     event = ItemEvent(EventKind.PUBLISH, "1", "p")
-    echoes.wrote("e", event)
-    assert not echoes.seen("e", event)
+    echoes.wrote("e", event, origin="o")
+    assert echoes.origin("e", event) is None
+
+
+async def test_chain_through_an_endpoint_is_not_an_echo(redis_url: str, tmp_path: Path) -> None:
+    # a -> mid -> b in one daemon: what the first route writes to mid, the second must carry on.
+    config = {"routes": [route("first", "thoonk:a", "thoonk:mid"), route("second", "thoonk:mid", "thoonk:b")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        await (await daemon.thoonk.feed("a")).publish("travels", id="t")
+        await wait_until(lambda: _eq(items(daemon, "b"), {"t": "travels"}), message="item reached the end")
+        await (await daemon.thoonk.feed("a")).retract("t")
+        await wait_until(lambda: _eq(items(daemon, "b"), {}), message="retract reached the end")
+        assert daemon.metrics.echoes_dropped.labels("second")._value.get() == 0
 
 
 def test_item_event_rejects_bad_ids_and_payloads() -> None:

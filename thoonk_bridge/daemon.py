@@ -271,6 +271,7 @@ class Daemon:
             SinkWorker(
                 context, endpoint, self._sink(endpoint, context), Ledger(self.redis, spec.name, str(endpoint)),
                 self.echoes, self.metrics, self.retry, log, guard=lease.held if lease is not None else None,
+                origin=str(spec.source),
             )
             for endpoint in spec.sinks
         ]

@@ -122,25 +122,28 @@ def _text(value: Any) -> str:
 
 
 class EchoFilter:
-    """Writes made by sinks, remembered for ``ttl`` seconds, by endpoint.
+    """Writes made by sinks, remembered for ``ttl`` seconds: which endpoint, which event, and the
+    source of the route that made the write (its *origin*).
 
-    ``seen(endpoint, event)`` is true when this daemon itself just wrote exactly that event to
-    that endpoint: the event a source reports is then the echo of our own write.
+    When a route reads an event from an endpoint that this daemon itself just wrote, exactly, and
+    the route would write it back to where the write came from (the origin is one of its sinks),
+    that is an echo: the router drops it for that sink only. A chain ``a -> n -> b`` is no echo
+    (``b`` is not where the item came from) and is delivered as usual.
     """
 
     def __init__(self, ttl: float = 120.0, max_entries: int = 100_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._writes: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._writes: OrderedDict[tuple[str, str, str], tuple[float, str]] = OrderedDict()
 
     @staticmethod
     def _key(endpoint: str, event: ItemEvent) -> tuple[str, str, str]:
         digest = "-" if event.kind is EventKind.RETRACT else content_hash(event.payload or "")
         return (endpoint, event.id, digest)
 
-    def wrote(self, endpoint: str, event: ItemEvent) -> None:
+    def wrote(self, endpoint: str, event: ItemEvent, origin: str) -> None:
         key = self._key(endpoint, event)
-        self._writes[key] = time.monotonic() + self.ttl
+        self._writes[key] = (time.monotonic() + self.ttl, origin)
         self._writes.move_to_end(key)
         while len(self._writes) > self.max_entries:
             self._writes.popitem(last=False)
@@ -148,13 +151,16 @@ class EchoFilter:
     def forget(self, endpoint: str, event: ItemEvent) -> None:
         self._writes.pop(self._key(endpoint, event), None)
 
-    def seen(self, endpoint: str, event: ItemEvent) -> bool:
-        key = self._key(endpoint, event)
-        expires = self._writes.get(key)
-        if expires is None:
-            return False
-        del self._writes[key]  # one echo per write
-        return expires >= time.monotonic()
+    def origin(self, endpoint: str, event: ItemEvent) -> str | None:
+        """Where the write that ``event`` on ``endpoint`` echoes came from (None: no such write)."""
+        entry = self._writes.get(self._key(endpoint, event))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def consume(self, endpoint: str, event: ItemEvent) -> None:
+        """The echo was dropped: one echo per write."""
+        self._writes.pop(self._key(endpoint, event), None)
 
 
 @dataclass
@@ -185,9 +191,11 @@ class SinkWorker:
         retry: RetryPolicy,
         log: structlog.typing.FilteringBoundLogger,
         guard: Callable[[], bool] | None = None,
+        origin: str = "",
     ) -> None:
         self.route = route
         self.guard = guard
+        self.origin = origin  # the route's source: where what this worker writes comes from
         self.endpoint = endpoint
         self.name = str(endpoint)
         self.sink = sink
@@ -298,7 +306,7 @@ class SinkWorker:
                 continue
             started = time.perf_counter()
             # Remembered before the write: the echo can reach the opposite route before apply returns.
-            self.echoes.wrote(self.name, event)
+            self.echoes.wrote(self.name, event, self.origin)
             try:
                 await self.sink.apply(event)
             except asyncio.CancelledError:
@@ -468,15 +476,21 @@ class RouteRunner:
 
     async def _dispatch(self, event: ItemEvent) -> None:
         self.metrics.items_in.labels(self.name).inc()
-        if self.echoes.seen(str(self.source_endpoint), event):
+        targets = self.workers
+        origin = self.echoes.origin(str(self.source_endpoint), event)
+        if origin is not None and any(w.name == origin for w in self.workers):
+            # Our own write coming back: do not send it back where it came from.
+            self.echoes.consume(str(self.source_endpoint), event)
             self.metrics.echoes_dropped.labels(self.name).inc()
-            return
+            targets = [w for w in self.workers if w.name != origin]
+            if not targets:
+                return
         if event.kind is not EventKind.RETRACT and self._format is not None:
             converted = await self._convert(event.id, event.payload or "")
             if converted is None:
                 return
             event = ItemEvent(event.kind, event.id, converted)
-        for worker in self.workers:
+        for worker in targets:
             worker.offer(event)
 
     async def stop(self, drain: float = 0.0) -> None:
