@@ -2,6 +2,11 @@
 
 Each test that asks for ``redis_url`` gets an empty database (FLUSHALL before the test).
 Tests needing a server of their own (restarts, kills) build an ``EmbeddedRedis`` themselves.
+
+A module marked ``pytestmark = pytest.mark.redis_topologies("single", "cluster")`` runs each of its
+tests that uses ``redis_url`` (or ``pubsub``, ``apubsub``, ``raw_redis``) once per deployment: on the
+single server, and on a three-master Redis Cluster started once per session (redis_topologies.py),
+where ``redis_url`` is a ``redis+cluster://`` URL and every node is flushed before the test.
 """
 
 from __future__ import annotations
@@ -10,9 +15,29 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+from redis_topologies import redis_cluster  # noqa: F401 - session fixture, used by redis_url
 
+from thoonk_bridge.redis_client import sync_client
 from thoonk_bridge.thoonk import AsyncThoonk, Thoonk
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_topologies(*names): run the module's Redis tests on these deployments (single, cluster)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("redis_topologies")
+    if marker is not None and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_topology", marker.args, indirect=True)
+
+
+@pytest.fixture
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    """``single`` (default) or ``cluster``: where ``redis_url`` points."""
+    return getattr(request, "param", "single")
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +50,12 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> str:
+def redis_url(request: pytest.FixtureRequest, redis_topology: str) -> str:
+    if redis_topology == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
+    redis_server: EmbeddedRedis = request.getfixturevalue("redis_server")
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
@@ -35,7 +65,7 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 @pytest.fixture
 def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     """Plain redis-py (decoded strings) for reading the contract's keys directly."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url, decode_responses=True)
     try:
         yield client
     finally:

@@ -9,9 +9,13 @@ from redis_state import snapshot
 
 from thoonk_bridge.thoonk import FeedDoesNotExist
 
+# Every test here runs on one server and on a three-master Redis Cluster (conftest.py): feed names
+# carry a {hash tag} so each feed's keys share one cluster slot.
+pytestmark = pytest.mark.redis_topologies("single", "cluster")
+
 
 def test_publish_get_retract(pubsub, raw_redis):
-    feed = pubsub.feed("news")
+    feed = pubsub.feed("{news}")
     assert feed.publish("hi", id="1") == "1"
     feed.publish("bye", id="2")
     generated = feed.publish("thanks")
@@ -25,30 +29,30 @@ def test_publish_get_retract(pubsub, raw_redis):
     assert feed.retract("2") is True
     assert feed.retract("2") is False
     assert feed.get_ids() == ["1", generated]
-    assert raw_redis.hgetall("feed.items:news") == {"1": "hi", generated: "thanks"}
-    assert raw_redis.get("feed.publishes:news") == "3"
+    assert raw_redis.hgetall("feed.items:{news}") == {"1": "hi", generated: "thanks"}
+    assert raw_redis.get("feed.publishes:{news}") == "3"
 
 
 def test_bytes_items_come_back_as_str(pubsub):
-    feed = pubsub.feed("bytes")
+    feed = pubsub.feed("{bytes}")
     feed.publish("héllo".encode(), id="a")
     assert feed.get_item("a") == "héllo"
     assert feed.get_all() == {"a": "héllo"}
 
 
 def test_edit_replaces_payload_and_moves_item_to_end(pubsub, raw_redis):
-    feed = pubsub.feed("news")
+    feed = pubsub.feed("{news}")
     for i in range(4):
         feed.publish(f"item{i}", id=str(i))
     feed.publish("changed", id="1")
     assert feed.get_ids() == ["0", "2", "3", "1"]
     assert feed.get_item("1") == "changed"
-    assert raw_redis.zcard("feed.ids:news") == 4
-    assert raw_redis.get("feed.publishes:news") == "5"
+    assert raw_redis.zcard("feed.ids:{news}") == 4
+    assert raw_redis.get("feed.publishes:{news}") == "5"
 
 
 def test_insertion_order_kept_within_one_millisecond(pubsub):
-    feed = pubsub.feed("fast")
+    feed = pubsub.feed("{fast}")
     ids = [f"id-{i:03d}" for i in range(300)][::-1]  # reverse lexical order: score ties would sort them
     for i in ids:
         feed.publish("x", id=i)
@@ -56,22 +60,22 @@ def test_insertion_order_kept_within_one_millisecond(pubsub):
 
 
 def test_max_length_trims_oldest_with_retract_events(pubsub, raw_redis):
-    feed = pubsub.feed("short", {"max_length": 3})
+    feed = pubsub.feed("{short}", {"max_length": 3})
     listener = raw_redis.pubsub()
-    listener.subscribe("feed.retract:short", "feed.publish:short")
+    listener.subscribe("feed.retract:{short}", "feed.publish:{short}")
     assert listener.get_message(timeout=2)["type"] == "subscribe"
     assert listener.get_message(timeout=2)["type"] == "subscribe"
     for i in range(5):
         feed.publish(f"item-{i}", id=str(i))
     assert feed.get_all() == {"2": "item-2", "3": "item-3", "4": "item-4"}
-    assert raw_redis.hlen("feed.items:short") == 3
+    assert raw_redis.hlen("feed.items:{short}") == 3
     messages = []
     while len(messages) < 7:
         message = listener.get_message(timeout=2)
         assert message is not None, messages
         messages.append((message["channel"], message["data"]))
-    assert [m for m in messages if m[0] == "feed.retract:short"] == [
-        ("feed.retract:short", "0"), ("feed.retract:short", "1")
+    assert [m for m in messages if m[0] == "feed.retract:{short}"] == [
+        ("feed.retract:{short}", "0"), ("feed.retract:{short}", "1")
     ]
     # an edit of a kept item trims nothing
     feed.publish("again", id="3")
@@ -80,16 +84,16 @@ def test_max_length_trims_oldest_with_retract_events(pubsub, raw_redis):
 
 
 def test_max_length_added_later_applies_on_next_publish(pubsub):
-    feed = pubsub.feed("later")
+    feed = pubsub.feed("{later}")
     for i in range(5):
         feed.publish(str(i), id=str(i))
-    pubsub.set_config("later", {"max_length": 2})
+    pubsub.set_config("{later}", {"max_length": 2})
     feed.publish("5", id="5")
     assert feed.get_ids() == ["4", "5"]
 
 
 def test_publish_many_keeps_order_across_chunks(pubsub):
-    feed = pubsub.feed("bulk")
+    feed = pubsub.feed("{bulk}")
     entries = [(f"k{i}", f"v{i}") for i in range(450)] + [(None, "generated")]
     ids = feed.publish_many(entries)
     assert ids[:450] == [f"k{i}" for i in range(450)]
@@ -100,13 +104,13 @@ def test_publish_many_keeps_order_across_chunks(pubsub):
 
 
 def test_publish_many_same_id_twice_is_an_edit(pubsub):
-    feed = pubsub.feed("bulk")
+    feed = pubsub.feed("{bulk}")
     feed.publish_many([("a", "1"), ("b", "2"), ("a", "3")])
     assert feed.get_all() == {"b": "2", "a": "3"}
 
 
 def test_bad_input_changes_nothing(pubsub, redis_url):
-    feed = pubsub.feed("strict")
+    feed = pubsub.feed("{strict}")
     feed.publish("kept", id="1")
     before = snapshot(redis_url)
     with pytest.raises(ValueError, match="strict"):
@@ -129,8 +133,8 @@ def test_bad_input_changes_nothing(pubsub, redis_url):
 
 
 def test_publish_to_deleted_feed_raises_and_writes_nothing(pubsub, redis_url):
-    feed = pubsub.feed("gone")
-    pubsub.delete_feed("gone")
+    feed = pubsub.feed("{gone}")
+    pubsub.delete_feed("{gone}")
     before = snapshot(redis_url)
     with pytest.raises(FeedDoesNotExist, match="gone"):
         feed.publish("x", id="1")
@@ -140,7 +144,7 @@ def test_publish_to_deleted_feed_raises_and_writes_nothing(pubsub, redis_url):
 
 
 def test_concurrent_thread_publishers_lose_nothing(pubsub):
-    feed = pubsub.feed("busy")
+    feed = pubsub.feed("{busy}")
     errors = []
 
     def publisher(n: int) -> None:
@@ -164,7 +168,7 @@ def test_concurrent_thread_publishers_lose_nothing(pubsub):
 
 
 async def test_async_feed_api(apubsub, raw_redis):
-    feed = await apubsub.feed("anews")
+    feed = await apubsub.feed("{anews}")
     assert await feed.publish("one", id="1") == "1"
     ids = await feed.publish_many([("2", "two"), (None, "three")])
     assert await feed.get_ids() == ids and ids[:1] == ["2"] or True
@@ -173,13 +177,13 @@ async def test_async_feed_api(apubsub, raw_redis):
     assert await feed.length() == 3
     assert await feed.retract("1") is True
     assert list((await feed.get_all()).items()) == [("2", "two"), (ids[1], "three")]
-    assert raw_redis.zrange("feed.ids:anews", 0, -1) == ["2", ids[1]]
+    assert raw_redis.zrange("feed.ids:{anews}", 0, -1) == ["2", ids[1]]
 
 
 async def test_async_concurrent_publishers(apubsub):
     import asyncio
 
-    feed = await apubsub.feed("abusy")
+    feed = await apubsub.feed("{abusy}")
     await asyncio.gather(*(feed.publish(f"v{i}", id=f"i{i}") for i in range(500)))
     ids = await feed.get_ids()
     assert sorted(ids) == sorted(f"i{i}" for i in range(500))
@@ -189,9 +193,9 @@ async def test_async_concurrent_publishes_are_merged_correctly(apubsub, raw_redi
     """Concurrent publishes on one feed share round trips; each still gets its own id and event."""
     import asyncio
 
-    feed = await apubsub.feed("merged", {"max_length": 100})
+    feed = await apubsub.feed("{merged}", {"max_length": 100})
     listener = raw_redis.pubsub()
-    listener.subscribe("feed.publish:merged", "feed.edit:merged")
+    listener.subscribe("feed.publish:{merged}", "feed.edit:{merged}")
     for _ in range(2):
         assert listener.get_message(timeout=2)["type"] == "subscribe"
     ids = await asyncio.gather(*(feed.publish(f"v{i}", id=f"i{i % 30}") for i in range(60)))
@@ -202,13 +206,13 @@ async def test_async_concurrent_publishes_are_merged_correctly(apubsub, raw_redi
         m = listener.get_message(timeout=2)
         assert m is not None
         kinds.append(m["channel"])
-    assert kinds.count("feed.publish:merged") == 30 and kinds.count("feed.edit:merged") == 30
+    assert kinds.count("feed.publish:{merged}") == 30 and kinds.count("feed.edit:{merged}") == 30
     listener.close()
-    other = await apubsub.feed("other")
-    await apubsub.delete_feed("merged")
+    other = await apubsub.feed("{other}")
+    await apubsub.delete_feed("{merged}")
     results = await asyncio.gather(
         *(feed.publish("x") for _ in range(5)), other.publish("fine", id="ok"), return_exceptions=True
     )
     assert all(isinstance(r, FeedDoesNotExist) and "merged" in str(r) for r in results[:5])
     assert results[5] == "ok"
-    assert raw_redis.exists("feed.ids:merged") == 0
+    assert raw_redis.exists("feed.ids:{merged}") == 0

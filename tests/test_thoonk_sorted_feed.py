@@ -7,10 +7,14 @@ from redis_state import snapshot
 
 from thoonk_bridge.thoonk import AsyncThoonk, ItemDoesNotExist, SortedFeed
 
+# Every test here runs on one server and on a three-master Redis Cluster (conftest.py): feed names
+# carry a {hash tag} so each feed's keys share one cluster slot.
+pytestmark = pytest.mark.redis_topologies("single", "cluster")
+
 
 @pytest.fixture
 def sf(pubsub):
-    feed = pubsub.sorted_feed("sorted")
+    feed = pubsub.sorted_feed("{sorted}")
     for item in ("hi", "bye", "thanks", "you're welcome"):
         feed.publish(item)
     return feed
@@ -21,15 +25,15 @@ def test_publish_appends_with_counter_ids(sf, raw_redis):
     assert sf.get_ids() == ["1", "2", "3", "4"]
     assert sf.get_items() == {"1": "hi", "2": "bye", "3": "thanks", "4": "you're welcome"}
     assert sf.get_all() == sf.get_items()
-    assert raw_redis.lrange("feed.ids:sorted", 0, -1) == ["1", "2", "3", "4"]
-    assert raw_redis.get("feed.idincr:sorted") == "4"
+    assert raw_redis.lrange("feed.ids:{sorted}", 0, -1) == ["1", "2", "3", "4"]
+    assert raw_redis.get("feed.idincr:{sorted}") == "4"
     assert sf.append("five") == "5"
     assert sf.length() == 5
 
 
 def test_list_is_an_alias(pubsub):
-    assert isinstance(pubsub.list("also-sorted"), SortedFeed)
-    assert pubsub.feed_type("also-sorted") == "sorted_feed"
+    assert isinstance(pubsub.list("{also-sorted}"), SortedFeed)
+    assert pubsub.feed_type("{also-sorted}") == "sorted_feed"
 
 
 def test_prepend_before_after(sf):
@@ -69,9 +73,9 @@ def test_retract(sf):
 
 
 def test_position_and_publish_events(pubsub, raw_redis):
-    feed = pubsub.sorted_feed("evs")
+    feed = pubsub.sorted_feed("{evs}")
     listener = raw_redis.pubsub()
-    listener.subscribe("feed.publish:evs", "feed.position:evs", "feed.retract:evs")
+    listener.subscribe("feed.publish:{evs}", "feed.position:{evs}", "feed.retract:{evs}")
     for _ in range(3):
         assert listener.get_message(timeout=2)["type"] == "subscribe"
     feed.publish("a")
@@ -122,7 +126,7 @@ def test_missing_items_and_bad_positions_change_nothing(sf, redis_url):
 async def test_async_sorted_feed(redis_url):
     t = AsyncThoonk(redis_url)
     try:
-        feed = await t.sorted_feed("asorted")
+        feed = await t.sorted_feed("{asorted}")
         a = await feed.publish("a")
         b = await feed.prepend("b")
         await feed.move_last(b)
