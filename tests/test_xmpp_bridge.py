@@ -237,3 +237,30 @@ async def test_wrong_password_makes_the_daemon_not_ready(
         assert not ok
         assert body["plugins"]["xmpp"]["status"] == "failed"
         assert "wrong password" in body["plugins"]["xmpp"]["detail"]
+
+
+async def test_reconcile_fills_a_small_node_with_the_newest_items_only(
+    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    with Thoonk(url=redis_url) as pubsub:
+        for i in range(10):
+            pubsub.feed("many").publish(json.dumps({"title": f"item {i}"}), id=str(i))
+    routes = [{"name": "small", "from": "thoonk:many",
+               "to": [{"endpoint": f"xmpp:{PUBSUB}/{node_name}", "max_items": 3}], "mirror": True,
+               "format": "atom"}]
+    async with Outsider(prosody, "bob") as bob:
+        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+            await ready(daemon, "small")
+            await wait_until(lambda: _equals(node_titles(bob, node_name), {str(i): f"item {i}" for i in (7, 8, 9)}))
+            worker = daemon.routes["small"].workers[0]
+            await worker.wait_idle()
+            assert worker.sink.capacity == 3
+        # A restart does not refill the node with the seven older items it trimmed.
+        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+            await ready(daemon, "small")
+            worker = daemon.routes["small"].workers[0]
+            await worker.wait_idle()
+            assert daemon.metrics.items_out.labels("small", worker.name)._value.get() == 0
+            assert await node_titles(bob, node_name) == {str(i): f"item {i}" for i in (7, 8, 9)}

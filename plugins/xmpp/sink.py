@@ -143,7 +143,8 @@ class XmppSink(Sink):
         ps, timeout = self.conn.pubsub, self.conn.settings.timeout
         exists, owner = True, True
         try:
-            await self.conn.call(lambda c: ps(c).get_node_config(self.service, self.node, timeout=timeout))
+            current = await self.conn.call(lambda c: ps(c).get_node_config(self.service, self.node, timeout=timeout))
+            self.capacity = _max_items(current) or self.options.max_items
         except IqError as exc:
             condition = iq_condition(exc)
             if condition == "item-not-found":
@@ -173,6 +174,7 @@ class XmppSink(Sink):
                     lambda c: ps(c).create_node(self.service, self.node, config=self._form(), timeout=timeout)
                 )
                 self.log.info("node created", config=self.options.node_config())
+                self.capacity = self.options.max_items
             except IqError as exc:
                 if iq_condition(exc) != "conflict":  # conflict: created meanwhile by someone else
                     raise self._fail("cannot create", exc) from None
@@ -186,6 +188,7 @@ class XmppSink(Sink):
             try:
                 await self.conn.call(lambda c: ps(c).set_node_config(self.service, self.node, form, timeout=timeout))
                 self.log.info("node configured", config=self.options.node_config())
+                self.capacity = self.options.max_items or self.capacity
             except (IqError, IqTimeout) as exc:
                 raise self._fail("cannot configure", exc) from None
         self._node_ready = True
@@ -351,3 +354,12 @@ class _Missing(Exception):
 class _Forbidden(Exception):
     def __str__(self) -> str:
         return "configure: true needs the owner affiliation (or a service admin account)"
+
+
+def _max_items(config_result: Any) -> int | None:
+    """``pubsub#max_items`` of a node-config result (what the node keeps), None when unknown or "max"."""
+    try:
+        values = config_result["pubsub_owner"]["configure"]["form"].get_values()
+        return int(values.get("pubsub#max_items"))
+    except (KeyError, TypeError, ValueError):
+        return None
