@@ -96,3 +96,24 @@ async def test_daemon_carries_on_after_sentinel_failover(
         missing_out = [i for i in acked if i not in sink]
         assert missing_in == [] and missing_out == [], (len(acked), failed)
         assert {i: sink[i] for i in source} == source
+
+
+def test_sentinel_and_cluster_urls_parse() -> None:
+    from thoonk_bridge.redis_client import parse_target
+
+    t = parse_target("redis+sentinel://u:p%40ss@h1:26380,[::1]:26381,h3/mymaster/2"
+                     "?sentinel_password=sp&socket_timeout=1.5")
+    assert (t.kind, t.service, t.hosts) == ("sentinel", "mymaster", (("h1", 26380), ("::1", 26381), ("h3", 26379)))
+    assert t.options == {"username": "u", "password": "p@ss", "db": 2, "socket_timeout": 1.5}
+    assert t.sentinel_options == {"password": "sp"} and not t.ssl
+    assert "p@ss" not in t.describe()
+    c = parse_target("rediss+cluster://:secret@n1:7000,n2:7001")
+    assert (c.kind, c.hosts, c.ssl) == ("cluster", (("n1", 7000), ("n2", 7001)), True)
+    assert c.options == {"password": "secret"}
+    assert parse_target("redis://localhost:6379/0").kind == "server"
+    for bad in ("redis+sentinel://h1:1", "redis+sentinel://h1:1/a/b/c", "redis+cluster://h:1/3", "redis+cluster://h:x"):
+        try:
+            parse_target(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
