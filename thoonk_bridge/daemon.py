@@ -415,11 +415,15 @@ class Daemon:
         assert self.thoonk is not None
         total = 0
         for name in await self.thoonk.get_feed_names():
-            config = await self.thoonk.get_config(name)
-            if config.get("type") != "job":
+            try:
+                config = await self.thoonk.get_config(name)
+                if config.get("type") != "job":
+                    continue
+                job = await self.thoonk.job(name)
+                put_back = await job.maintenance()
+            except Exception as exc:  # noqa: BLE001 - one bad feed must not stop the others' maintenance
+                self.log.warning("job maintenance failed for one feed", feed=name, error=f"{type(exc).__name__}: {exc}")
                 continue
-            job = await self.thoonk.job(name)
-            put_back = await job.maintenance()
             if put_back:
                 self.log.info("jobs put back", feed=name, count=put_back)
             total += put_back

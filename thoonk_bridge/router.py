@@ -53,14 +53,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DEAD_LETTER_PREFIX", "EchoFilter", "Ledger", "RetryPolicy", "RouteRunner", "RouteState", "SinkWorker"]
 
-DEAD_LETTER_PREFIX = "bridge.deadletter."
+DEAD_LETTER_PREFIX = "bridge.deadletter."  # + "{ROUTE}": a hash tag, so it works on a cluster
 KEY_PREFIX = "bridge.route:"
 LEDGER_BATCH = 256  # events applied between two ledger writes
 
 
 def dead_letter_feed(route: str) -> str:
     """Name of the Thoonk feed holding a route's undeliverable items."""
-    return f"{DEAD_LETTER_PREFIX}{route}"
+    return f"{DEAD_LETTER_PREFIX}{{{route}}}"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from thoonk_bridge.http import build_app
 from thoonk_bridge.logs import get_logger
 from thoonk_bridge.plugin import Plugin, PluginContext, RouteContext, Settings, TopicRegistry
+from thoonk_bridge.redis_client import async_client
 from thoonk_bridge.router import RetryPolicy, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.embedded import free_tcp_port
@@ -151,7 +152,7 @@ async def plugin_context(
     The plugin's HTTP routes are served on a free loopback port (``harness.base_url``);
     ``public_url`` defaults to that URL.
     """
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = async_client(redis_url)
     thoonk = AsyncThoonk(redis=redis)
     app = build_app(CollectorRegistry(), _always_ready)
     port = free_tcp_port()
