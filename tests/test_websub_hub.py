@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from test_websub_support import (
     Node,
@@ -99,7 +97,7 @@ async def test_resubscribe_updates_the_one_subscription(node: Node, sub: Subscri
     await wait_for(lambda: sub.deliveries)
     await node.change("/feeds/news.atom", ATOM3)
     await wait_for(lambda: len(sub.deliveries) == 2)
-    await asyncio.sleep(0.2)  # would a duplicate arrive? (no: exactly one per change)
+    await wait_for(node.idle)  # every job done: a duplicate would have arrived by now
     assert sub.bodies() == [ATOM2, ATOM3]
     assert all(check_signature("second", d) for d in sub.deliveries)
 
@@ -140,7 +138,7 @@ async def test_unsubscribe_stops_deliveries(node: Node, sub: Subscriber) -> None
     assert await node.plugin.subscriptions() == []
     await node.change("/feeds/news.atom", ATOM2)
     await wait_for(lambda: node.metric("websub_distributions_total", result="queued") >= 1)
-    await asyncio.sleep(0.2)
+    await wait_for(node.idle)
     assert sub.deliveries == []
 
 
@@ -189,7 +187,7 @@ async def test_lease_is_clamped_and_expires(redis_url: str, sub: Subscriber) -> 
         await wait_for(lambda: _empty(node), timeout=10)
         await node.change("/feeds/news.atom", ATOM2)
         await wait_for(lambda: node.metric("websub_distributions_total", result="queued") >= 1)
-        await asyncio.sleep(0.2)
+        await wait_for(node.idle)
         assert sub.deliveries == []
     finally:
         await node.stop()
@@ -255,8 +253,7 @@ async def test_delivery_claimed_by_a_dead_daemon_is_sent_by_another(redis_url: s
     await subscribed(node, sub, sub.url(), topic)
     sub.hang.clear()  # the callback holds the first delivery
     await node.change("/feeds/news.atom", ATOM2)
-    await wait_for(lambda: node.metric("websub_distributions_total", result="queued") == 1)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: sub.arrived == 1)  # the delivery is in flight
     await node.stop(kill=True)  # dies with the delivery job claimed
     sub.hang.set()
     node2 = await start_node(redis_url, job_timeout=0.3)
@@ -286,7 +283,7 @@ async def test_unchanged_content_is_not_sent_again(node: Node, sub: Subscriber) 
     await node.change("/feeds/news.atom", ATOM2)
     await wait_for(lambda: sub.deliveries)
     assert node.metric("websub_distributions_total", result="unchanged") == 1
-    await asyncio.sleep(0.1)
+    await wait_for(node.idle)
     assert len(sub.deliveries) == 1
 
 

@@ -104,6 +104,13 @@ class Node:
         value = self.context.metrics.get_sample_value(name, labels or None)
         return value or 0.0
 
+    async def idle(self) -> bool:
+        """No job queued or running and no retry waiting: nothing more will be sent."""
+        for q in self.plugin.queues.values():
+            if await q.length():
+                return False
+        return not await self.context.redis.zcard("websub:retry")
+
     async def stop(self, kill: bool = False) -> None:
         if kill:
             await self.plugin.kill()
@@ -164,6 +171,7 @@ class Subscriber:
         self.status: list[int] = [200]
         self.hang = asyncio.Event()
         self.hang.set()
+        self.arrived = 0  # POSTs received (counted before any hang)
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._get)
         app.router.add_post("/{tail:.*}", self._post)
@@ -192,6 +200,7 @@ class Subscriber:
         return web.Response(body=q.get("hub.challenge", "").encode(), content_type="application/octet-stream")
 
     async def _post(self, request: web.Request) -> web.Response:
+        self.arrived += 1
         await self.hang.wait()
         body = await request.read()
         self.deliveries.append(Received(body, dict(request.headers), dict(request.query), request.path_qs))

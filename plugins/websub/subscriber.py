@@ -206,6 +206,7 @@ class WebSubSource(Source):
         self._last_data = time.time()
         self._wake = asyncio.Event()
         self._snapshot_state = ""  # the subscription's state when the last snapshot was taken
+        self.checks = 0  # rounds of the upkeep loop so far (tests wait on it)
 
     @property
     def redis(self) -> Any:
@@ -277,6 +278,7 @@ class WebSubSource(Source):
                 wait = min(st.retry_max_delay, st.retry_base * 2 ** min(failures, 16))
                 self.log.warning("websub.subscribe_failed", error=f"{type(exc).__name__}: {exc}", retry_in=wait)
                 await self.redis.hset(client_key(self.key), mapping={"state": "failed", "error": str(exc)[:500]})
+            self.checks += 1
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, min(wait, 3600)))
