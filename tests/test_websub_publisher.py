@@ -7,6 +7,7 @@ import json
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from bridge_process import cli
 from test_websub_support import Subscriber, start_node, subscribed, wait_for
 
 from thoonk_bridge.plugins.websub.cli import list_subscriptions
@@ -82,6 +83,15 @@ async def test_list_subscriptions_shows_no_secrets(redis_url: str) -> None:
         assert row["lease_seconds"] == 864000 and row["lease_end"].endswith("Z")
         assert row["failures"] == 0
         assert await asyncio.to_thread(list_subscriptions, redis_url, "http://nothing.example/") == []
+        # The same through the command line, as an operator would ask.
+        env = {"THOONK_BRIDGE_REDIS": redis_url}
+        result = await asyncio.to_thread(cli, "websub", "subscriptions", topic, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"{topic}  http://127.0.0.1:{sub.server.port}  active until" in result.stdout
+        assert "signed" in result.stdout
+        assert "TOPSECRET" not in result.stdout and "capability-token-xyz" not in result.stdout
+        listing = await asyncio.to_thread(cli, "websub", "subscriptions", "--json", env=env)
+        assert len(json.loads(listing.stdout)) == 2
     finally:
         await node.stop()
         await sub.close()

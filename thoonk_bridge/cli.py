@@ -27,7 +27,31 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BridgeCommands(click.Group):
+    """The engine's commands plus each installed plugin's own (``Plugin.cli``), e.g. ``websub``."""
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        from thoonk_bridge.plugin import PluginLoadError, discover_plugins
+
+        try:
+            plugins = discover_plugins()
+        except PluginLoadError:
+            return {}  # `thoonk-bridge plugins` reports it; the engine's commands still work
+        commands = {}
+        for cls in plugins.values():
+            command = getattr(cls, "cli", None)
+            if isinstance(command, click.Command) and command.name:
+                commands[command.name] = command
+        return commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands().get(cmd_name)
+
+
+@click.group(cls=BridgeCommands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """thoonk-bridge: Thoonk feeds on Redis, bridged to XMPP PubSub, WebSub and Atom/RSS."""
 
@@ -191,46 +215,57 @@ def with_redis(fn: Any) -> Any:
 
 
 @contextmanager
-def _thoonk(redis_url: str | None, config_path: Path) -> Iterator[Any]:
-    """A sync Thoonk client on the bridge's Redis; starts the embedded server when it is not running."""
-    from thoonk_bridge.thoonk import Thoonk
+def bridge_redis_url(redis_url: str | None, config_path: Path) -> Iterator[str]:
+    """The URL of the bridge's Redis: ``--redis``, else the config's ``redis:``, else its embedded
+    server (started for the duration of the command when the daemon is not running). For plugin
+    commands too (``Plugin.cli``)."""
     from thoonk_bridge.thoonk.embedded import EmbeddedRedis, EmbeddedRedisError
 
-    embedded = None
-    if not redis_url:
-        if not config_path.exists():
-            _fail(f"no --redis given and config {config_path} does not exist")
-        from thoonk_bridge.config import ConfigError, load_config
+    if redis_url:
+        yield redis_url
+        return
+    if not config_path.exists():
+        _fail(f"no --redis given and config {config_path} does not exist")
+    from thoonk_bridge.config import ConfigError, load_config
 
-        try:
-            loaded = load_config(config_path)
-        except ConfigError as exc:
-            _print_problems(exc)
-            sys.exit(1)
-        if loaded.redis:
-            redis_url = loaded.redis
-        else:
-            server = EmbeddedRedis(Path(loaded.state_dir) / "redis")
-            if server._ping():  # noqa: SLF001 - the daemon's embedded server is already up
-                redis_url = server.url
-            else:
-                try:
-                    embedded = server.start()
-                except EmbeddedRedisError as exc:
-                    _fail(str(exc))
-                redis_url = embedded.url
     try:
-        client = Thoonk(url=redis_url)
-    except Exception as exc:  # noqa: BLE001 - reported
-        _fail(f"redis {redis_url}: {exc}")
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+    if loaded.redis:
+        yield loaded.redis
+        return
+    server = EmbeddedRedis(Path(loaded.state_dir) / "redis")
+    if server._ping():  # noqa: SLF001 - the daemon's embedded server is already up
+        yield server.url
+        return
     try:
-        yield client
-    except ConnectionError as exc:
-        _fail(f"redis {redis_url}: {exc}")
+        server.start()
+    except EmbeddedRedisError as exc:
+        _fail(str(exc))
+    try:
+        yield server.url
     finally:
-        client.close()
-        if embedded is not None:
-            embedded.stop()
+        server.stop()
+
+
+@contextmanager
+def _thoonk(redis_url: str | None, config_path: Path) -> Iterator[Any]:
+    """A sync Thoonk client on the bridge's Redis (see :func:`bridge_redis_url`)."""
+    from thoonk_bridge.thoonk import Thoonk
+
+    with bridge_redis_url(redis_url, config_path) as url:
+        try:
+            client = Thoonk(url=url)
+        except Exception as exc:  # noqa: BLE001 - reported
+            _fail(f"redis {url}: {exc}")
+        try:
+            yield client
+        except ConnectionError as exc:
+            _fail(f"redis {url}: {exc}")
+        finally:
+            client.close()
 
 
 @main.command()

@@ -356,6 +356,8 @@ class Plugin(ABC):
     - ``settings_model``: the schema of its ``plugins.<name>`` settings (extra keys forbidden).
     - ``endpoint_kinds``: the endpoint kinds it offers.
     - ``depends_on``: names of plugins that must start before this one (when enabled).
+    - ``cli``: a click command or group added to ``thoonk-bridge`` under its own name (optional);
+      ``thoonk_bridge.cli.with_redis`` and ``bridge_redis_url`` give it the bridge's Redis.
     """
 
     name: ClassVar[str]
@@ -364,6 +366,7 @@ class Plugin(ABC):
     settings_model: ClassVar[type[Settings]] = NoSettings
     endpoint_kinds: ClassVar[tuple[EndpointKind, ...]] = ()
     depends_on: ClassVar[tuple[str, ...]] = ()
+    cli: ClassVar[Any] = None
 
     def __init__(self, settings: Settings, context: PluginContext) -> None:
         self.settings = settings

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
+import click
+
+from thoonk_bridge.cli import bridge_redis_url, with_redis
+from thoonk_bridge.redis_client import sync_client
 
 from .store import HubStore, decode_hash, s, sub_key, topic_key
 from .urls import normalize_url
@@ -36,7 +41,7 @@ def public_view(h: dict[str, str], now: float | None = None) -> dict[str, Any]:
 
 def list_subscriptions(redis_url: str, topic: str | None = None) -> list[dict[str, Any]]:
     """Every hub subscription (or those of ``topic``), oldest lease end first, without secrets."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         key = topic_key(normalize_url(topic)) if topic else SUBS
         out = []
@@ -50,4 +55,29 @@ def list_subscriptions(redis_url: str, topic: str | None = None) -> list[dict[st
         client.close()
 
 
-__all__ = ["HubStore", "list_subscriptions", "public_view"]
+@click.group("websub")
+def websub_cli() -> None:
+    """WebSub hub: what third parties subscribed to."""
+
+
+@websub_cli.command("subscriptions")
+@click.argument("topic", required=False)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@with_redis
+def subscriptions(topic: str | None, as_json: bool, redis_url: str | None, config_path: Path) -> None:
+    """List the hub's subscriptions (of TOPIC, a topic URL), without secrets or callback paths."""
+    with bridge_redis_url(redis_url, config_path) as url:
+        rows = list_subscriptions(url, topic)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no subscriptions" + (f" to {topic}" if topic else ""))
+    for row in rows:
+        signed = "signed" if row["signed"] else "unsigned"
+        last = row["last_status"] or "-"
+        click.echo(f"{row['topic']}  {row['callback_host']}  {row['state']} until {row['lease_end']}  {signed}  "
+                   f"delivered {row['delivered']}, failures {row['failures']} (last status {last})")
+
+
+__all__ = ["HubStore", "list_subscriptions", "public_view", "websub_cli"]

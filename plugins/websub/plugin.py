@@ -29,6 +29,7 @@ from thoonk_bridge.plugin import (
     cancel_and_wait,
 )
 
+from .cli import websub_cli
 from .deliveries import Distributor
 from .hub import Hub, served_path
 from .jobs import QUEUES, JobQueue
@@ -118,6 +119,7 @@ class WebSubPlugin(Plugin):
     version = "1.0"
     description = "WebSub hub for served documents, subscriber to outside hubs, publish pings"
     settings_model = WebSubSettings
+    cli = websub_cli
     endpoint_kinds = (
         EndpointKind(
             name="websub",
