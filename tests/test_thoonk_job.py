@@ -39,6 +39,19 @@ def test_fifo_and_high_priority(pubsub):
     assert [job.get(timeout=1)[0] for _ in range(3)] == [c, a, b]
 
 
+def test_put_many_queues_in_order_in_few_round_trips(pubsub, raw_redis):
+    job = pubsub.job("{many}")
+    ids = job.put_many([f"task {i}" for i in range(450)])  # more than one script call's chunk
+    assert len(ids) == len(set(ids)) == 450
+    assert int(raw_redis.get("feed.publishes:{many}")) == 450
+    got = [job.get(timeout=1) for _ in range(450)]
+    assert [(i, item) for i, item, _ in got] == [(ids[n], f"task {n}") for n in range(450)]
+    assert job.put_many([]) == []
+    with pytest.raises(TypeError):
+        job.put_many(["fine", 5])
+    assert job.get_ids() == [i for i, _, _ in got]  # nothing of the refused batch was queued
+
+
 def test_cancel_counts_failures(pubsub):
     j = pubsub.job("{cancel}")
     id = j.put("9.0")

@@ -8,10 +8,12 @@ and jobs in no state at all (a worker died between taking and claiming).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .exceptions import Empty
-from .feed import FeedBase, as_str, check_timeout, new_id, op
+from .feed import PUBLISH_CHUNK, FeedBase, as_str, check_timeout, new_id, op
 from .queue import HIGH, NORMAL, blocking_take, check_priority
-from .scripts import Cmd, Eval, Op
+from .scripts import Batch, Cmd, Eval, Op
 
 __all__ = ["Job"]
 
@@ -36,6 +38,25 @@ class Job(FeedBase):
         return id
 
     publish = put
+
+    @op
+    def put_many(self, items: Iterable[str | bytes], priority: int = NORMAL) -> Op[list[str]]:
+        """Queue many jobs in few round trips (in order, like ``put`` one by one); returns their ids.
+
+        Checked as a whole first: one bad item raises before anything is queued.
+        """
+        high = check_priority(self.name, priority)
+        pairs = [(new_id(), self._check_item(item)) for item in items]
+        if not pairs:
+            return []
+        k = self.keys
+        keys = (k.config, k.ids, k.items, k.publishes, k.published)
+        calls = [
+            Eval("job_put", keys, (self.name, high, *(x for pair in pairs[i : i + PUBLISH_CHUNK] for x in pair)))
+            for i in range(0, len(pairs), PUBLISH_CHUNK)
+        ]
+        yield calls[0] if len(calls) == 1 else Batch(calls)
+        return [id for id, _ in pairs]
 
     @op
     def get(self, timeout: float = 0) -> Op[tuple[str, str, int]]:
