@@ -109,7 +109,7 @@ def check(config: Path, env_file: Path | None, live: bool) -> None:
         _fail(f"{config}: {exc.strerror or exc}")
     enabled = ", ".join(sorted(loaded.enabled_plugins)) or "none"
     click.echo(f"{config}: OK, {len(loaded.routes)} route(s), plugins: {enabled}")
-    click.echo(f"  redis: {loaded.redis or 'embedded (' + str(Path(loaded.state_dir) / 'redis') + ')'}")
+    click.echo(f"  redis: {loaded.redis or 'embedded (' + str((Path(loaded.state_dir) / 'redis').resolve()) + ')'}")
     click.echo(f"  http: {loaded.http.listen} (public {loaded.http.base_url})")
     for route in loaded.routes:
         extras = [f"mirror={str(route.mirror).lower()}", f"initial={route.initial}"]
