@@ -20,6 +20,18 @@ from thoonk_bridge.thoonk.embedded import free_tcp_port
 BIN = [sys.executable, "-m", "thoonk_bridge.cli"]
 
 
+def wait(predicate: Any, timeout: float = 30, message: str = "") -> Any:
+    """Poll ``predicate`` until truthy (for tests driving real processes; never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.05)
+
+
 def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*BIN, *args], capture_output=True, text=True, timeout=60, input=input,

@@ -8,23 +8,10 @@ from typing import Any
 
 import pytest
 import redis
-from bridge_process import BridgeProcess
+from bridge_process import BridgeProcess, wait
 
 from thoonk_bridge.testing import FAST_RETRY, running_bridge, wait_until
 from thoonk_bridge.thoonk import Empty, Thoonk
-
-
-def wait(predicate: Any, timeout: float = 20, message: str = "") -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        time.sleep(0.05)
 
 
 def config(redis_url: str, *routes: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,9 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
-from bridge_process import BridgeProcess, cli
+from bridge_process import BridgeProcess, cli, wait
 
 from thoonk_bridge.thoonk import Thoonk
 
@@ -19,15 +18,6 @@ ROUTES = [
 ]
 
 
-def wait(predicate: Any, timeout: float = 30, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        time.sleep(0.05)
 
 
 def holder(raw: redis.Redis, route: str) -> str | None:

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from thoonk_bridge.plugin import PluginContext, Topic, TopicRegistry
 from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
 from thoonk_bridge.plugins.websub.settings import WebSubSettings
+from thoonk_bridge.testing import wait_until
 from thoonk_bridge.thoonk import AsyncThoonk
 
 FAST = {
@@ -41,16 +42,7 @@ FAST = {
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.01) -> Any:
     """Poll ``cond`` (sync or async) until truthy; fail after ``timeout`` (a safety net, not a measurement)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {cond}")
-        await asyncio.sleep(step)
+    return await wait_until(cond, timeout=timeout, interval=step)
 
 
 class StubResolver(AbstractResolver):
