@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from slixmpp import ClientXMPP
+from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -175,7 +175,7 @@ class Connection:
             client.enable_starttls = True
             client.enable_plaintext = False
         if s.ca_file is not None:
-            client.ca_certs = str(s.ca_file)
+            client.ca_certs = s.ca_file
         client.register_handler(Callback("thoonk-bridge pubsub events", MatchXPath(_EVENT_XPATH), self._on_event))
         return client
 
@@ -366,7 +366,7 @@ class Connection:
         while True:
             await asyncio.sleep(interval)
             try:
-                await client.plugin["xep_0199"].send_ping(domain, timeout=self.settings.timeout)
+                await client.plugin["xep_0199"].send_ping(JID(domain), timeout=self.settings.timeout)
             except IqTimeout:
                 self.log.warning("xmpp keepalive ping unanswered, dropping the connection")
                 self._abort(client)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import ClassVar
 
+from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
 from thoonk_bridge.plugin import (
@@ -115,7 +116,7 @@ class XmppPlugin(Plugin):
     def _options(self, endpoint: Endpoint, model: type[Settings]) -> Settings:
         options = endpoint.options
         if not isinstance(options, model):
-            options = model(address=endpoint.address)
+            options = model.model_validate({"address": endpoint.address})
         service, node = split_address(options.address)  # type: ignore[attr-defined]
         account = options.account  # type: ignore[attr-defined]
         self.connection(account)
@@ -178,7 +179,7 @@ class XmppPlugin(Plugin):
                     continue
                 if service not in services:
                     try:
-                        await disco.get_info(jid=service, timeout=timeout)
+                        await disco.get_info(jid=JID(service), timeout=timeout)
                         services[service] = None
                     except (IqError, IqTimeout) as exc:
                         services[service] = (
@@ -190,7 +191,7 @@ class XmppPlugin(Plugin):
                 elif services[service] is not None:
                     continue
                 try:
-                    await disco.get_info(jid=service, node=node, timeout=timeout)
+                    await disco.get_info(jid=JID(service), node=node, timeout=timeout)
                 except (IqError, IqTimeout) as exc:
                     if iq_condition(exc) == "item-not-found":
                         continue  # a sink creates it; a source waits for it (reported at runtime)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as safe_fromstring
+from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
 from thoonk_bridge.payload import (
@@ -153,7 +154,7 @@ class XmppSink(Sink):
                 owner = False  # not an owner: does the node exist at all?
                 try:
                     await self.conn.call(
-                        lambda c: c.plugin["xep_0030"].get_info(jid=self.service, node=self.node, timeout=timeout)
+                        lambda c: c.plugin["xep_0030"].get_info(jid=JID(self.service), node=self.node, timeout=timeout)
                     )
                 except IqError as info_exc:
                     if iq_condition(info_exc) != "item-not-found":
