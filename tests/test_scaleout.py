@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from bridge_process import BridgeProcess, cli, wait
 
+from thoonk_bridge.plugins.websub.cli import list_subscriptions
 from thoonk_bridge.thoonk import Thoonk
+from thoonk_bridge.thoonk.embedded import free_tcp_port
 
 ROUTES = [
     {"name": "copy", "from": "thoonk:in", "to": "thoonk:out", "mirror": True},
@@ -103,3 +111,174 @@ def test_graceful_stop_releases_the_route_lease(tmp_path: Path, redis_url: str) 
     finally:
         second.stop()
         raw.close()
+
+
+# --------------------------------------------------------------------------- documents and WebSub in a fleet
+
+DOC_ROUTES = [{"name": "news", "from": "thoonk:news", "to": ["feeds:news", "websub:news"]}]
+
+
+class Receiver:
+    """A WebSub subscriber's callback on loopback: answers verifications, records deliveries."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[bytes] = []
+        self.verified: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                query = parse_qs(urlsplit(self.path).query)
+                challenge = query.get("hub.challenge", [""])[0].encode()
+                receiver.verified.append(query.get("hub.mode", ["?"])[0])
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(challenge)))
+                self.end_headers()
+                self.wfile.write(challenge)
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.deliveries.append(body)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def got(self, text: str) -> bool:
+        return bool(self.deliveries) and text.encode() in self.deliveries[-1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def doc_config(redis_url: str, tmp_path: Path, name: str, port: int, public_url: str | None = None) -> dict:
+    http = {"listen": f"127.0.0.1:{port}"}
+    if public_url:
+        http["public_url"] = public_url
+    return {
+        "redis": redis_url, "lease_seconds": 1.0, "instance": name, "routes": DOC_ROUTES,
+        "state_dir": str(tmp_path / f"state-{name}"), "http": http,
+        "plugins": {
+            "feeds": {"quiet": 0.01, "max_staleness": 0.1},
+            "websub": {"outbound": {"allow_loopback": True}, "job_timeout": 2, "retry_base": 0.2},
+        },
+    }
+
+
+def fetch(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """GET without decompressing."""
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def item(n: int, title: str) -> str:
+    return json.dumps({"title": title, "link": f"https://example.org/{n}", "content": f"body of {title}"})
+
+
+def start_pair(tmp_path: Path, redis_url: str, shared_public_url: bool) -> list[BridgeProcess]:
+    """Daemon a (started first: the owner of the route), then b (standby)."""
+    ports = [free_tcp_port(), free_tcp_port()]
+    public = f"http://127.0.0.1:{ports[0]}" if shared_public_url else None
+    a = BridgeProcess(tmp_path, doc_config(redis_url, tmp_path, "a", ports[0], public), name="a")
+    b = BridgeProcess(tmp_path, doc_config(redis_url, tmp_path, "b", ports[1], public), name="b")
+    a.port, b.port = ports
+    a.start().wait_ready()
+    b.start().wait_ready()
+    return [a, b]
+
+
+def test_every_daemon_serves_the_documents_of_a_route_it_does_not_own(tmp_path: Path, redis_url: str) -> None:
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    pubsub = Thoonk(url=redis_url)
+    a, b = start_pair(tmp_path, redis_url, shared_public_url=False)
+    try:
+        assert holder(raw, "news") == "a"
+        assert b.readyz()[1]["standby_routes"] == ["news"]
+        pubsub.feed("news").publish(item(1, "First news"), id="n1")
+        for fmt in ("atom", "rss", "json"):
+            path = f"/feeds/news.{fmt}"
+            wait(lambda p=path: b"First news" in fetch(b.url + p)[2], message=f"{path} from the non-owner")
+            wait(lambda p=path: fetch(a.url + p)[1].get("ETag") == fetch(b.url + p)[1].get("ETag"),
+                 message=f"{path}: the same ETag from both")
+            status_a, headers_a, body_a = fetch(a.url + path)
+            status_b, headers_b, body_b = fetch(b.url + path)
+            assert status_a == status_b == 200 and body_a == body_b
+            for header in ("ETag", "Last-Modified", "Content-Type", "Cache-Control", "Vary"):
+                assert headers_a[header] == headers_b[header], header
+            assert headers_b["Link"] == f'<{b.url}/websub/hub>; rel="hub", <{b.url}{path}>; rel="self"'
+            assert fetch(b.url + path, **{"If-None-Match": headers_b["ETag"]})[0] == 304
+            assert fetch(b.url + path, **{"If-Modified-Since": headers_b["Last-Modified"]})[0] == 304
+            status, gz_headers, gz_body = fetch(b.url + path, **{"Accept-Encoding": "gzip"})
+            assert status == 200 and gz_headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(gz_body) == body_b
+            assert gz_headers["ETag"] == headers_a["ETag"][:-1] + '-gzip"'
+            assert fetch(b.url + path, **{"Accept-Encoding": "gzip", "If-None-Match": gz_headers["ETag"]})[0] == 304
+        assert fetch(b.url + "/feeds/nothing.atom")[0] == 404
+        assert fetch(b.url + "/feeds/news.xml")[0] == 404
+        # A change reaches the non-owner too; the non-owner wrote no files of its own.
+        pubsub.feed("news").publish(item(2, "Second news"), id="n2")
+        wait(lambda: b"Second news" in fetch(b.url + "/feeds/news.atom")[2], message="the change from b")
+        assert not list((tmp_path / "state-b").rglob("news.*"))
+        assert list((tmp_path / "state-a").rglob("news.atom"))
+    finally:
+        for d in (a, b):
+            d.stop()
+        pubsub.close()
+        raw.close()
+
+
+def test_load_balanced_fleet_websub_through_the_non_owner_and_takeover(tmp_path: Path, redis_url: str) -> None:
+    """Both daemons behind one public URL (a's); every request goes to b, the standby, directly."""
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    pubsub = Thoonk(url=redis_url)
+    receiver = Receiver()
+    a, b = start_pair(tmp_path, redis_url, shared_public_url=True)
+    public = a.url
+    topic = f"{public}/feeds/news.atom"
+    try:
+        assert holder(raw, "news") == "a"
+        pubsub.feed("news").publish(item(1, "Before subscribing"), id="n1")
+        wait(lambda: b"Before subscribing" in fetch(b.url + "/feeds/news.atom")[2], message="document from b")
+        status, headers, body = fetch(b.url + "/feeds/news.atom")
+        assert headers["Link"] == f'<{public}/websub/hub>; rel="hub", <{topic}>; rel="self"'
+        assert body == fetch(a.url + "/feeds/news.atom")[2]
+
+        # Subscribe through the hub of b, which does not hold the document.
+        form = urllib.parse.urlencode({"hub.mode": "subscribe", "hub.topic": topic,
+                                       "hub.callback": receiver.url}).encode()
+        with urllib.request.urlopen(urllib.request.Request(b.url + "/websub/hub", data=form), timeout=5) as resp:
+            assert resp.status == 202
+        wait(lambda: receiver.verified == ["subscribe"], message="verification of intent")
+        wait(lambda: list_subscriptions(redis_url, topic), message="subscription active")
+
+        pubsub.feed("news").publish(item(2, "Delivered news"), id="n2")
+        wait(lambda: receiver.got("Delivered news"), message="delivery of the new item")
+        assert b"Before subscribing" in receiver.deliveries[-1]
+
+        # The owner dies; b takes the route over; publishing goes on.
+        a.kill9()
+        wait(lambda: holder(raw, "news") == "b", message="b takes over the route")
+        pubsub.feed("news").publish(item(3, "After the takeover"), id="n3")
+        wait(lambda: receiver.got("After the takeover"), message="delivery after the takeover")
+        wait(lambda: b"After the takeover" in fetch(b.url + "/feeds/news.atom")[2], message="document after takeover")
+        status, headers, body = fetch(b.url + "/feeds/news.atom")
+        assert status == 200 and b"Delivered news" in body
+        assert fetch(b.url + "/feeds/news.atom", **{"If-None-Match": headers["ETag"]})[0] == 304
+    finally:
+        for d in (a, b):
+            d.stop()
+        receiver.close()
+        pubsub.close()
+        raw.close()
+

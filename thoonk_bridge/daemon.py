@@ -175,6 +175,7 @@ class Daemon:
             await self.redis.ping()
         except Exception as exc:
             raise DaemonError(f"redis at {self.config.redis or 'embedded'} is unreachable: {exc}") from exc
+        self.topics.redis = self.redis  # the fleet learns which paths are served (bridge.topics)
         self.thoonk = AsyncThoonk(redis=self.redis)
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges)
 
@@ -265,6 +266,7 @@ class Daemon:
             initial=spec.initial,
             log=log,
             dead_letter=partial(store_dead_letter, self.thoonk, spec.name),
+            guard=lease.held if lease is not None else None,
         )
         source = self._source(spec.source, context)
         workers = [

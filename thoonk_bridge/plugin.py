@@ -57,6 +57,7 @@ __all__ = [
     "Sink",
     "Source",
     "Topic",
+    "TOPICS_KEY",
     "TopicRegistry",
     "discover_plugins",
 ]
@@ -261,6 +262,9 @@ class Topic:
 
 
 TopicListener = Callable[[str], Awaitable[None]]
+TopicReader = Callable[[str], Awaitable["tuple[bytes, str] | None"]]
+
+TOPICS_KEY = "bridge.topics"  # Redis set: every path some daemon of the fleet has registered
 
 
 class TopicRegistry:
@@ -269,15 +273,50 @@ class TopicRegistry:
     The serving plugin ``register``s each topic and calls ``changed(path)`` after every update;
     a distributing plugin ``listen``s for changes and sets ``hub_url`` so that servers can
     advertise it (``Link: <hub>; rel="hub"``).
+
+    Several daemons: a topic is registered (held in memory) only on the daemon that renders it
+    (the owner of its route). With ``redis`` set, ``register`` also records the path in the Redis
+    set ``bridge.topics``, so that every daemon of the fleet can tell it is served (``served``);
+    and a serving plugin may add a ``reader`` for a path prefix (``add_reader``) that fetches a
+    document this daemon does not hold from where the owner stored it, for ``render``. Paths stay
+    in the set after ``unregister`` (the route moves to another daemon; it does not end).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, redis: redis.asyncio.Redis | None = None) -> None:
         self._topics: dict[str, Topic] = {}
         self._listeners: list[TopicListener] = []
+        self._readers: list[tuple[str, TopicReader]] = []
+        self._announcing: dict[str, asyncio.Task[None]] = {}
+        self.redis = redis
         self.hub_url: str | None = None
 
     def register(self, topic: Topic) -> None:
         self._topics[topic.path] = topic
+        if self.redis is None or topic.path in self._announcing:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a sync unit test): nothing to tell the fleet
+        task = loop.create_task(self._announce(topic.path), name=f"topic-announce:{topic.path}")
+        self._announcing[topic.path] = task
+        task.add_done_callback(lambda _t, path=topic.path: self._announcing.pop(path, None))
+
+    async def _announce(self, path: str) -> None:
+        delay = 0.1
+        while path in self._topics and self.redis is not None:
+            try:
+                await self.redis.sadd(TOPICS_KEY, path)
+                return
+            except Exception:  # noqa: BLE001 - Redis away: retry while the topic is ours
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    async def settle(self) -> None:
+        """Until every registered path is recorded in Redis (tests, and plugins that must be sure)."""
+        tasks = list(self._announcing.values())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def unregister(self, path: str) -> None:
         self._topics.pop(path, None)
@@ -287,6 +326,30 @@ class TopicRegistry:
 
     def paths(self) -> list[str]:
         return sorted(self._topics)
+
+    async def served(self, path: str) -> bool:
+        """True when this daemon or another daemon of the fleet serves ``path``."""
+        if path in self._topics:
+            return True
+        if self.redis is None:
+            return False
+        return bool(await self.redis.sismember(TOPICS_KEY, path))
+
+    def add_reader(self, prefix: str, reader: TopicReader) -> None:
+        """``reader(path)`` returns ``(body, content_type)`` of a topic under ``prefix`` held elsewhere."""
+        self._readers.append((prefix, reader))
+
+    async def render(self, path: str) -> tuple[bytes, str] | None:
+        """The current body and content type of ``path``: local when held here, else from a reader."""
+        topic = self._topics.get(path)
+        if topic is not None:
+            return await topic.render(), topic.content_type
+        for prefix, reader in self._readers:
+            if path.startswith(prefix):
+                found = await reader(path)
+                if found is not None:
+                    return found
+        return None
 
     def listen(self, listener: TopicListener) -> None:
         self._listeners.append(listener)
@@ -333,6 +396,9 @@ class RouteContext:
     - ``initial``: ``"all"``, ``"none"`` or ``"latest:N"`` (what a new route delivers first);
     - ``log``: bound with ``route=<name>``; ``dead_letter(item_id, payload, reason)`` stores an item
       that cannot be delivered in the route's dead-letter feed.
+    - ``guard``: with several daemons, True while this daemon holds the route's lease (``None``:
+      always); a sink that writes shared state besides its events (a document stored in Redis for
+      the whole fleet) checks it before each such write.
     """
 
     name: str
@@ -342,6 +408,7 @@ class RouteContext:
     log: structlog.typing.FilteringBoundLogger
     dead_letter: Callable[[str, str | None, str], Awaitable[None]]
     options: dict[str, Any] = field(default_factory=dict)
+    guard: Callable[[], bool] | None = None
 
 
 # --------------------------------------------------------------------------- the plugin

@@ -115,6 +115,7 @@ class FeedDocument:
         self.log = log
         self.clock = clock
         self.hub_provider: Callable[[], str | None] = lambda: None  # the WebSub hub to advertise
+        self.guard: Callable[[], bool] | None = None  # several daemons: True while we own the route
         self.items: OrderedDict[str, StoredItem] = OrderedDict()  # oldest first (by seq)
         self.known: dict[str, tuple[str, int]] = {}  # id -> (hash, seq), pushed out of the window
         self.seq = 0
@@ -324,6 +325,14 @@ class FeedDocument:
         """
         async with self._lock:
             generation = self._generation
+            if self.guard is not None and not self.guard():
+                # Another daemon owns the route now: it writes the files; this one must not.
+                if self.log is not None:
+                    self.log.warning("not the owner of the route any more: documents not written",
+                                     feed=self.meta.name)
+                self._rendered_generation = generation
+                self._rendered.set()
+                return {}
             window = list(reversed(self.items.values()))
             state = self._state_bytes()
             meta = dataclasses.replace(self.meta, hub_url=self.hub_provider())

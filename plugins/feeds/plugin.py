@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import gzip
+from collections import OrderedDict
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,35 @@ from .settings import FeedSinkOptions, FeedSourceOptions, FeedsSettings
 from .sink import FeedSink
 from .source import FeedSource
 
-__all__ = ["FEEDS_KIND", "FeedsPlugin"]
+__all__ = ["FEEDS_KIND", "FeedsPlugin", "stored_key"]
+
+STORED_FIELDS = ("etag", "last_modified", "content_type")
+
+
+def stored_key(name: str, fmt: str) -> str:
+    """The Redis hash where the owner of ``feeds:NAME`` keeps one rendered format for the fleet.
+
+    Fields: ``body``, ``gzip`` (the gzipped body), ``etag`` (quoted, of the identity body),
+    ``last_modified`` (seconds since the epoch) and ``content_type``. The ``{NAME}`` hash tag keeps
+    a feed's documents in one cluster slot.
+    """
+    return f"bridge.feeds.doc:{{{name}}}:{fmt}"
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py may swallow a cancellation that arrives in mid-command (it then reconnects): the
+    render loop being stopped must still see it, or ``FeedDocument.stop`` waits forever."""
+    me = asyncio.current_task()
+    if me is not None and me.cancelling():
+        raise asyncio.CancelledError
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
 
 FEEDS_KIND = EndpointKind(
     name="feeds",
@@ -152,6 +185,11 @@ class FeedsPlugin(Plugin):
         self.log = context.log
         self.resolver: AbstractResolver | None = None  # tests: a stub resolver for sources
         self._open: set[FeedDocument] = set()
+        # documents held by another daemon, as last read from Redis (revalidated by ETag on each use)
+        self._stored: OrderedDict[tuple[str, str], Served] = OrderedDict()
+        self._store_locks: dict[str, asyncio.Lock] = {}
+        self._store_retry: dict[str, asyncio.Task[None]] = {}
+        self._storing: set[asyncio.Task[bool]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -169,6 +207,7 @@ class FeedsPlugin(Plugin):
     async def setup(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.context.http.router.add_get(self.settings.path_prefix + "/{file}", self._serve)
+        self.context.topics.add_reader(self.settings.path_prefix + "/", self._read_stored_topic)
 
     async def stop(self) -> None:
         for document in list(self._open):
@@ -176,6 +215,12 @@ class FeedsPlugin(Plugin):
                 await document.flush()
             await document.stop()
         self._open.clear()
+        await self._finish_stores()
+        for task in list(self._store_retry.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._store_retry.clear()
         self.set_health(Health.STOPPED)
 
     # ----------------------------------------------------------------- endpoints
@@ -215,7 +260,8 @@ class FeedsPlugin(Plugin):
             max_payload_bytes=options.max_payload_bytes,
             log=route.log.bind(feed=name),
         )
-        document.on_render = self._rendered_callback(document)
+        document.on_render = self._rendered_callback(document, route.guard)
+        document.guard = route.guard
         document.hub_provider = lambda: self.context.topics.hub_url  # type: ignore[attr-defined]
         return FeedSink(self, document, route)
 
@@ -257,6 +303,7 @@ class FeedsPlugin(Plugin):
 
     async def close_document(self, document: FeedDocument) -> None:
         await document.stop()
+        await self._finish_stores()
         self._open.discard(document)
         name = document.meta.name
         if self.documents.get(name) is document:
@@ -271,12 +318,20 @@ class FeedsPlugin(Plugin):
 
         return render
 
-    def _rendered_callback(self, document: FeedDocument) -> Any:
+    def _rendered_callback(self, document: FeedDocument, guard: Callable[[], bool] | None = None) -> Any:
         async def rendered(timings: dict[str, float], changed: list[str]) -> None:
             name = document.meta.name
             for fmt, seconds in timings.items():
                 self.metrics.renders.labels(name, fmt).inc()
                 self.metrics.render_seconds.labels(fmt).observe(seconds)
+            if changed:
+                # In the background (the render loop is not held up by Redis): store the new bytes for
+                # the other daemons of the fleet. Each store writes the latest rendering, so they
+                # may run in any order.
+                task = asyncio.create_task(self._store_documents(document, changed, guard),
+                                           name=f"feeds-store:{name}")
+                self._storing.add(task)
+                task.add_done_callback(self._storing.discard)
             if self.documents.get(name) is not document:
                 return
             for fmt in changed:
@@ -287,6 +342,118 @@ class FeedsPlugin(Plugin):
 
         return rendered
 
+    # ----------------------------------------------------------------- documents stored for the fleet
+
+    async def _store_documents(self, document: FeedDocument, formats: list[str],
+                               guard: Callable[[], bool] | None) -> bool:
+        """Store the current rendering of ``formats`` in Redis so that every daemon can serve them.
+
+        Only the route's owner writes (``guard``: its lease). What is written is the document's
+        latest rendering at the time of writing (under a per-feed lock), so concurrent calls never
+        leave an older body behind. When Redis already holds the same bytes (another owner wrote
+        them before), this one adopts the stored Last-Modified instead of writing, so that every
+        daemon answers with the same validators. Returns False when the write failed (retried in
+        the background until it succeeds or the document closes).
+        """
+        name = document.meta.name
+        if guard is not None and not guard():
+            self.log.warning("not the owner of the route any more: documents not stored", feed=name)
+            return True
+        lock = self._store_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            try:
+                for fmt in formats:
+                    served = document.served.get(fmt)
+                    if served is None:
+                        continue
+                    key = stored_key(name, fmt)
+                    etag, modified = await self.context.redis.hmget(key, "etag", "last_modified")
+                    if etag is not None and _text(etag) == served.etag and modified is not None:
+                        if document.served.get(fmt) is served:
+                            document.served[fmt] = dataclasses.replace(served, last_modified=float(_text(modified)))
+                        continue
+                    if guard is not None and not guard():
+                        return True
+                    await self.context.redis.hset(key, mapping={
+                        "body": served.body,
+                        "gzip": served.gzipped,
+                        "etag": served.etag,
+                        "last_modified": repr(served.last_modified),
+                        "content_type": served.content_type,
+                    })
+            except Exception as exc:  # noqa: BLE001 - Redis away: the owner still serves; retry later
+                _raise_if_cancelling()
+                self.log.warning("feed documents not stored in redis, retrying", feed=name,
+                                 error=f"{type(exc).__name__}: {exc}")
+                self._retry_store(document, guard)
+                return False
+        _raise_if_cancelling()
+        return True
+
+    async def _finish_stores(self, timeout: float = 5.0) -> None:
+        """Let the stores in flight finish (bounded): a handover leaves the latest bytes in Redis."""
+        pending = list(self._storing)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+
+    def _retry_store(self, document: FeedDocument, guard: Callable[[], bool] | None) -> None:
+        name = document.meta.name
+        if name in self._store_retry:
+            return
+
+        async def retry() -> None:
+            delay = 0.5
+            try:
+                while document in self._open:
+                    await asyncio.sleep(delay)
+                    delay = min(5.0, delay * 2)
+                    if guard is not None and not guard():
+                        return
+                    if await self._store_documents(document, list(document.served), guard):
+                        return
+            finally:
+                self._store_retry.pop(name, None)
+
+        self._store_retry[name] = asyncio.create_task(retry(), name=f"feeds-store:{name}")
+
+    async def _stored_document(self, name: str, fmt: str) -> Served | None:
+        """The copy of ``NAME.fmt`` the route's owner stored in Redis (None: none stored)."""
+        key = stored_key(name, fmt)
+        etag, modified, ctype = await self.context.redis.hmget(key, *STORED_FIELDS)
+        if etag is None or modified is None or ctype is None:
+            return None
+        cached = self._stored.get((name, fmt))
+        if cached is not None and cached.etag == _text(etag):
+            if cached.last_modified != float(_text(modified)):
+                cached = dataclasses.replace(cached, last_modified=float(_text(modified)))
+                self._stored[(name, fmt)] = cached
+            self._stored.move_to_end((name, fmt))
+            return cached
+        body, gzipped, etag, modified, ctype = await self.context.redis.hmget(key, "body", "gzip", *STORED_FIELDS)
+        if body is None or etag is None or modified is None or ctype is None:
+            return None
+        served = Served(
+            body=_bytes(body),
+            gzipped=_bytes(gzipped) if gzipped is not None else gzip.compress(_bytes(body), compresslevel=6, mtime=0),
+            etag=_text(etag),
+            last_modified=float(_text(modified)),
+            content_type=_text(ctype),
+        )
+        self._stored[(name, fmt)] = served
+        while len(self._stored) > 64:
+            self._stored.popitem(last=False)
+        return served
+
+    async def _read_stored_topic(self, path: str) -> tuple[bytes, str] | None:
+        name, _, fmt = path[len(self.settings.path_prefix) + 1:].rpartition(".")
+        if not name or fmt not in CONTENT_TYPES or "/" in name:
+            return None
+        served = await self._stored_document(name, fmt)
+        return (served.body, served.content_type) if served is not None else None
+
     # ----------------------------------------------------------------- HTTP
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
@@ -294,7 +461,16 @@ class FeedsPlugin(Plugin):
         document = self.documents.get(name)
         served: Served | None = None
         if document is not None and fmt in document.formats:
-            served = document.served.get(fmt)
+            served = document.served.get(fmt)  # the owner of the route: its own rendering
+        elif name and fmt in CONTENT_TYPES:
+            try:  # another daemon of the fleet owns the route: the copy it stored in Redis
+                served = await self._stored_document(name, fmt)
+            except Exception as exc:  # noqa: BLE001 - Redis away
+                self.metrics.requests.labels(fmt, "503").inc()
+                self.log.warning("stored feed document unreadable", feed=name, format=fmt,
+                                 error=f"{type(exc).__name__}: {exc}")
+                raise web.HTTPServiceUnavailable(text="feed temporarily unavailable\n",
+                                                 headers={"Retry-After": "1"}) from None
         if served is None:
             self.metrics.requests.labels(fmt or "-", "404").inc()
             raise web.HTTPNotFound(text="no such feed\n")

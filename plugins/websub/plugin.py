@@ -25,7 +25,6 @@ from thoonk_bridge.plugin import (
     RouteContext,
     Sink,
     Source,
-    Topic,
     cancel_and_wait,
 )
 
@@ -316,21 +315,24 @@ class WebSubPlugin(Plugin):
         return None
 
     async def serves(self, topic_key: str) -> bool:
+        """Whether some daemon of the fleet serves ``topic_key`` (a document topic, or a raw topic)."""
         path = served_path(topic_key, self.context.public_url)
         if path is None:
             return False
-        if self.context.topics.get(path) is not None:
+        if await self.context.topics.served(path):
             return True
         name = self._raw_name(path)
         return name is not None and bool(await self.context.redis.sismember(RAW_TOPICS, name))
 
     async def render_topic(self, topic_key: str) -> tuple[bytes, str] | None:
+        """The current body of ``topic_key``: rendered here when this daemon holds the document, else
+        the copy its owner stored for the fleet (the same bytes, so a distribution is not repeated)."""
         path = served_path(topic_key, self.context.public_url)
         if path is None:
             return None
-        topic: Topic | None = self.context.topics.get(path)
-        if topic is not None:
-            return await topic.render(), topic.content_type
+        found = await self.context.topics.render(path)
+        if found is not None:
+            return found
         name = self._raw_name(path)
         if name is None:
             return None
