@@ -7,16 +7,20 @@ One run, all on loopback, bounded in time and traffic:
 - a redis-server with append-only persistence (fsync always, so an acknowledged publish survives
   a SIGKILL), Prosody when installed, and ``--daemons`` bridge daemons (subprocesses) sharing the
   Redis, each with its own state dir, with short route leases;
-- routes: ``thoonk:in -> thoonk:out`` (mirror), ``thoonk:in -> feeds:soak`` (documents in a
-  directory the daemons share), and with Prosody ``thoonk:in -> xmpp node`` and
-  ``xmpp node -> thoonk:back``;
+- routes: ``thoonk:in -> thoonk:out`` (mirror), ``thoonk:in -> feeds:soak + websub:soak`` (documents
+  in a directory the daemons share, served by every daemon, hub-advertised), and with Prosody
+  ``thoonk:in -> xmpp node`` and ``xmpp node -> thoonk:back``;
+- all daemons share one ``public_url`` (as behind a load balancer), so the document topic is the same
+  whoever owns the route; a WebSub subscriber (an ``http.server`` on loopback in this process)
+  subscribes through the hub of the last daemon and records every content delivery;
 - a publisher writes ``--rate`` new items a second to ``in``, counting only acknowledged publishes
   (it retries through outages);
 - at random moments (seeded: the same ``--seed`` gives the same schedule) it SIGKILLs and restarts
   Redis, a daemon, or Prosody;
 - at the end it stops the chaos, waits for the sinks to settle, and compares every sink with its
   source: items published, delivered, duplicated at sinks, lost (must be 0), plus the longest
-  recovery time (from a chaos event until every route is owned and ready again).
+  recovery time (from a chaos event until every route is owned and ready again); then it publishes
+  one last item once all is quiet and checks that the last WebSub delivery received holds it.
 
 Exit status 0 when nothing was lost, 1 otherwise.
 """
@@ -34,7 +38,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +58,55 @@ NODE_ITEMS = 50
 DOC_ITEMS = 50
 
 
+class Receiver:
+    """A WebSub subscriber's callback: answers verifications of intent, records content deliveries."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[bytes] = []
+        self.verified: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                challenge = query.get("hub.challenge", [""])[0].encode()
+                receiver.verified.append(query.get("hub.mode", ["?"])[0])
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(challenge)))
+                self.end_headers()
+                self.wfile.write(challenge)
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.deliveries.append(body)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Daemon:
-    def __init__(self, workdir: Path, index: int, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, index: int, config: dict[str, Any], port: int, public_url: str) -> None:
         self.index = index
-        self.port = free_tcp_port()
+        self.port = port
         self.dir = workdir / f"daemon{index}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        config = {**config, "http": {"listen": f"127.0.0.1:{self.port}"}, "state_dir": str(self.dir / "state"),
+        if "xmpp" in config.get("plugins", {}):
+            # One account for the fleet, one resource per daemon: with the same full JID the server
+            # replaces one daemon's session by the other's, back and forth ("conflict").
+            plugins = {**config["plugins"], "xmpp": {**config["plugins"]["xmpp"], "resource": f"soak{index}"}}
+            config = {**config, "plugins": plugins}
+        config = {**config, "http": {"listen": f"127.0.0.1:{self.port}", "public_url": public_url},
+                  "state_dir": str(self.dir / "state"),
                   "instance": f"soak{index}", "log_format": "json"}
         self.config = self.dir / "bridge.yaml"
         self.config.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -98,6 +146,14 @@ class Daemon:
             return None
 
 
+def fetch_doc(port: int) -> bytes:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/feeds/soak.atom", timeout=5) as resp:
+            return bytes(resp.read())
+    except OSError as exc:
+        return repr(exc).encode()
+
+
 def routes_ready(daemons: list[Daemon], names: list[str]) -> bool:
     ready: set[str] = set()
     for d in daemons:
@@ -128,11 +184,16 @@ def main() -> int:
 
     routes: list[dict[str, Any]] = [
         {"name": "copy", "from": "thoonk:in", "to": "thoonk:out", "mirror": True},
-        {"name": "doc", "from": "thoonk:in", "to": {"endpoint": "feeds:soak", "max_items": DOC_ITEMS}},
+        {"name": "doc", "from": "thoonk:in", "to": [{"endpoint": "feeds:soak", "max_items": DOC_ITEMS}, "websub:soak"]},
     ]
     config: dict[str, Any] = {
         "redis": server.url, "lease_seconds": 2.0, "drain_seconds": 2,
-        "plugins": {"feeds": {"output_dir": str(workdir / "documents")}}, "routes": routes,
+        "plugins": {
+            "feeds": {"output_dir": str(workdir / "documents")},
+            "websub": {"outbound": {"allow_loopback": True}, "job_timeout": 3, "retry_base": 0.5,
+                       "retry_max_delay": 5, "delivery_timeout": 3},
+        },
+        "routes": routes,
     }
     if prosody is not None:
         config["plugins"]["xmpp"] = {
@@ -145,13 +206,31 @@ def main() -> int:
             {"name": "from-node", "from": f"xmpp:pubsub.localhost/{NODE}", "to": "thoonk:back", "mirror": True},
         ]
     names = [r["name"] for r in routes]
-    daemons = [Daemon(workdir, i, config) for i in range(args.daemons)]
+    ports = [free_tcp_port() for _ in range(args.daemons)]
+    public_url = f"http://127.0.0.1:{ports[0]}"  # one URL for the fleet, as behind a load balancer
+    topic = f"{public_url}/feeds/soak.atom"
+    daemons = [Daemon(workdir, i, config, ports[i], public_url) for i in range(args.daemons)]
     for d in daemons:
         d.start()
     deadline = time.monotonic() + 60
     while not routes_ready(daemons, names):
         if time.monotonic() > deadline:
             print(f"routes never became ready; logs in {workdir}", file=sys.stderr)
+            return 2
+        time.sleep(0.1)
+
+    # Subscribe through the hub of the last daemon (usually not the owner of the document's route).
+    receiver = Receiver()
+    from thoonk_bridge.plugins.websub.cli import list_subscriptions
+
+    form = urllib.parse.urlencode({"hub.mode": "subscribe", "hub.topic": topic, "hub.callback": receiver.url})
+    hub = f"http://127.0.0.1:{daemons[-1].port}/websub/hub"
+    with urllib.request.urlopen(urllib.request.Request(hub, data=form.encode()), timeout=5) as resp:
+        assert resp.status == 202, resp.status
+    deadline = time.monotonic() + 30
+    while not list_subscriptions(server.url, topic):
+        if time.monotonic() > deadline:
+            print(f"the WebSub subscription was never verified; logs in {workdir}", file=sys.stderr)
             return 2
         time.sleep(0.1)
 
@@ -211,6 +290,17 @@ def main() -> int:
 
     raw = redis.Redis.from_url(server.url, decode_responses=True)
     pubsub = Thoonk(url=server.url)
+    # Once the deliveries of the run are done, one last item: the last delivery must hold it.
+    time.sleep(3)
+    final = len(acknowledged)
+    payload = json.dumps({"title": f"Item {final}", "link": f"https://example.org/{final}", "content": "last"})
+    pubsub.feed("in").publish(payload, id=f"item-{final:06d}")
+    acknowledged.append(f"item-{final:06d}")
+    final_link = f'href="https://example.org/{final}"'.encode()
+
+    def websub_ok() -> bool:
+        return bool(receiver.deliveries) and final_link in receiver.deliveries[-1]
+
     source = pubsub.feed("in").get_all()
     newest_doc = list(source)[-DOC_ITEMS:]
     newest_node = list(source)[-NODE_ITEMS:]
@@ -225,7 +315,7 @@ def main() -> int:
         ok = ok and sorted(doc_ids()) == sorted(str(int(i.split("-")[1])) for i in newest_doc)
         if prosody is not None:
             ok = ok and set(newest_node) <= set(pubsub.feed("back").get_ids())
-        return ok
+        return ok and websub_ok()
 
     deadline = time.monotonic() + 120
     while not settled() and time.monotonic() < deadline:
@@ -242,6 +332,14 @@ def main() -> int:
     print(f"lost from the source itself (Redis durability): {len(missing_in_source)}")
     doc_ok = sorted(doc_ids()) == sorted(str(int(i.split("-")[1])) for i in newest_doc)
     print(f"feeds:soak document holds the newest {DOC_ITEMS}: {doc_ok}")
+    served = [d for d in daemons if d.readyz() is not None]
+    deadline = time.monotonic() + 10  # the owner stores its last rendering just after writing the file
+    while not (same_doc := len({fetch_doc(d.port) for d in served}) == 1) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(f"document served alike by all {len(served)} daemons: {same_doc}")
+    ws_ok = websub_ok()
+    print(f"websub deliveries received: {len(receiver.deliveries)}  (verifications: {len(receiver.verified)})  "
+          f"last delivery holds the newest item: {ws_ok}")
     if prosody is not None:
         back = pubsub.feed("back").get_ids()
         node_lost = [i for i in newest_node if i not in back]
@@ -257,7 +355,8 @@ def main() -> int:
     server.stop()
     pubsub.close()
     raw.close()
-    failed = bool(lost or missing_in_source or node_lost or not doc_ok)
+    receiver.close()
+    failed = bool(lost or missing_in_source or node_lost or not doc_ok or not ws_ok or not same_doc)
     print("RESULT:", "FAIL" if failed else "OK", f"(logs: {workdir})" if failed else "")
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
