@@ -100,11 +100,8 @@ class Daemon:
         self.port = port
         self.dir = workdir / f"daemon{index}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        if "xmpp" in config.get("plugins", {}):
-            # One account for the fleet, one resource per daemon: with the same full JID the server
-            # replaces one daemon's session by the other's, back and forth ("conflict").
-            plugins = {**config["plugins"], "xmpp": {**config["plugins"]["xmpp"], "resource": f"soak{index}"}}
-            config = {**config, "plugins": plugins}
+        # One XMPP account for the fleet: each daemon binds its own resource by default
+        # (thoonk-bridge-<instance>), so they do not replace each other's sessions.
         config = {**config, "http": {"listen": f"127.0.0.1:{self.port}", "public_url": public_url},
                   "state_dir": str(self.dir / "state"),
                   "instance": f"soak{index}", "log_format": "json"}

@@ -371,7 +371,7 @@ async def test_source_full_jid_subscription(bridge: Any, prosody: ProsodyServer,
         assert await source.snapshot() == []
         subs = await admin.ps.get_node_subscriptions(PUBSUB, node_name)
         jids = [str(s["jid"]) for s in subs["pubsub_owner"]["subscriptions"]]
-        assert jids == ["bridge@localhost/thoonk-bridge"]
+        assert jids == [f"bridge@localhost/thoonk-bridge-{bridge.context.instance_id}"]  # one resource per daemon
         events = source.follow()
         await admin.publish(node_name, "x", atom("x", "full"))
         assert (await next_event(events)).id == "x"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import ClassVar
 
 from slixmpp import JID
@@ -70,15 +71,23 @@ class XmppPlugin(Plugin):
 
     def validate(self) -> list[str]:
         problems = []
-        for name, account in self.xmpp_settings.all_accounts().items():
+        for name, account in self._accounts().items():
             if account.ca_file is not None and not account.ca_file.is_file():
                 problems.append(f"xmpp account {name}: ca_file {account.ca_file} does not exist")
             if not account.password.get_secret_value():
                 problems.append(f"xmpp account {name}: password is empty")
         return problems
 
+    def _accounts(self) -> dict[str, AccountSettings]:
+        """The configured accounts, each with a resource: a daemon of its own gets a resource of its own."""
+        own = "thoonk-bridge-" + re.sub(r"[^A-Za-z0-9._-]", "-", self.context.instance_id)
+        return {
+            name: account if account.resource else account.model_copy(update={"resource": own})
+            for name, account in self.xmpp_settings.all_accounts().items()
+        }
+
     async def setup(self) -> None:
-        for name, account in self.xmpp_settings.all_accounts().items():
+        for name, account in self._accounts().items():
             if name not in self.connections:
                 self.connections[name] = Connection(name, account, log=self.log, metrics=self.metrics)
 
@@ -94,11 +103,11 @@ class XmppPlugin(Plugin):
 
     def connection(self, account: str) -> Connection:
         if account not in self.connections:
-            if account not in self.xmpp_settings.all_accounts():
-                known = ", ".join(sorted(self.xmpp_settings.all_accounts()))
+            if account not in self._accounts():
+                known = ", ".join(sorted(self._accounts()))
                 raise ValueError(f"xmpp: unknown account {account!r} (configured: {known})")
             self.connections[account] = Connection(
-                account, self.xmpp_settings.all_accounts()[account], log=self.log, metrics=self.metrics
+                account, self._accounts()[account], log=self.log, metrics=self.metrics
             )
         return self.connections[account]
 
@@ -157,7 +166,7 @@ class XmppPlugin(Plugin):
         """Log in with each account (fresh connections) and look up every known endpoint's
         service and node; returns one readable line per problem."""
         problems: list[str] = []
-        accounts = self.xmpp_settings.all_accounts()
+        accounts = self._accounts()
         for name, settings in accounts.items():
             problems.extend(await self._check_account(name, settings))
         return problems

@@ -26,7 +26,9 @@ class AccountSettings(Settings):
       ``starttls`` (STARTTLS on the c2s port only, required), ``disabled`` (plain TCP: allowed
       only when ``host`` is a loopback address or ``allow_insecure: true``).
     - ``ca_file``: PEM file of the CA (or self-signed certificate) to trust instead of the system's.
-    - ``resource``: the resource bound (stable, so full-JID subscriptions survive restarts).
+    - ``resource``: the resource bound (default ``thoonk-bridge-<instance id>``: stable across restarts,
+      so full-JID subscriptions survive them, and distinct per daemon, so several daemons sharing one
+      account do not replace each other's sessions).
     - ``keepalive``: seconds between XEP-0199 pings to the server; an unanswered ping (``timeout``)
       counts as a lost connection. 0 disables.
     - ``timeout``: seconds to wait for the login and for each IQ.
@@ -42,7 +44,7 @@ class AccountSettings(Settings):
     tls: Literal["required", "starttls", "disabled"] = "required"
     allow_insecure: bool = False
     ca_file: Path | None = None
-    resource: str = Field(default="thoonk-bridge", min_length=1, pattern=r"^\S+$")
+    resource: str | None = Field(default=None, min_length=1, pattern=r"^\S+$")
     keepalive: float = Field(default=60.0, ge=0)
     timeout: float = Field(default=30.0, gt=0)
     reconnect_min: float = Field(default=1.0, gt=0)
@@ -66,7 +68,7 @@ class AccountSettings(Settings):
 
     @property
     def full_jid(self) -> str:
-        return self.jid if "/" in self.jid else f"{self.jid}/{self.resource}"
+        return self.jid if "/" in self.jid else f"{self.jid}/{self.resource or 'thoonk-bridge'}"
 
 
 def _is_loopback(host: str | None) -> bool:
