@@ -40,7 +40,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,48 +49,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from websub_receiver import Receiver  # noqa: E402
+
 from thoonk_bridge.thoonk import Thoonk  # noqa: E402
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port  # noqa: E402
 
 NODE = "soak"
 NODE_ITEMS = 50
 DOC_ITEMS = 50
-
-
-class Receiver:
-    """A WebSub subscriber's callback: answers verifications of intent, records content deliveries."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[bytes] = []
-        self.verified: list[str] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                challenge = query.get("hub.challenge", [""])[0].encode()
-                receiver.verified.append(query.get("hub.mode", ["?"])[0])
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(challenge)))
-                self.end_headers()
-                self.wfile.write(challenge)
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.deliveries.append(body)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Daemon:
