@@ -82,6 +82,7 @@ def test_three_daemons_one_owner_each_route_and_takeover_after_kill(tmp_path: Pa
         assert fleet["leases"]["copy"] == new_owner
         live = {i["instance"]: i for i in fleet["instances"]}
         assert "copy" in live[new_owner]["owns"]
+        assert live[new_owner]["phase"] == "running" and not live[new_owner]["stale"]
         text = cli("status", env={"THOONK_BRIDGE_REDIS": redis_url}).stdout
         assert f"route copy: held by {new_owner}" in text
     finally:

@@ -197,9 +197,9 @@ class Daemon:
         for spec in self.config.routes:
             await self._start_route(spec)
         self._maintenance = asyncio.create_task(self._maintenance_loop(), name="job-maintenance")
+        self.phase = "running"
         await self._beat()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
-        self.phase = "running"
         self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
                       plugins=sorted(self.plugins))
 
