@@ -242,3 +242,18 @@ def test_load_balanced_fleet_websub_through_the_non_owner_and_takeover(tmp_path:
         pubsub.close()
         raw.close()
 
+
+
+async def test_a_started_daemon_reports_itself_running_at_once(redis_url: str, tmp_path: Path) -> None:
+    from thoonk_bridge.fleet import read_fleet
+    from thoonk_bridge.testing import running_bridge
+
+    # A long lease: the next heartbeat is 200 s away, so only the first one can be read here.
+    config = {"lease_seconds": 600, "instance": "solo", "routes": ROUTES[:1]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins={}):
+        raw = redis.Redis.from_url(redis_url)
+        fleet = read_fleet(raw)
+        raw.close()
+        (solo,) = fleet["instances"]
+        assert solo["instance"] == "solo" and solo["phase"] == "running"
+        assert set(solo["owns"]) == {"copy"} and fleet["leases"] == {"copy": "solo"}
