@@ -258,6 +258,16 @@ def _client(sync: bool, url: str | None, host: str | None, port: int | None, db:
         host=host or "localhost", port=port or 6379, db=db, **kwargs))
 
 
+def _connect(sync: bool, redis: Any, url: str | None, host: str | None, port: int | None, db: int,
+             password: str | None, state_dir: str | os.PathLike[str] | None,
+             redis_kwargs: dict[str, Any]) -> tuple[Any, EmbeddedRedis | None, bool]:
+    """(client, embedded server or None, whether we own the client) for either face."""
+    if redis is not None:
+        return redis, None, False
+    url, host, port, embedded = _target(url, host, port, state_dir)
+    return _client(sync, url, host, port, db, password, redis_kwargs), embedded, True
+
+
 class Thoonk(ThoonkBase):
     """Sync Thoonk: ``Thoonk(host, port, db)``, ``Thoonk(url="redis://...")``, ``Thoonk(redis=client)``,
     or ``Thoonk()`` for a private redis-server in ``state_dir`` (default ./data/redis), stopped on close().
@@ -267,13 +277,7 @@ class Thoonk(ThoonkBase):
                  password: str | None = None, *, url: str | None = None,
                  state_dir: str | os.PathLike[str] | None = None, redis: _redis.Redis | None = None,
                  listen: bool = False, **redis_kwargs: Any) -> None:
-        embedded = None
-        if redis is not None:
-            client, owns = redis, False
-        else:
-            url, host, port, embedded = _target(url, host, port, state_dir)
-            client = _client(True, url, host, port, db, password, redis_kwargs)
-            owns = True
+        client, embedded, owns = _connect(True, redis, url, host, port, db, password, state_dir, redis_kwargs)
         super().__init__(client, embedded, owns)
         self._executor = SyncExecutor(client)
         self._run = self._executor.run
@@ -332,13 +336,7 @@ class AsyncThoonk(ThoonkBase):
     def __init__(self, url: str | None = None, host: str | None = None, port: int | None = None, db: int = 0,
                  password: str | None = None, *, state_dir: str | os.PathLike[str] | None = None,
                  redis: _aredis.Redis | None = None, **redis_kwargs: Any) -> None:
-        embedded = None
-        if redis is not None:
-            client, owns = redis, False
-        else:
-            url, host, port, embedded = _target(url, host, port, state_dir)
-            client = _client(False, url, host, port, db, password, redis_kwargs)
-            owns = True
+        client, embedded, owns = _connect(False, redis, url, host, port, db, password, state_dir, redis_kwargs)
         super().__init__(client, embedded, owns)
         self._executor = AsyncExecutor(client)
         self._run = self._executor.run
