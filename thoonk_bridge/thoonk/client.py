@@ -136,8 +136,7 @@ class ThoonkBase:
                 [Eval("create_keys", (k.config,), (name, mode, *fields)), Cmd("SADD", FEEDS, name)]
             )
             if int(created):
-                notice = f"{name}\x00{self.instance}"
-                yield Batch([Cmd("PUBLISH", NEWFEED, notice), Cmd("PUBLISH", CONFFEED, notice)])
+                yield Eval("announce", (k.config,), (f"{name}\x00{self.instance}", NEWFEED, CONFFEED))
         else:
             _, actual = yield Eval("create", (FEEDS, k.config), (name, self.instance, mode, *fields))
         actual = as_str(actual)
@@ -204,7 +203,7 @@ class ThoonkBase:
         had_keys, listed = yield Batch([Eval("delete_keys", FeedKeys(name).all(), ()), Cmd("SREM", FEEDS, name)])
         if not int(had_keys) and not int(listed):
             raise FeedDoesNotExist(name)
-        yield Cmd("PUBLISH", DELFEED, f"{name}\x00{self.instance}")
+        yield Eval("announce", (FeedKeys(name).config,), (f"{name}\x00{self.instance}", DELFEED))
 
     # --- handles (create if missing, as in thoonk.py) ------------------------------------------
 
