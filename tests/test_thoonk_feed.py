@@ -77,10 +77,93 @@ def test_max_length_trims_oldest_with_retract_events(pubsub, raw_redis):
     assert [m for m in messages if m[0] == "feed.retract:{short}"] == [
         ("feed.retract:{short}", "0"), ("feed.retract:{short}", "1")
     ]
-    # an edit of a kept item trims nothing
-    feed.publish("again", id="3")
-    assert feed.get_ids() == ["2", "4", "3"]
     listener.close()
+
+
+def listen(raw_redis, name):
+    """A raw subscriber to a feed's three channels, on one connection (so their messages keep order)."""
+    listener = raw_redis.pubsub()
+    channels = [f"feed.{kind}:{name}" for kind in ("publish", "edit", "retract")]
+    listener.subscribe(*channels)
+    for _ in channels:
+        assert listener.get_message(timeout=2)["type"] == "subscribe"
+    return listener
+
+
+def announced(listener, n):
+    """The next ``n`` messages as (kind, data), then a check that nothing more came."""
+    out = []
+    while len(out) < n:
+        message = listener.get_message(timeout=2)
+        assert message is not None, out
+        out.append((message["channel"].split(":", 1)[0].removeprefix("feed."), message["data"]))
+    assert listener.get_message(timeout=0.2) is None, out
+    return out
+
+
+def full_feed(pubsub, name, ids, max_length):
+    feed = pubsub.feed(name)
+    for id in ids:
+        feed.publish(f"item-{id}", id=id)
+    pubsub.set_config(name, {"max_length": max_length})
+    return feed
+
+
+# contract.txt, Publish: delete_ids = ZRANGE feed.ids 0 -max; every one but the publishing id is
+# removed and announced on feed.retract; then ZADD, and feed.publish (new id) or feed.edit.
+# (ids before, max_length, id published, ids after, announced)
+CONTRACT_PUBLISH_CASES = [
+    # thoonk.py and thoonk.js leave [3, 2] and announce `retract 1`, `edit 2` (issue 10)
+    (["1", "2", "3"], 3, "2", ["3", "2"], [("retract", "1"), ("edit", "2")]),
+    # the only id in ZRANGE 0 -3 is the publishing one, which is skipped
+    (["1", "2", "3"], 3, "1", ["2", "3", "1"], [("edit", "1")]),
+    (["1", "2", "3"], 3, "4", ["2", "3", "4"], [("retract", "1"), ("publish", "4")]),
+    # max_length lowered below the length: ZRANGE 0 -3 of [1..5] is [1, 2, 3]
+    (["1", "2", "3", "4", "5"], 3, "1", ["4", "5", "1"], [("retract", "2"), ("retract", "3"), ("edit", "1")]),
+    (["1", "2", "3", "4", "5"], 3, "5", ["4", "5"], [("retract", "1"), ("retract", "2"), ("retract", "3"),
+                                                     ("edit", "5")]),
+    (["1", "2"], 3, "1", ["2", "1"], [("edit", "1")]),
+]
+
+
+def test_publish_on_full_feed_trims_first_as_the_contract_does(pubsub, raw_redis):
+    for n, (before, max_length, id, after, events) in enumerate(CONTRACT_PUBLISH_CASES):
+        name = f"{{full{n}}}"
+        feed = full_feed(pubsub, name, before, max_length)
+        listener = listen(raw_redis, name)
+        feed.publish(f"again-{id}", id=id)
+        case = (before, max_length, id)
+        assert feed.get_ids() == after, case
+        assert raw_redis.hgetall(f"feed.items:{name}") == {
+            i: f"again-{i}" if i == id else f"item-{i}" for i in after
+        }, case
+        wanted = [(kind, i if kind == "retract" else f"{i}\x00again-{i}") for kind, i in events]
+        assert announced(listener, len(wanted)) == wanted, case
+        listener.close()
+
+
+def test_publish_many_on_full_feed_equals_publishing_one_by_one(pubsub, raw_redis):
+    entries = [("2", "two again"), ("5", "five"), ("3", "three again"), ("6", "six")]
+    expected_ids = ["5", "3", "6"]
+    expected_events = [
+        ("retract", "1"), ("edit", "2\x00two again"),  # ZRANGE 0 -3 of [1,2,3] = [1]   -> [3,2]
+        ("publish", "5\x00five"),                      # ZRANGE 0 -3 of [3,2] is empty -> [3,2,5]
+        ("edit", "3\x00three again"),                  # = [3], the publishing id      -> [2,5,3]
+        ("retract", "2"), ("publish", "6\x00six"),     # = [2]                         -> [5,3,6]
+    ]
+    one_by_one = full_feed(pubsub, "{single}", ["1", "2", "3"], 3)
+    listener = listen(raw_redis, "{single}")
+    for id, item in entries:
+        one_by_one.publish(item, id=id)
+    assert announced(listener, len(expected_events)) == expected_events
+    listener.close()
+    assert one_by_one.get_ids() == expected_ids
+    many = full_feed(pubsub, "{many}", ["1", "2", "3"], 3)
+    listener = listen(raw_redis, "{many}")
+    many.publish_many(entries)
+    assert announced(listener, len(expected_events)) == expected_events
+    listener.close()
+    assert many.get_ids() == expected_ids
 
 
 def test_max_length_added_later_applies_on_next_publish(pubsub):
