@@ -71,6 +71,32 @@ def test_set_config_merges_and_announces(pubsub, raw_redis):
     assert pubsub.get_config("c") == {"type": "feed", "max_length": "7"}
 
 
+def test_config_numbers_are_stored_as_given(pubsub, raw_redis):
+    # A peer reads these with int(): "30" must stay "30" (we once wrote "30.0").
+    pubsub.job("j", {"timeout": "30"})
+    assert raw_redis.hget("feed.config:j", "timeout") == "30"
+    # numbers as redis-py (thoonk.py) writes them
+    for given, stored in [(30, "30"), (2.5, "2.5"), (30.0, "30.0"), ("0.25", "0.25")]:
+        pubsub.set_config("j", {"timeout": given})
+        assert raw_redis.hget("feed.config:j", "timeout") == stored, given
+    # max_length is read with int() by every peer: integers only, an integral float as an int
+    for given, stored in [("5", "5"), (7, "7"), (8.0, "8")]:
+        pubsub.set_config("j", {"max_length": given})
+        assert raw_redis.hget("feed.config:j", "max_length") == stored, given
+    pubsub.feed("f", {"max_length": "3"})
+    assert raw_redis.hgetall("feed.config:f") == {"type": "feed", "max_length": "3"}
+
+
+def test_bad_config_numbers_are_refused_and_change_nothing(pubsub, redis_url):
+    pubsub.job("j", {"timeout": "30", "max_length": "5"})
+    before = snapshot(redis_url)
+    for key, value in [("timeout", "nan"), ("timeout", float("inf")), ("timeout", -1), ("timeout", True),
+                       ("timeout", "soon"), ("max_length", 3.5), ("max_length", "3.0"), ("max_length", "inf")]:
+        with pytest.raises(ValueError, match=f"'j': {key} must be"):
+            pubsub.set_config("j", {key: value})
+    assert snapshot(redis_url) == before
+
+
 def test_bad_input_names_the_feed_and_changes_nothing(pubsub, redis_url):
     pubsub.feed("plain").publish("kept", id="1")
     pubsub.queue("q")

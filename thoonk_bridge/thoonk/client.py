@@ -7,6 +7,7 @@ operations (scripts.py) and in how events are delivered (events.py).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,6 +38,37 @@ FEED_CLASSES: dict[str, type[FeedBase]] = {"feed": Feed, "sorted_feed": SortedFe
 _DELETE = "\x00"  # config value marker: remove the field (see lua/config.lua)
 
 
+def _encode_bound(name: str, key: str, value: Any) -> str:
+    """``max_length`` (an integer) or ``timeout`` (seconds), checked, and stored as given: the text
+    of a str as it is, a number as redis-py (so thoonk.py) writes it -- ``"30"`` stays ``"30"``, not
+    ``"30.0"``, since a peer reading it with ``int()`` would fail on the latter. max_length must be
+    what peers can read with ``int()``: an integral float is written as an int."""
+    integral = key == "max_length"
+    kind = "an integer" if integral else "a number of seconds"
+    wrong = ValueError(f"feed {name!r}: {key} must be {kind} >= 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise wrong
+    try:
+        number = float(value)
+    except ValueError:
+        raise wrong from None
+    if not math.isfinite(number) or number < 0:
+        raise wrong
+    if isinstance(value, str):
+        text = value.strip()
+        if integral:
+            try:
+                int(text)
+            except ValueError:
+                raise wrong from None
+        return text
+    if integral:
+        if not number.is_integer():
+            raise wrong
+        return str(int(number))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def encode_config(name: str, config: Mapping[str, Any] | None, *, allow_delete: bool) -> list[str]:
     """A config mapping -> flat [field, value, ...] of strings, checked (bad input raises here)."""
     if config is None:
@@ -57,13 +89,7 @@ def encode_config(name: str, config: Mapping[str, Any] | None, *, allow_delete: 
                 raise ValueError(f"feed {name!r}: type must be one of {', '.join(FEED_TYPES)}, not {value!r}")
             text = value
         elif key in ("max_length", "timeout"):
-            try:
-                number = float(value) if key == "timeout" else int(value)
-            except (TypeError, ValueError):
-                number = -1
-            if isinstance(value, bool) or number < 0:
-                raise ValueError(f"feed {name!r}: {key} must be a number >= 0, not {value!r}")
-            text = str(number)
+            text = _encode_bound(name, key, value)
         elif isinstance(value, bool):
             text = "1" if value else "0"
         elif isinstance(value, str | int | float):
