@@ -48,6 +48,7 @@ __all__ = [
     "Health",
     "HealthState",
     "ItemEvent",
+    "NoSnapshot",
     "Plugin",
     "PluginContext",
     "PluginLoadError",
@@ -105,6 +106,16 @@ class Resync(Exception):
     The router then takes a fresh ``snapshot()``, reconciles every sink, and calls ``follow()``
     again. The source must have re-established its subscription *before* raising, so that nothing
     published between the snapshot and the next ``follow()`` is lost.
+    """
+
+
+class NoSnapshot(Exception):
+    """Raised by ``Source.snapshot()`` when the source cannot list its items (an XMPP node that
+    keeps none: ``pubsub#persist_items = false``).
+
+    The router then skips the reconcile (sinks keep what they hold: an empty snapshot would retract
+    everything) and relays the source's live events only; ``str(error)`` goes to the route's detail.
+    Raised again after a :class:`Resync`, it is logged only when the reason changes.
     """
 
 
@@ -216,6 +227,14 @@ class Sink(ABC):
     @abstractmethod
     async def apply(self, event: ItemEvent) -> None:
         """Apply one event. Raise :class:`DeliveryError` on failure."""
+
+    async def wait_retry(self, delay: float) -> None:
+        """Wait before the router retries an event that failed: ``delay`` seconds (backoff with jitter).
+
+        A sink that knows when its target is back (a session re-established) returns as soon as it
+        is, so that what waited is delivered at once instead of after the rest of the delay.
+        """
+        await asyncio.sleep(delay)
 
     async def flush(self) -> None:  # noqa: B027 - optional hook
         """Write out anything buffered (called when a route drains and before close)."""

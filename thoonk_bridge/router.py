@@ -37,6 +37,7 @@ from thoonk_bridge.plugin import (
     Endpoint,
     EventKind,
     ItemEvent,
+    NoSnapshot,
     Resync,
     RouteContext,
     Sink,
@@ -339,7 +340,10 @@ class SinkWorker:
             self.log.warning("apply failed, will retry", item=event.id, kind=str(event.kind), error=reason,
                              attempt=attempt + 1, retry_in=round(delay, 3))
             attempt += 1
-            await asyncio.sleep(delay)
+            try:
+                await self.sink.wait_retry(delay)  # returns early when the sink's target is back
+            except Exception:  # noqa: BLE001 - a sink bug must not kill the worker
+                await asyncio.sleep(delay)
             newer = self.pending.get(event.id)
             if newer is not None and newer is not event:
                 return False  # superseded: the loop picks up the newer event instead
@@ -389,6 +393,7 @@ class RouteRunner:
         self.status = RouteState()
         self._format = Format(context.format) if context.format else None
         self._task: asyncio.Task[None] | None = None
+        self._live_only = ""  # why the source gave no snapshot last time (logged once per reason)
 
     def start(self) -> None:
         for worker in self.workers:
@@ -418,13 +423,22 @@ class RouteRunner:
                         await worker.sink.open()
                     opened = True
                 self._set("reconciling")
-                snapshot = await self.source.snapshot()
-                converted = await self._convert_snapshot(snapshot)
-                for worker in self.workers:
-                    await worker.reconcile(converted)
-                self.status.reconciles += 1
+                live_only = ""
+                try:
+                    snapshot = await self.source.snapshot()
+                except NoSnapshot as exc:
+                    # Nothing to reconcile against: sinks keep what they hold, live events only.
+                    live_only = f"following live events only (no snapshot): {exc}"
+                    if live_only != self._live_only:
+                        self.log.warning("source has no snapshot, following live events only", reason=str(exc))
+                else:
+                    converted = await self._convert_snapshot(snapshot)
+                    for worker in self.workers:
+                        await worker.reconcile(converted)
+                    self.status.reconciles += 1
+                self._live_only = live_only
                 self.metrics.route_ready.labels(self.name).set(1)
-                self._set("following")
+                self._set("following", live_only)
                 failures = 0
                 async for event in self.source.follow():
                     await self._dispatch(event)
