@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .keys import FeedKeys
@@ -18,11 +19,12 @@ from .scripts import Batch, Cmd, Eval, Op
 if TYPE_CHECKING:
     from .client import ThoonkBase
 
-__all__ = ["Feed", "FeedBase", "op"]
+__all__ = ["Feed", "FeedBase", "Page", "PageCursor", "op"]
 
 T = TypeVar("T")
 
 PUBLISH_CHUNK = 200  # items per EVALSHA in publish_many: big enough to amortise, small enough not to stall Redis
+READ_PAGE = 1000  # items per read_page call: a few ms of Redis time, whatever the feed's size
 
 
 def op(fn: Callable[..., Op[T]]) -> Callable[..., Any]:
@@ -84,6 +86,27 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    """Where the next page of a feed read starts.
+
+    Plain feeds page by score (``min``, inclusive, then ``offset`` items of that score and after it
+    skipped), so an edit during the read (the item moves to the end) never makes a page skip another
+    item; sorted feeds and queues page by index (``offset``).
+    """
+
+    min: str = "-inf"
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """``items``: ``(id, item)`` pairs in feed order; ``next``: the cursor of the next page, None at the end."""
+
+    items: list[tuple[str, str]]
+    next: PageCursor | None
+
+
 class FeedBase:
     """What every feed type has: a name, its keys, reads, and a link to the client that runs it."""
 
@@ -110,6 +133,49 @@ class FeedBase:
         id = self._check_id(id)
         return as_str((yield Cmd("HGET", self.keys.items, id)))
 
+    #: How ``feed.ids`` is read: 'zset' (by score) or 'list' (by index).
+    _ids_kind: ClassVar[str] = "list"
+
+    @op
+    def read_page(self, cursor: PageCursor | None = None, count: int | None = None) -> Op[Page]:
+        """One page of at most ``count`` items (default ``READ_PAGE``) from ``cursor`` (None: the start).
+
+        Each page is one short script, so a reader of a huge feed never holds Redis up for others.
+        Pages read one after another are not one atomic read: an item published meanwhile shows up
+        on a later page, an edited item may show up twice (its newest payload last), a retracted one
+        may be missing; a reader that follows the feed's events as well misses nothing.
+        """
+        return (yield from self._read_page(cursor or PageCursor(), count or READ_PAGE))
+
+    def _read_page(self, cursor: PageCursor, count: int) -> Op[Page]:
+        if self._ids_kind == "zset":
+            args: tuple[Any, ...] = ("zset", cursor.min, cursor.offset, count)
+        else:
+            args = ("list", cursor.offset, count)
+        flat = yield Eval("read_page", (self.keys.ids, self.keys.items), args)
+        items = [(as_str(flat[i]), as_str(flat[i + 2])) for i in range(0, len(flat), 3) if flat[i + 2] is not None]
+        rows = len(flat) // 3
+        if rows < count:
+            return Page(items, None)
+        if self._ids_kind != "zset":
+            return Page(items, PageCursor(offset=cursor.offset + rows))
+        last = as_str(flat[-2])
+        same = sum(1 for i in range(1, len(flat), 3) if as_str(flat[i]) == last)
+        # Every row of this page had the cursor's score: skip them too next time.
+        offset = cursor.offset + same if same == rows and _same_score(last, cursor.min) else same
+        return Page(items, PageCursor(last, offset))
+
+    def _read_all(self) -> Op[dict[str, str]]:
+        items: dict[str, str] = {}
+        cursor: PageCursor | None = PageCursor()
+        while cursor is not None:
+            page = yield from self._read_page(cursor, READ_PAGE)
+            for id, item in page.items:
+                items.pop(id, None)  # an item edited during the read: its newest place and payload
+                items[id] = item
+            cursor = page.next
+        return items
+
     @op
     def get_config(self) -> Op[dict[str, str]]:
         """This feed's config hash."""
@@ -129,6 +195,7 @@ class Feed(FeedBase):
     """
 
     type = "feed"
+    _ids_kind = "zset"
 
     def _publish_call(self, pairs: list[tuple[str, str | bytes]]) -> Eval:
         args: list[Any] = [self.name]
@@ -183,9 +250,8 @@ class Feed(FeedBase):
 
     @op
     def get_all(self) -> Op[dict[str, str]]:
-        """All items ``{id: item}``, oldest first, read atomically."""
-        flat = yield Eval("read_all", (self.keys.ids, self.keys.items), ("zset",))
-        return {as_str(flat[i]): as_str(flat[i + 1]) for i in range(0, len(flat), 2)}
+        """All items ``{id: item}``, oldest first, read a page at a time (see :meth:`read_page`)."""
+        return (yield from self._read_all())
 
     @op
     def length(self) -> Op[int]:
@@ -193,3 +259,10 @@ class Feed(FeedBase):
 
     def get_channels(self) -> tuple[str, ...]:
         return (f"feed.publish:{self.name}", f"feed.edit:{self.name}", f"feed.retract:{self.name}")
+
+
+def _same_score(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False

@@ -103,9 +103,8 @@ class SortedFeed(FeedBase):
 
     @op
     def get_all(self) -> Op[dict[str, str]]:
-        """All items ``{id: item}`` in feed order, read atomically."""
-        flat = yield Eval("read_all", (self.keys.ids, self.keys.items), ("list",))
-        return {as_str(flat[i]): as_str(flat[i + 1]) for i in range(0, len(flat), 2)}
+        """All items ``{id: item}`` in feed order, read a page at a time (see :meth:`read_page`)."""
+        return (yield from self._read_all())
 
     get_items = get_all
 
