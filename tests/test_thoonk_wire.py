@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+import redis
+
+from thoonk_bridge.thoonk import FeedTypeMismatch
+
 
 def subscribed(raw_redis, *channels):
     listener = raw_redis.pubsub()
@@ -158,3 +163,91 @@ def test_delete_removes_every_feed_key(pubsub, raw_redis):
     j.stall(id)
     pubsub.delete_feed("doomed")
     assert [k for k in raw_redis.keys("*") if "doomed" in k] == []
+
+
+# --- the peers' own bugs, tolerated when reading (docs/thoonk-keys.md, "What we tolerate") -------
+
+
+def test_job_claimed_by_thoonk_py_in_seconds_is_not_timed_out_early(pubsub, raw_redis):
+    # thoonk.py's Job.get: BRPOP, then ZADD feed.claimed with time.time() -- seconds, not ms
+    j = pubsub.job("pyjobs", {"timeout": 60})
+    running = j.put("running")
+    _, id = raw_redis.brpop("feed.ids:pyjobs", 1)
+    assert id == running
+    raw_redis.zadd("feed.claimed:pyjobs", {id: time.time()})
+    assert j.maintenance() == 0  # claimed a moment ago by a thoonk.py worker: leave it alone
+    assert raw_redis.zrange("feed.claimed:pyjobs", 0, -1) == [id]
+    assert raw_redis.llen("feed.ids:pyjobs") == 0
+    raw_redis.zadd("feed.claimed:pyjobs", {id: time.time() - 120})  # its worker went away 2 min ago
+    assert j.maintenance() == 1
+    assert raw_redis.zcard("feed.claimed:pyjobs") == 0
+    assert j.get(timeout=1) == (id, "running", 1)
+
+
+def test_feed_listed_without_config_hash_is_a_plain_feed(pubsub, raw_redis):
+    # The contract's Create Feed is `SADD feeds NAME` + newfeed, with no config hash at all.
+    raw_redis.sadd("feeds", "bare")
+    assert pubsub.feed_exists("bare")
+    assert pubsub.feed_type("bare") == "feed"
+    assert pubsub.get_config("bare") == {"type": "feed"}
+    feed = pubsub.feed("bare")
+    feed.publish("x", id="1")
+    assert feed.get_all() == {"1": "x"}
+    assert raw_redis.hgetall("feed.config:bare") == {"type": "feed"}
+    raw_redis.sadd("feeds", "bare2")
+    with pytest.raises(FeedTypeMismatch):
+        pubsub.sorted_feed("bare2")
+    assert not raw_redis.exists("feed.config:bare2")  # a refused call writes nothing
+
+
+def test_config_without_type_reads_as_plain_feed_everywhere(pubsub, raw_redis):
+    raw_redis.sadd("feeds", "notype")
+    raw_redis.hset("feed.config:notype", mapping={"max_length": "2", "title": "t"})
+    assert pubsub.get_config("notype") == {"type": "feed", "max_length": "2", "title": "t"}
+    feed = pubsub.feed("notype")
+    for i in range(3):
+        feed.publish(str(i), id=str(i))
+    assert feed.get_ids() == ["1", "2"]  # its max_length is honoured
+    pubsub.set_config("notype", {"title": "u"})
+    assert raw_redis.hgetall("feed.config:notype") == {"type": "feed", "max_length": "2", "title": "u"}
+
+
+def test_thoonk_py_items_scored_in_seconds_read_and_trim_as_peers_do(pubsub, raw_redis):
+    # thoonk.py 1.0 scores feed items with time.time() (seconds): they sort before every item
+    # scored in milliseconds, whenever they were published. We read them and keep ZRANGE order.
+    feed = pubsub.feed("mixed", {"max_length": 3})
+    feed.publish("ours", id="a")
+    raw_redis.zadd("feed.ids:mixed", {"py": time.time()})  # thoonk.py publishing after us
+    raw_redis.incr("feed.publishes:mixed")
+    raw_redis.hset("feed.items:mixed", "py", "theirs")
+    assert feed.get_ids() == ["py", "a"]
+    assert feed.get_all() == {"py": "theirs", "a": "ours"}
+    assert feed.get_item("py") == "theirs"
+    feed.publish("ours 2", id="b")
+    feed.publish("ours 3", id="c")  # full: ZRANGE 0 -3 is the seconds-scored item
+    assert feed.get_ids() == ["a", "b", "c"]
+    feed.publish("edited", id="a")  # an edit moves it past the others, seconds or not
+    assert feed.get_ids()[-1] == "a"
+
+
+def test_sorted_feed_written_by_thoonk_js_feed_edit(pubsub, raw_redis):
+    # thoonk.js' Feed.edit is its plain-feed publish: on a sorted feed its ZADD hits the list with
+    # WRONGTYPE inside MULTI, while HSET and INCR still apply and it announces feed.publish. An
+    # existing id gets its payload replaced in place; a new id leaves an item that no list holds.
+    sf = pubsub.sorted_feed("jslist")
+    first, second = sf.publish("one"), sf.publish("two")
+    for id, item in [(first, "one edited"), ("stray", "not in the list")]:
+        with raw_redis.pipeline(transaction=True) as pipe:
+            pipe.zadd("feed.ids:jslist", {id: time.time() * 1000})
+            pipe.incr("feed.publishes:jslist")
+            pipe.hset("feed.items:jslist", id, item)
+            results = pipe.execute(raise_on_error=False)
+        assert isinstance(results[0], redis.ResponseError) and "WRONGTYPE" in str(results[0])
+    assert sf.get_ids() == [first, second]
+    assert sf.get_all() == {first: "one edited", second: "two"}
+    assert sf.length() == 2
+    third = sf.publish("three")  # ids go on from feed.idincr, untouched by the stray item
+    assert third == "3" and sf.get_ids() == [first, second, third]
+    assert sf.retract("stray") is True  # and the stray item can be cleaned up
+    assert not raw_redis.hexists("feed.items:jslist", "stray")
+    assert sf.get_ids() == [first, second, third]

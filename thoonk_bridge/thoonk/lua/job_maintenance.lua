@@ -3,7 +3,7 @@
 --       feed.stalled:NAME
 -- ARGV: name
 -- 1. With config 'timeout' (seconds) > 0: jobs claimed longer ago than that are cancelled
---    (back on the queue, failure count + 1).
+--    (back on the queue, failure count + 1). Claim scores below 1e11 are seconds (thoonk.py).
 -- 2. Jobs in no state at all (an item, but not queued, claimed or stalled: a worker died between
 --    BRPOP and its claim) are queued again.
 -- Returns {timed out count, orphan count}.
@@ -14,7 +14,13 @@ local timed_out = 0
 local timeout = tonumber(redis.call('HGET', KEYS[1], 'timeout') or '0') or 0
 if timeout > 0 then
     local cutoff = tonumber(thoonk_now_ms()) - timeout * 1000
-    local late = redis.call('ZRANGEBYSCORE', k_claimed, '-inf', string.format('%d', cutoff))
+    -- Claims are scored in ms by the contract, but thoonk.py's Job.get scores them in seconds
+    -- (time.time()). A score below 1e11 is read as seconds: as ms it would be before 1973, as
+    -- seconds it is before the year 5138. Without this, every job a thoonk.py worker is running
+    -- would look decades late and be handed to a second worker.
+    local late = redis.call('ZRANGEBYSCORE', k_claimed, '1e11', string.format('%d', cutoff))
+    local late_s = redis.call('ZRANGEBYSCORE', k_claimed, '-inf', string.format('%.3f', cutoff / 1000))
+    for _, id in ipairs(late_s) do late[#late + 1] = id end
     for _, id in ipairs(late) do
         redis.call('ZREM', k_claimed, id)
         redis.call('HINCRBY', k_cancelled, id, 1)
