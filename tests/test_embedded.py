@@ -70,3 +70,53 @@ def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     else:
         os.kill(redis_pid, signal.SIGKILL)
         raise AssertionError("redis-server outlived its parent")
+
+
+def test_thoonk_without_arguments_works_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    # The README's `Thoonk()`: a private redis-server in ./data/redis of the working directory. A
+    # relative state dir used to meet redis-server's --dir and fail ("Can't open the log file").
+    from thoonk_bridge.thoonk import Thoonk
+
+    monkeypatch.chdir(tmp_path)
+    t = Thoonk()
+    try:
+        assert t.embedded is not None
+        assert t.embedded.directory.is_absolute()
+        assert t.embedded.directory == tmp_path / "data" / "redis"
+        t.feed("kept").publish("across restarts", id="1")
+    finally:
+        t.close()
+    assert (tmp_path / "data" / "redis" / "redis.log").is_file()
+    again = Thoonk()
+    try:
+        assert again.feed("kept").get_item("1") == "across restarts"
+    finally:
+        again.close()
+
+
+async def test_async_thoonk_without_arguments_works_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    from thoonk_bridge.thoonk import AsyncThoonk
+
+    monkeypatch.chdir(tmp_path)
+    t = AsyncThoonk()
+    try:
+        feed = await t.feed("kept")
+        await feed.publish("across restarts", id="1")
+    finally:
+        await t.aclose()
+    again = AsyncThoonk()
+    try:
+        assert await (await again.feed("kept")).get_item("1") == "across restarts"
+    finally:
+        await again.aclose()
+    assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
+
+
+def test_relative_state_directory_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    server = EmbeddedRedis("rel/state", persistent=False)
+    assert server.directory == tmp_path / "rel" / "state"
+    monkeypatch.chdir("/")  # where it was asked for counts, not where it is started
+    with server:
+        assert redis.Redis.from_url(server.url).ping()
+    assert (tmp_path / "rel" / "state" / "redis.log").is_file()

@@ -31,7 +31,7 @@ from .sorted_feed import SortedFeed
 
 __all__ = ["ThoonkBase", "Thoonk", "AsyncThoonk", "DEFAULT_STATE_DIR"]
 
-DEFAULT_STATE_DIR = Path("data") / "redis"
+DEFAULT_STATE_DIR = Path("data") / "redis"  # relative to the working directory when Thoonk() is built
 
 FEED_CLASSES: dict[str, type[FeedBase]] = {"feed": Feed, "sorted_feed": SortedFeed, "queue": Queue, "job": Job}
 
@@ -260,7 +260,8 @@ def _target(url: str | None, host: str | None, port: int | None, state_dir: str 
         url, host = host, None
     if url is not None or host is not None or port is not None:
         return url, host, port, None
-    embedded = EmbeddedRedis(Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR, persistent=True)
+    directory = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
+    embedded = EmbeddedRedis(directory.absolute(), persistent=True)
     embedded.start()
     return embedded.url, None, None, embedded
 

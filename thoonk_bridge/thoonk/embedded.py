@@ -71,8 +71,9 @@ class EmbeddedRedis:
 
     Options:
 
-    - ``directory``: state directory (the unix socket, ``dump.rdb``/``appendonly`` files, the log).
-      A fresh temporary directory, removed on ``stop()``, when left out.
+    - ``directory``: state directory (the unix socket, ``dump.rdb``/``appendonly`` files, the log);
+      a relative one is taken from the working directory at construction. A fresh temporary
+      directory, removed on ``stop()``, when left out.
     - ``port``: ``None`` (default) for a unix socket only; ``0`` for a free loopback TCP port;
       any other number for that port on 127.0.0.1.
     - ``persistent``: keep data across restarts in ``directory`` (append-only file). Default True.
@@ -90,7 +91,10 @@ class EmbeddedRedis:
         startup_timeout: float = 10.0,
     ) -> None:
         self._own_directory = directory is None
-        self.directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="redis-"))
+        # Absolute, fixed now: redis-server changes into --dir before it opens --logfile, so a
+        # relative path would be looked up twice (and fail), and a later chdir must not move it.
+        chosen = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="redis-"))
+        self.directory = chosen.absolute()
         self.port = free_tcp_port() if port == 0 else port
         self.persistent = persistent
         self.extra_args = list(extra_args or [])
