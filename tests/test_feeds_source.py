@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 
 from thoonk_bridge.payload import Format, parse
@@ -314,4 +315,38 @@ async def test_json_feed_source(harness: Any, site: FeedServer) -> None:
     await source.open()
     [(item_id, payload)] = await source.snapshot()
     assert item_id == "j1" and parse(payload, Format.ATOM).title == "J one"
+    await source.close()
+
+
+async def test_entries_past_max_entries_are_ignored_with_a_note(harness: Any, site: FeedServer) -> None:
+    site.set([(f"urn:{n}", f"Entry {n}") for n in range(50, 0, -1)], '"many"')  # newest first
+    source = make_source(harness, f"{site.base}/feed", max_entries=10)
+    await source.open()
+    with structlog.testing.capture_logs() as logs:
+        snapshot = await source.snapshot()
+    assert [i for i, _ in snapshot] == [f"urn:{n}" for n in range(41, 51)]  # the 10 newest, oldest first
+    notes = [line for line in logs if "max_entries" in line["event"]]
+    assert len(notes) == 1 and notes[0]["ignored"] == 40 and notes[0]["kept"] == 10
+    await source.close()
+
+
+async def test_a_huge_document_is_parsed_off_the_event_loop(harness: Any, site: FeedServer) -> None:
+    # 20,000 entries: seconds of parsing when it ran on the loop. The loop must keep ticking.
+    site.set([(f"urn:{n}", "t") for n in range(20_000, 0, -1)], '"huge"')
+    source = make_source(harness, f"{site.base}/feed", max_entries=20_000)
+    await source.open()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    snapshot = await source.snapshot()
+    ticker.cancel()
+    assert len(snapshot) == 20_000
+    # On the loop the ticker would not run at all during the parse (0 or 1 tick).
+    assert ticks >= 10
     await source.close()

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from thoonk_bridge.feedparse import MAX_FEED_BYTES, Identity
+from thoonk_bridge.feedparse import MAX_FEED_BYTES, MAX_FEED_ENTRIES, Identity
 from thoonk_bridge.net import OutboundPolicy
 from thoonk_bridge.plugin import Settings
 
@@ -29,6 +29,8 @@ class FeedsSettings(Settings):
     - ``user_agent``: sent by sources (default ``thoonk-bridge (+feeds)``).
     - ``fetch_timeout``: seconds for one fetch, connect to last byte (default 30).
     - ``max_feed_bytes``: largest fetched document after decompression (default 10 MiB).
+    - ``max_feed_entries``: entries read from one fetched document, the first (newest) in document
+      order; the rest are ignored with a logged note (default 1000).
     - ``max_redirects``: redirect hops a fetch follows (default 5).
     """
 
@@ -41,6 +43,7 @@ class FeedsSettings(Settings):
     user_agent: str = "thoonk-bridge (+feeds)"
     fetch_timeout: float = Field(default=30.0, gt=0)
     max_feed_bytes: int = Field(default=MAX_FEED_BYTES, gt=0)
+    max_feed_entries: int = Field(default=MAX_FEED_ENTRIES, gt=0, description="entries read from one document")
     max_redirects: int = Field(default=5, ge=0, le=30)
 
 
@@ -94,8 +97,8 @@ class FeedSourceOptions(Settings):
       ``link`` or ``hash``: how an entry's item id is chosen.
     - ``payload_format``: ``json`` (default) or ``atom``: the payload each item gets.
     - ``max_backoff``: longest wait after repeated errors or a ``Retry-After``, seconds (default 3600).
-    - ``timeout``, ``max_bytes``, ``max_redirects``: override the plugin's ``fetch_timeout``,
-      ``max_feed_bytes``, ``max_redirects``.
+    - ``timeout``, ``max_bytes``, ``max_entries``, ``max_redirects``: override the plugin's
+      ``fetch_timeout``, ``max_feed_bytes``, ``max_feed_entries``, ``max_redirects``.
     - ``allow_loopback``, ``allow_private``, ``allowed_networks``: override the plugin's
       ``outbound`` policy for this URL.
     """
@@ -107,6 +110,7 @@ class FeedSourceOptions(Settings):
     max_backoff: float = Field(default=3600.0, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     max_bytes: int | None = Field(default=None, gt=0)
+    max_entries: int | None = Field(default=None, gt=0)
     max_redirects: int | None = Field(default=None, ge=0, le=30)
     allow_loopback: bool | None = None
     allow_private: bool | None = None

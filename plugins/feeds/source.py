@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from thoonk_bridge.feedparse import FeedParseError, parse_feed
+from thoonk_bridge.feedparse import FeedParseError, parse_feed_async
 from thoonk_bridge.net import (
     AddressRefused,
     FetchError,
@@ -75,6 +75,7 @@ class FeedSource(Source):
         self.policy = options.policy(settings.outbound)
         self.timeout = options.timeout or settings.fetch_timeout
         self.max_bytes = options.max_bytes or settings.max_feed_bytes
+        self.max_entries = options.max_entries or settings.max_feed_entries
         self.max_redirects = settings.max_redirects if options.max_redirects is None else options.max_redirects
         self.log = route.log.bind(url=self.url)
         self.items: dict[str, str] | None = None  # id -> payload, oldest first
@@ -177,16 +178,21 @@ class FeedSource(Source):
                 parse_retry_after(result.headers.get("Retry-After")),
             )
         try:
-            parsed = parse_feed(
+            # Seconds of pure-Python work for a big document: on the parser threads, never the loop.
+            parsed = await parse_feed_async(
                 result.body,
                 result.headers.get("Content-Type"),
                 identity=self.options.identity,
                 fmt=self.options.payload_format,
                 max_bytes=self.max_bytes,
                 base_url=str(result.url),
+                max_entries=self.max_entries,
             )
         except FeedParseError as exc:
             raise FetchFailed(f"{self.url}: {exc}", "bad_document") from None
+        if parsed.ignored_entries:
+            self.log.warning("document has more entries than max_entries, the rest ignored",
+                             kept=self.max_entries, ignored=parsed.ignored_entries)
         for problem in parsed.problems:
             self.plugin.metrics.bad_entries.labels(self.route.name).inc()
             self.log.warning("entry skipped", problem=problem)

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from thoonk_bridge.feedparse import MAX_FEED_ENTRIES
 from thoonk_bridge.net import OutboundPolicy
 from thoonk_bridge.plugin import Settings
 
@@ -59,6 +60,8 @@ class WebSubSettings(Settings):
 
     - ``callback_path``: prefix of the per-subscription callback URLs.
     - ``max_delivery_bytes``: bigger deliveries are refused with 413.
+    - ``max_delivery_entries``: entries read from one delivered (or polled) document, the first
+      (newest) in document order; the rest are ignored with a logged note (default 1000).
     - ``renew_at``: fraction of the lease after which the subscription is renewed.
     - ``fetch_timeout``: discovery and polling fetches.
     """
@@ -102,6 +105,7 @@ class WebSubSettings(Settings):
     ping_retry_window: float = Field(default=3600.0, ge=0)
 
     max_delivery_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_delivery_entries: int = Field(default=MAX_FEED_ENTRIES, gt=0)
     renew_at: float = Field(default=0.8, gt=0.1, lt=1.0)
     fetch_timeout: float = Field(default=10.0, gt=0)
 

@@ -37,7 +37,7 @@ import aiohttp
 from aiohttp import web
 from defusedxml import ElementTree as DET
 
-from thoonk_bridge.feedparse import FeedParseError, parse_feed
+from thoonk_bridge.feedparse import FeedParseError, parse_feed_async
 from thoonk_bridge.net import FetchError, fetch_limited
 from thoonk_bridge.payload import content_hash
 from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent, Resync, RouteContext, Source
@@ -360,12 +360,19 @@ class WebSubSource(Source):
 
     # -- items
 
-    def _parse(self, body: bytes, ctype: str, base: str | None) -> list[tuple[str, str]]:
+    async def _parse(self, body: bytes, ctype: str, base: str | None) -> list[tuple[str, str]]:
+        limit = self.plugin.settings.max_delivery_entries
         try:
-            return parse_feed(body, ctype, fmt=self.route.format or "json", base_url=base).items
+            # Seconds of pure-Python work for a big document: on the parser threads, never the loop.
+            parsed = await parse_feed_async(body, ctype, fmt=self.route.format or "json", base_url=base,
+                                            max_bytes=self.plugin.settings.max_delivery_bytes, max_entries=limit)
         except FeedParseError:
             text = body.decode("utf-8", "replace")
             return [("sha256:" + hashlib.sha256(body).hexdigest(), text)]
+        if parsed.ignored_entries:
+            self.log.warning("websub.entries_ignored", reason="document has more entries than max_delivery_entries",
+                             kept=limit, ignored=parsed.ignored_entries)
+        return parsed.items
 
     async def snapshot(self) -> list[tuple[str, str]]:
         """The topic fetched directly (also the polling fallback)."""
@@ -375,7 +382,7 @@ class WebSubSource(Source):
         res = await fetch_limited(self.session, "GET", url, max_bytes=self.plugin.settings.max_delivery_bytes)
         if not 200 <= res.status < 300:
             raise FetchError(f"topic {url} answered {res.status}")
-        items = self._parse(res.body, res.headers.get("Content-Type", ""), str(res.url))
+        items = await self._parse(res.body, res.headers.get("Content-Type", ""), str(res.url))
         self._last_data = time.time()
         self._snapshot_state = state.get("state", "")
         await self._mark_seen(items, replace=True)
@@ -435,7 +442,7 @@ class WebSubSource(Source):
             try:
                 d = json.loads(s(raw))
                 body = decode_body(d["body"]) or b""
-                items = self._parse(body, d.get("ctype", ""), d.get("base"))
+                items = await self._parse(body, d.get("ctype", ""), d.get("base"))
             except Exception as exc:  # noqa: BLE001 - a bad stored entry must not stop the route
                 self.log.warning("websub.bad_delivery", error=str(exc))
                 items = []
