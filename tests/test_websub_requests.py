@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,6 +13,7 @@ from test_websub_support import (
     Node,
     StubResolver,
     Subscriber,
+    Tarpit,
     hub_post,
     start_node,
     subscribe,
@@ -123,6 +125,134 @@ async def test_rate_limit_per_callback(redis_url: str, sub: Subscriber) -> None:
         status, _, headers = await _form(node, hub_mode="subscribe", hub_callback=sub.url(), hub_topic=topic)
         assert status == 429 and int(headers["Retry-After"]) > 0
         assert (await subscribe(node, sub.url("/other"), topic))[0] == 202  # another callback is fine
+    finally:
+        await node.stop()
+
+
+# ------------------------------------------------------------------ starving the hub (issue 11 §5)
+
+
+@pytest.fixture
+async def tarpits():
+    """Eight callback "hosts" (127.0.0.2 .. 127.0.0.9) that accept verifications and never answer."""
+    pits = [await Tarpit(f"127.0.0.{i}").start() for i in range(2, 10)]
+    yield pits
+    for pit in pits:
+        await pit.close()
+
+
+async def test_tarpit_callbacks_do_not_delay_a_legitimate_verification(redis_url: str, sub: Subscriber,
+                                                                       tarpits: list[Tarpit]) -> None:
+    """40 subscriptions whose callbacks never answer (query strings varied, spread over 8 hosts),
+    then a legitimate one: it is verified while the tarpits still hold their verifications, and no
+    tarpit host ever holds more than ``verify_per_host`` of them."""
+    node = await start_node(redis_url, verify_timeout=5.0, verify_per_host=2)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        for n in range(40):
+            status, text = await subscribe(node, tarpits[n % 8].url(f"/cb?n={n}"), topic)
+            assert status == 202, text
+        # the tarpits are holding verifications when the legitimate request comes in
+        await wait_for(lambda: sum(pit.holding for pit in tarpits) >= 2)
+        await subscribed(node, sub, sub.url(), topic)  # waits at most 10 s (sequentially: 100 s)
+        assert len(await node.plugin.subscriptions()) == 1
+        assert all(pit.most <= 2 for pit in tarpits)
+        assert any(pit.holding for pit in tarpits)  # the legitimate one did not wait the tarpits out
+    finally:
+        await node.stop()
+
+
+async def test_subscription_requests_are_limited_per_client_address(redis_url: str, sub: Subscriber) -> None:
+    node = await start_node(redis_url, subscribe_rate_per_client=3, subscribe_rate_window=3600)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        codes = []
+        for n in range(4):  # a different callback each time: only the client's own limit applies
+            status, _, headers = await _form(node, hub_mode="subscribe", hub_callback=sub.url(f"/c{n}"),
+                                             hub_topic=topic)
+            codes.append(status)
+        assert codes == [202, 202, 202, 429]
+        assert 0 < int(headers["Retry-After"]) <= 3600
+        status, _, _ = await hub_post(node, {"hub.mode": "subscribe", "hub.callback": sub.url("/c9"),
+                                             "hub.topic": topic}, source="127.0.0.2")
+        assert status == 202  # another client address is not held back
+        assert node.metric("websub_hub_refusals_total", reason="client_rate") == 1
+    finally:
+        await node.stop()
+
+
+async def test_subscription_requests_are_limited_per_callback_host(redis_url: str, sub: Subscriber,
+                                                                   tarpits: list[Tarpit]) -> None:
+    node = await start_node(redis_url, subscribe_rate_per_host=3, subscribe_rate_window=3600, verify_timeout=0.2)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        codes = [(await subscribe(node, sub.url(f"/c{n}?x={n}"), topic))[0] for n in range(4)]
+        assert codes == [202, 202, 202, 429]
+        assert (await subscribe(node, tarpits[0].url("/cb"), topic))[0] == 202  # another host
+        assert node.metric("websub_hub_refusals_total", reason="host_rate") == 1
+    finally:
+        await node.stop()
+
+
+async def test_pending_verifications_are_capped(redis_url: str, tarpits: list[Tarpit]) -> None:
+    node = await start_node(redis_url, max_pending_verifications=3, verify_timeout=5.0)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        for n in range(3):
+            assert (await subscribe(node, tarpits[n].url("/cb"), topic))[0] == 202
+        status, text, headers = await _form(node, hub_mode="subscribe", hub_callback=tarpits[3].url("/cb"),
+                                            hub_topic=topic)
+        assert status == 429 and "waiting for verification" in text
+        assert int(headers["Retry-After"]) > 0
+        assert tarpits[3].seen == 0
+        assert node.metric("websub_hub_refusals_total", reason="pending_full") == 1
+    finally:
+        await node.stop()
+
+
+async def test_rate_limit_tables_are_bounded(redis_url: str, sub: Subscriber, raw_redis: Any) -> None:
+    """Each window's table holds at most ``rate_limit_max_keys`` senders, and expires with the window:
+    a flood from ever new addresses gets 429 instead of growing Redis."""
+    node = await start_node(redis_url, rate_limit_max_keys=2, subscribe_rate_window=600)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        codes = []
+        for n, source in enumerate(("127.0.0.1", "127.0.0.2", "127.0.0.3")):
+            status, text, _ = await hub_post(node, {"hub.mode": "subscribe", "hub.callback": sub.url(f"/c{n}"),
+                                                    "hub.topic": topic}, source=source)
+            codes.append(status)
+        assert codes == [202, 202, 429]
+        assert "too many different" in text
+        keys = list(raw_redis.scan_iter("websub:rl:*"))
+        assert keys
+        for key in keys:
+            assert raw_redis.hlen(key) <= 2
+            assert 0 < raw_redis.ttl(key) <= 601
+    finally:
+        await node.stop()
+
+
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(redis_url: str, sub: Subscriber,
+                                                                raw_redis: Any) -> None:
+    async def codes(node: Node) -> list[int]:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        out = []
+        for n, client in enumerate(("203.0.113.5", "203.0.113.5", "203.0.113.6")):
+            status, _, _ = await hub_post(node, {"hub.mode": "subscribe", "hub.callback": sub.url(f"/c{n}"),
+                                                 "hub.topic": topic}, {"X-Forwarded-For": f"10.9.9.9, {client}"})
+            out.append(status)
+        return out
+
+    node = await start_node(redis_url, subscribe_rate_per_client=1, trusted_proxies=["127.0.0.0/8"])
+    try:
+        assert await codes(node) == [202, 429, 202]  # one client per forwarded address
+    finally:
+        await node.stop()
+    for key in raw_redis.scan_iter("websub:rl:*"):  # a fresh count for the second daemon
+        raw_redis.delete(key)
+    node = await start_node(redis_url, subscribe_rate_per_client=1)
+    try:
+        assert await codes(node) == [202, 429, 429]  # not trusted: the header is ignored
     finally:
         await node.stop()
 

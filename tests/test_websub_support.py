@@ -203,6 +203,41 @@ class Subscriber:
         return [d.body for d in self.deliveries]
 
 
+class Tarpit:
+    """A callback host that accepts verification GETs and never answers them (a slowloris of the
+    kind an attacker points the hub at). Listens on its own loopback address, so that several
+    tarpits are several "hosts". Counts what it holds, and the most it held at once."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.holding = 0
+        self.most = 0
+        self.seen = 0
+        self._never = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._get)
+        self.server = TestServer(app, host=host)
+
+    async def start(self) -> Tarpit:
+        await self.server.start_server()
+        return self
+
+    async def close(self) -> None:
+        await self.server.close()
+
+    def url(self, path: str = "/cb") -> str:
+        return str(self.server.make_url(path))
+
+    async def _get(self, request: web.Request) -> web.Response:
+        self.seen += 1
+        self.holding += 1
+        self.most = max(self.most, self.holding)
+        try:
+            await self._never.wait()
+        finally:
+            self.holding -= 1
+        return web.Response(status=500)
+
+
 def check_signature(secret: str, received: Received) -> bool:
     header = received.headers.get("X-Hub-Signature", "")
     method, _, digest = header.partition("=")
@@ -219,10 +254,14 @@ async def subscribe(node: Node, callback: str, topic: str, **extra: str) -> tupl
         return resp.status, await resp.text()
 
 
-async def hub_post(node: Node, data: Any, headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+async def hub_post(node: Node, data: Any, headers: dict[str, str] | None = None,
+                   source: str | None = None) -> tuple[int, str, Any]:
+    """POST to the hub; ``source``: the loopback address to send from (another "client")."""
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.post(node.hub, data=data, headers=headers) as resp:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
+    async with aiohttp.ClientSession(connector=connector) as session, \
+            session.post(node.hub, data=data, headers=headers) as resp:
         return resp.status, await resp.text(), resp.headers
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from .limits import HostSlots
 from .store import Subscription
 from .urls import exact, host_of
 
@@ -96,10 +97,14 @@ class PingItem:
 @dataclass
 class Distributor:
     plugin: WebSubPlugin
-    breakers: dict[str, Breaker] = field(default_factory=dict)
-    host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    breakers: dict[str, Breaker] = field(default_factory=dict)  # oldest first, at most max_breakers
+    host_slots: HostSlots = field(default_factory=lambda: HostSlots(1))  # set from the settings below
+    max_breakers: int = 10000
     bodies: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(200))  # POSTs in flight
+
+    def __post_init__(self) -> None:
+        self.host_slots = HostSlots(self.plugin.settings.per_host_concurrency)
 
     @property
     def settings(self):  # noqa: ANN201
@@ -229,12 +234,9 @@ class Distributor:
             if method == "sha1" and not sub.callback.startswith("https:"):
                 method = "sha256"  # §8.3: SHA-1 only where TLS protects the body; sha256 or stronger otherwise
             headers["X-Hub-Signature"] = sign(method, sub.secret, body)
-        slot = self.host_slots.get(host)
-        if slot is None:
-            slot = self.host_slots[host] = asyncio.Semaphore(self.settings.per_host_concurrency)
         status: int | None = None
         try:
-            async with slot, self.slots:
+            async with self.host_slots.hold(host), self.slots:
                 async with self.plugin.delivery_session.post(
                     exact(sub.callback), data=body, headers=headers, allow_redirects=False
                 ) as resp:
@@ -254,6 +256,8 @@ class Distributor:
                 del self.breakers[host]
             return
         if br is None:
+            while len(self.breakers) >= self.max_breakers:  # many failing hosts: forget the oldest
+                del self.breakers[next(iter(self.breakers))]
             br = self.breakers[host] = Breaker()
         br.failures += 1
         if br.failures >= st.breaker_threshold:

@@ -8,8 +8,10 @@ subscription's state changes only once the subscriber echoed a fresh single-use 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,14 +23,17 @@ from aiohttp import web
 
 from thoonk_bridge.net import address_refusal
 
+from .limits import HostSlots, RateLimiter, client_address
 from .store import HubStore, sub_id
 from .urls import BadURL, check_callback, host_of, normalize_url, with_params
 
 if TYPE_CHECKING:
+    from .jobs import JobQueue
     from .plugin import WebSubPlugin
 
 MAX_SECRET_BYTES = 200  # hub.secret MUST be less than 200 bytes (§5.1)
 MAX_FIELDS = 100
+_WHAT = {"client": "client address", "host": "callback host", "callback": "callback"}
 
 
 class HubError(Exception):
@@ -128,6 +133,11 @@ class Hub:
         self.plugin = plugin
         self.settings = plugin.settings
         self.store: HubStore = plugin.store
+        self.limiter = RateLimiter(plugin.context.redis)
+        self.proxies = self.settings.proxy_networks()
+        self.verify_hosts = HostSlots(self.settings.verify_per_host)
+        self.verifying = 0  # verifications in flight here
+        self._freed = asyncio.Event()  # a verification ended (a slot, maybe a host, is free)
 
     # ----------------------------------------------------------------- the endpoint
 
@@ -136,7 +146,7 @@ class Hub:
             pairs = await read_form(request, self.settings.max_request_bytes, self.settings.max_param_chars)
             mode = single(pairs, "hub.mode", required=True)
             if mode in ("subscribe", "unsubscribe"):
-                return await self._subscription(mode, pairs)
+                return await self._subscription(mode, pairs, request)
             if mode == "publish":
                 return await self._publish(pairs)
             raise HubError(400, f"unsupported hub.mode {mode!r} (subscribe, unsubscribe or publish)")
@@ -144,7 +154,7 @@ class Hub:
             self.plugin.metrics.requests.labels(result=str(err.status)).inc()
             return text_response(err.status, err.reason, err.headers)
 
-    async def _subscription(self, mode: str, pairs: list[tuple[str, str]]) -> web.Response:
+    async def _subscription(self, mode: str, pairs: list[tuple[str, str]], request: web.Request) -> web.Response:
         callback_raw = single(pairs, "hub.callback", required=True)
         topic = single(pairs, "hub.topic", required=True)
         assert callback_raw is not None and topic is not None
@@ -172,11 +182,7 @@ class Hub:
             if secret is not None and len(secret.encode("utf-8")) >= MAX_SECRET_BYTES:
                 raise HubError(400, f"hub.secret must be less than {MAX_SECRET_BYTES} bytes")
             lease = self._lease(single(pairs, "hub.lease_seconds"))
-        if await self.store.rate_limited(callback, self.settings.subscribe_rate,
-                                         self.settings.subscribe_rate_window):
-            retry_after = str(max(1, round(self.settings.subscribe_rate_window)))
-            raise HubError(429, "too many subscription requests for this callback; try again later",
-                           {"Retry-After": retry_after})
+        await self._admit(request, host, callback)
         deny = ""
         if mode == "subscribe" and not await self.plugin.serves(topic_key):
             deny = "this hub does not serve that topic"
@@ -194,6 +200,32 @@ class Hub:
         self.plugin.log.info("websub.request", mode=mode, topic=topic_key, callback_host=host,
                              denied=bool(deny))
         return text_response(202, "accepted: verification of intent follows")
+
+    async def _admit(self, request: web.Request, host: str, callback: str) -> None:
+        """Refuse (429) when the hub has too many verifications waiting, or when the client, the
+        callback host or the callback asked too often in this window."""
+        st = self.settings
+        if await self.plugin.queues["websub.verify"].length() >= st.max_pending_verifications:
+            self.plugin.metrics.refusals.labels(reason="pending_full").inc()
+            raise HubError(429, "too many subscription requests waiting for verification; try again later",
+                           {"Retry-After": str(max(1, math.ceil(2 * st.verify_timeout)))})
+        client = client_address(request.remote, request.headers.get("X-Forwarded-For"), self.proxies)
+        verdict = await self.limiter.check(st.subscribe_rate_window, st.rate_limit_max_keys, [
+            ("client", client, st.subscribe_rate_per_client),
+            ("host", host, st.subscribe_rate_per_host),
+            ("callback", callback, st.subscribe_rate),
+        ])
+        if verdict.allowed:
+            return
+        window = st.subscribe_rate_window
+        retry_after = str(max(1, math.ceil(window - time.time() % window)))
+        self.plugin.metrics.refusals.labels(reason=f"{verdict.kind}_table_full" if verdict.full
+                                            else f"{verdict.kind}_rate").inc()
+        if verdict.full:
+            text = "too many different subscribers right now; try again later"
+        else:
+            text = f"too many subscription requests for this {_WHAT[verdict.kind]}; try again later"
+        raise HubError(429, text, {"Retry-After": retry_after})
 
     def _lease(self, requested: str | None) -> float:
         st = self.settings
@@ -222,10 +254,74 @@ class Hub:
         self.plugin.metrics.requests.labels(result="204").inc()
         return web.Response(status=204)
 
-    # ----------------------------------------------------------------- verification (a job)
+    # ----------------------------------------------------------------- verification (jobs)
 
-    async def run_verification(self, text: str) -> None:
-        item = VerifyItem.loads(text)
+    async def run_verifier(self) -> None:
+        """Claim ``websub.verify`` jobs and run them concurrently: at most ``verify_concurrency`` here,
+        at most ``verify_per_host`` to one callback host. A job whose host has no free slot goes back
+        to the end of the queue at once, so callbacks that never answer (each held for at most
+        ``verify_timeout``) delay only the verifications of their own host."""
+        plugin = self.plugin
+        st = self.settings
+        q = plugin.queues["websub.verify"]
+        sent_back = 0  # jobs put back in a row because their host was busy
+        while not plugin.stopping.is_set():
+            if self.verifying >= st.verify_concurrency:
+                await self._wait_freed()
+                continue
+            try:
+                got = await q.get(timeout=0.5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis trouble: wait and go on
+                plugin.log.warning("websub.queue_error", queue=q.name, error=str(exc))
+                await asyncio.sleep(1)
+                continue
+            if got is None:
+                continue
+            job_id, text = got
+            try:
+                item = VerifyItem.loads(text)
+            except (ValueError, KeyError, TypeError) as exc:  # a malformed item: never retried
+                plugin.log.error("websub.bad_job", queue=q.name, error=f"{type(exc).__name__}: {exc}")
+                await q.finish(job_id)
+                continue
+            host = host_of(item.callback)
+            if not self.verify_hosts.try_take(host):
+                await q.put(text)  # put back before finishing: it never stops counting as pending
+                await q.finish(job_id)
+                sent_back += 1
+                if sent_back >= await q.length():  # a whole round of busy hosts: wait for a free one
+                    sent_back = 0
+                    await self._wait_freed()
+                continue
+            sent_back = 0
+            self.verifying += 1
+            plugin.spawn_job(self._verify_job(q, job_id, item, host), name="websub-verification")
+
+    async def _wait_freed(self) -> None:
+        self._freed.clear()
+        try:
+            await asyncio.wait_for(self._freed.wait(), timeout=0.5)
+        except TimeoutError:
+            pass
+
+    async def _verify_job(self, q: JobQueue, job_id: str, item: VerifyItem, host: str) -> None:
+        try:
+            try:
+                await self.run_verification(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - left claimed: maintenance puts it back
+                self.plugin.log.error("websub.job_failed", queue=q.name, error=f"{type(exc).__name__}: {exc}")
+                return
+            await q.finish(job_id)
+        finally:
+            self.verifying -= 1
+            self.verify_hosts.release(host)
+            self._freed.set()
+
+    async def run_verification(self, item: VerifyItem) -> None:
         log = self.plugin.log.bind(topic=item.topic_key, callback_host=host_of(item.callback), mode=item.mode)
         m = self.plugin.metrics
         if item.mode == "denied":

@@ -4,6 +4,7 @@ topics, and publish pings to outside hubs. See docs/websub.md."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,6 +63,8 @@ class Metrics:
             registry=registry)
         self.pings = Counter("websub_publish_pings", "Publish pings sent to outside hubs", ["result"],
                              registry=registry)
+        self.refusals = Counter("websub_hub_refusals", "Subscription requests refused with 429, by limit",
+                                ["reason"], registry=registry)
         self.received = Counter("websub_subscriber_requests", "Requests at subscriber callbacks by outcome",
                                 ["result"], registry=registry)
 
@@ -144,7 +147,7 @@ class WebSubPlugin(Plugin):
         self.delivery_session: aiohttp.ClientSession = None  # type: ignore[assignment]
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[Any]] = set()  # workers in the middle of a job
-        self._stopping = asyncio.Event()
+        self.stopping = asyncio.Event()
         self._raw_local: set[str] = set()
         self.sources: dict[str, WebSubSource] = {}  # subscriber routes running here, by client key
         self.resolver: AbstractResolver | None = None  # tests: a stub resolver (no real lookups)
@@ -184,9 +187,9 @@ class WebSubPlugin(Plugin):
                                                   limit=max(100, st.delivery_workers * st.delivery_batch))
         for q in self.queues.values():
             await q.open()
-        self._stopping.clear()
+        self.stopping.clear()
         spawn = self._spawn
-        spawn("verify", self._worker("websub.verify", self.hub.run_verification), 2)
+        spawn("verify", self.hub.run_verifier, 1)
         spawn("fanout", self._worker("websub.fanout", self.distributor.run_fanout), 1)
         # twice as many delivery jobs in flight as POST slots allow: while one batch waits for its slowest
         # callback, the next batch already fills the free slots (the POSTs share one semaphore)
@@ -206,9 +209,22 @@ class WebSubPlugin(Plugin):
         for i in range(count):
             self._tasks.append(asyncio.create_task(factory(), name=f"websub-{name}-{i}"))  # type: ignore[arg-type]
 
+    def spawn_job(self, job: Awaitable[None], name: str) -> None:
+        """Run one claimed job in its own task (stop() lets it finish, bounded, like a busy worker)."""
+        task: asyncio.Task[None] = asyncio.create_task(job, name=name)  # type: ignore[arg-type]
+        self._tasks.append(task)
+        self._busy.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._busy.discard(t)
+            with contextlib.suppress(ValueError):
+                self._tasks.remove(t)
+
+        task.add_done_callback(done)
+
     async def stop(self, drain: float | None = None) -> None:
         """Stop taking jobs; let those in flight finish (bounded), then release everything."""
-        self._stopping.set()
+        self.stopping.set()
         tasks, self._tasks = self._tasks, []
         idle = [t for t in tasks if t not in self._busy]
         for task in idle:  # waiting for a job or sleeping: nothing to finish
@@ -236,7 +252,7 @@ class WebSubPlugin(Plugin):
     def _worker(self, queue: str, handler: Callable[[str], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             q = self.queues[queue]
-            while not self._stopping.is_set():
+            while not self.stopping.is_set():
                 try:
                     got = await q.get(timeout=0.5)
                 except asyncio.CancelledError:
@@ -270,7 +286,7 @@ class WebSubPlugin(Plugin):
 
     def _every(self, interval: float, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            while not self._stopping.is_set():
+            while not self.stopping.is_set():
                 try:
                     await fn()
                 except asyncio.CancelledError:
@@ -278,7 +294,7 @@ class WebSubPlugin(Plugin):
                 except Exception as exc:  # noqa: BLE001 - keep looping
                     self.log.warning("websub.loop_error", loop=getattr(fn, "__name__", "?"), error=str(exc))
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+                    await asyncio.wait_for(self.stopping.wait(), timeout=interval)
                 except TimeoutError:
                     pass
 

@@ -5,6 +5,7 @@ Every duration is in seconds (floats allowed, so tests can use short intervals).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -30,7 +31,13 @@ class WebSubSettings(Settings):
       and the bounds a requested lease is clamped to (never perpetual).
     - ``signature``: the HMAC method of ``X-Hub-Signature`` when a subscriber gave a secret
       (``sha1`` is used for https callbacks only; plain-http callbacks then get ``sha256``, §8.3).
-    - ``verify_timeout`` / ``delivery_timeout``: per request, whole request.
+    - ``verify_timeout`` / ``delivery_timeout``: per request, whole request (connect, headers, body).
+    - ``verify_concurrency``: verifications of intent in flight per daemon; ``verify_per_host``: of
+      them, at most this many to one callback host (a verification whose host is busy goes back to
+      the end of the queue, so hosts that never answer hold ``verify_per_host`` slots each, never
+      the others').
+    - ``max_pending_verifications``: subscription requests waiting for their verification, fleet-wide;
+      beyond it new requests get ``429`` with ``Retry-After``.
     - ``delivery_batch``: subscribers per delivery job (posted concurrently); ``delivery_workers`` x
       ``delivery_batch``: POSTs in flight per daemon (twice ``delivery_workers`` jobs are claimed at once
       so that one batch's slow callback does not idle the others); ``per_host_concurrency``: POSTs in
@@ -40,7 +47,13 @@ class WebSubSettings(Settings):
       was first tried. The subscription stays.
     - ``breaker_threshold`` / ``breaker_cooldown`` / ``breaker_max_cooldown``: after that many failures in a
       row a callback host is left alone for the cooldown (doubling up to the max); its notifications wait.
-    - ``subscribe_rate`` per ``subscribe_rate_window``: subscription requests allowed per callback.
+    - ``subscribe_rate`` per ``subscribe_rate_window``: subscription requests allowed per callback;
+      ``subscribe_rate_per_host``: per callback host; ``subscribe_rate_per_client``: per client
+      address (IPv6: per /64). Over a limit: ``429`` with ``Retry-After``. ``rate_limit_max_keys``:
+      distinct clients (hosts, callbacks) counted per window; when that many have been seen, requests
+      from new ones get ``429`` until the window ends (the tables are bounded).
+    - ``trusted_proxies``: CIDR networks of reverse proxies whose ``X-Forwarded-For`` names the
+      client (default none: the peer address is the client).
     - ``max_request_bytes`` / ``max_param_chars``: request body and single parameter limits.
     - ``outbound``: which addresses callbacks, hubs and fetched topics may resolve to
       (``thoonk_bridge.net.OutboundPolicy``: ``allow_loopback``, ``allow_private``,
@@ -78,6 +91,9 @@ class WebSubSettings(Settings):
 
     verify_timeout: float = Field(default=5.0, gt=0)
     delivery_timeout: float = Field(default=5.0, gt=0)
+    verify_concurrency: int = Field(default=50, ge=1, le=10000)
+    verify_per_host: int = Field(default=2, ge=1)
+    max_pending_verifications: int = Field(default=1000, ge=1)
     delivery_workers: int = Field(default=8, ge=1, le=1000)
     delivery_batch: int = Field(default=25, ge=1, le=1000)
     per_host_concurrency: int = Field(default=20, ge=1)
@@ -92,6 +108,10 @@ class WebSubSettings(Settings):
 
     subscribe_rate: int = Field(default=20, ge=1)
     subscribe_rate_window: float = Field(default=60.0, gt=0)
+    subscribe_rate_per_host: int = Field(default=60, ge=1)
+    subscribe_rate_per_client: int = Field(default=60, ge=1)
+    rate_limit_max_keys: int = Field(default=10000, ge=1)
+    trusted_proxies: tuple[str, ...] = ()
     max_request_bytes: int = Field(default=16384, ge=256)
     max_param_chars: int = Field(default=2048, ge=64)
 
@@ -116,6 +136,19 @@ class WebSubSettings(Settings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http(s) URL")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR network: {item!r} ({exc})") from None
+        return value
+
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
 
     @model_validator(mode="after")
     def _bounds(self) -> WebSubSettings:

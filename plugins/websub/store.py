@@ -8,7 +8,8 @@ Key layout (all under ``websub:``)::
     websub:tstate:{T}           hash  seq (distributions so far), hash (sha256 of the last body), ctype
     websub:body:{T}sha256       str   a distributed body, shared by all its deliveries (expires)
     websub:retry                zset  delivery/ping job item -> due time (epoch s)
-    websub:rl:{h}:{window}      str   subscription requests of one callback in one window
+    websub:rl:{rl}KIND:{window} hash  subscription requests per client / callback host / callback in one
+                                      window (hashed keys, at most rate_limit_max_keys fields, expires)
     websub:raw:{name}           hash  body, content_type of a raw topic (/topics/NAME)
     websub:client:{key}         hash  one subscription of ours at an outside hub
     websub:cb:{callback id}     str   callback id -> client key
@@ -293,16 +294,6 @@ class HubStore:
 
     async def body(self, topic: str, digest: str) -> bytes | None:
         return decode_body(await self.redis.get(body_key(topic, digest)))
-
-    async def rate_limited(self, callback: str, limit: int, window: float) -> bool:
-        h = hashlib.sha256(callback.encode()).hexdigest()[:24]
-        slot = int(time.time() // window)
-        key = f"{P}rl:{h}:{slot}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, max(1, int(window) + 1))
-            count, _ = await pipe.execute()
-        return int(count) > limit
 
     # -- retries (delayed job items)
 
