@@ -21,6 +21,7 @@ from thoonk_bridge.plugin import (
     RouteContext,
     Settings,
     Sink,
+    Source,
 )
 from thoonk_bridge.router import EchoFilter, dead_letter_feed
 from thoonk_bridge.testing import running_bridge, wait_until
@@ -102,7 +103,6 @@ async def test_reconcile_copies_existing_items_then_follows(redis_url: str, tmp_
         await feed.publish("three", id="3")
         await feed.publish("two, edited", id="2")
         await feed.retract("1")
-        await wait_until(lambda: items(daemon, "out"), message="out changed")
         await wait_until(
             lambda: _eq(items(daemon, "out"), {"2": "two, edited", "3": "three"}), message="out follows in"
         )
@@ -128,12 +128,54 @@ async def test_mirror_retracts_what_the_source_no_longer_has(redis_url: str, tmp
 
 
 async def test_without_mirror_reconcile_keeps_extra_items(redis_url: str, tmp_path: Path) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
     config = {"routes": [route("m", "thoonk:in", "thoonk:out")]}
     async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
-        await (await daemon.thoonk.feed("out")).publish("stray", id="stray")
         await (await daemon.thoonk.feed("in")).publish("x", id="x")
+        await wait_until(lambda: _eq(items(daemon, "out"), {"x": "x"}))
         await idle(daemon)
-        await wait_until(lambda: _eq(items(daemon, "out"), {"stray": "stray", "x": "x"}))
+    # While the daemon is down, someone else writes into the sink: the next reconcile must keep it.
+    with Thoonk(url=redis_url) as pubsub:
+        pubsub.feed("out").publish("stray", id="stray")
+        pubsub.feed("in").publish("y", id="y")
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert daemon.routes["m"].status.reconciles == 1
+        assert await items(daemon, "out") == {"x": "x", "stray": "stray", "y": "y"}
+
+
+@pytest.mark.parametrize("sink", ["thoonk:out", "memory:out"])
+async def test_retract_made_while_the_daemon_was_away_reaches_the_sink_without_mirror(
+    redis_url: str, tmp_path: Path, sink: str
+) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    config = {"routes": [route("r", "thoonk:in", sink)]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        feed = await daemon.thoonk.feed("in")
+        for i in "abc":
+            await feed.publish(f"item {i}", id=i)
+        await idle(daemon)
+        await wait_until(lambda: _eq(_sink_items(daemon, sink), {i: f"item {i}" for i in "abc"}))
+        await idle(daemon)
+    with Thoonk(url=redis_url) as pubsub:
+        pubsub.feed("in").retract("b")
+        if sink.startswith("thoonk:"):
+            pubsub.feed("out").publish("someone else's", id="stray")
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        expected = {"a": "item a", "c": "item c"}
+        if sink.startswith("thoonk:"):
+            expected["stray"] = "someone else's"  # never delivered by the route: kept without mirror
+        assert await _sink_items(daemon, sink) == expected
+
+
+async def _sink_items(daemon: Any, sink: str) -> dict[str, str]:
+    kind, name = sink.split(":", 1)
+    if kind == "memory":
+        return dict(SINKS[name].items)
+    return await items(daemon, name)
 
 
 async def test_reconcile_edits_items_whose_content_differs(redis_url: str, tmp_path: Path) -> None:
@@ -357,3 +399,125 @@ async def test_reconcile_sends_only_what_a_sink_with_a_capacity_keeps(redis_url:
             assert [(e.kind, e.id) for e in SINKS["m"].applied] == [(EventKind.PUBLISH, i) for i in "789"]
     finally:
         MemorySink.capacity = None
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+async def test_opposite_routes_carry_a_retract_made_on_either_side_while_away(
+    redis_url: str, tmp_path: Path, side: str
+) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    config = {"routes": [route("a-to-b", "thoonk:a", "thoonk:b"), route("b-to-a", "thoonk:b", "thoonk:a")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        await (await daemon.thoonk.feed("a")).publish("from a", id="x")
+        await (await daemon.thoonk.feed("b")).publish("from b", id="y")
+        both = {"x": "from a", "y": "from b"}
+        await wait_until(lambda: _eq(items(daemon, "a"), both), message="a has both")
+        await wait_until(lambda: _eq(items(daemon, "b"), both), message="b has both")
+        await idle(daemon)
+    # While the daemon is down, one side loses both items: the one that came from it and the other.
+    with Thoonk(url=redis_url) as pubsub:
+        pubsub.feed(side).retract("x")
+        pubsub.feed(side).retract("y")
+        pubsub.feed(side).publish("new", id="z")
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        await wait_until(lambda: _eq(items(daemon, "a"), {"z": "new"}), message="a converged")
+        await wait_until(lambda: _eq(items(daemon, "b"), {"z": "new"}), message="b converged")
+
+
+class WindowOptions(Settings):
+    address: str
+
+
+WINDOWS: dict[str, list[tuple[str, str]]] = {}
+
+
+class WindowSource(Source):
+    """A source keeping only its newest items (like an XMPP node with max_items)."""
+
+    absence = "window"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def snapshot(self) -> list[tuple[str, str]]:
+        return list(WINDOWS[self.name])
+
+    async def follow(self) -> Any:
+        await asyncio.Event().wait()
+        yield  # pragma: no cover - never reached
+
+
+class WindowPlugin(Plugin):
+    name = "window"
+    endpoint_kinds = (EndpointKind("window", source_options=WindowOptions),)
+
+    def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
+        return WindowSource(endpoint.address)
+
+
+async def test_a_window_source_trimming_is_no_retract_but_a_gap_in_it_is(redis_url: str, tmp_path: Path) -> None:
+    plugins = {**PLUGINS, "window": WindowPlugin}
+    config = {"routes": [route("w", "window:node", "thoonk:out")]}
+    WINDOWS["node"] = [(str(i), f"v{i}") for i in range(3)]
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=plugins) as daemon:
+        await idle(daemon)
+        assert list(await items(daemon, "out")) == ["0", "1", "2"]
+    await asyncio.sleep(0.01)  # later deliveries get later ledger times (ms)
+    WINDOWS["node"] = [(str(i), f"v{i}") for i in range(3, 6)]
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=plugins) as daemon:
+        await idle(daemon)
+        # 0..2 were dropped from the window's old end: trimmed, not retracted; all six kept.
+        assert list(await items(daemon, "out")) == ["0", "1", "2", "3", "4", "5"]
+    # Now 4, delivered after the oldest item the window still holds (3), is missing: a retract.
+    WINDOWS["node"] = [("3", "v3"), ("5", "v5")]
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=plugins) as daemon:
+        await idle(daemon)
+        assert list(await items(daemon, "out")) == ["0", "1", "2", "3", "5"]
+
+
+async def test_reconcile_pages_through_a_big_source_and_a_no_op_restart_sends_nothing(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thoonk_bridge import router
+    from thoonk_bridge.thoonk import Thoonk
+    from thoonk_bridge.thoonk import feed as feed_module
+
+    monkeypatch.setattr(feed_module, "READ_PAGE", 7)  # many pages, page boundaries everywhere
+    monkeypatch.setattr(router, "RECONCILE_WINDOW", 10)  # back-pressure kicks in
+    with Thoonk(url=redis_url) as pubsub:
+        pubsub.feed("in").publish_many([(str(i), f"v{i}") for i in range(100)])
+    config = {"routes": [route("big", "thoonk:in", ["thoonk:out", "memory:m"])]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert list(await items(daemon, "out")) == [str(i) for i in range(100)]
+        assert [e.id for e in SINKS["m"].applied] == [str(i) for i in range(100)]
+    raw = redis.Redis.from_url(redis_url)
+    publishes = int(raw.get("feed.publishes:out"))
+    SINKS.clear()
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert SINKS["m"].applied == []
+    assert int(raw.get("feed.publishes:out")) == publishes == 100
+    raw.close()
+
+
+async def test_batched_delivery_keeps_order_and_the_ledger_exact(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [route("burst", "thoonk:in", ["thoonk:out", "memory:m"])]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        feed = await daemon.thoonk.feed("in")
+        await feed.publish_many([(str(i), f"v{i}") for i in range(600)])
+        for i in range(0, 600, 3):
+            await feed.retract(str(i))
+        await feed.publish("v1, edited", id="1")
+        expected = {str(i): f"v{i}" for i in range(600) if i % 3}
+        expected["1"] = "v1, edited"
+        await wait_until(lambda: _eq(items(daemon, "out"), expected), timeout=30, message="out caught up")
+        await idle(daemon)
+        assert list(await items(daemon, "out")) == list(await items(daemon, "in"))
+        for worker in daemon.routes["burst"].workers:
+            assert set(await worker.ledger.items()) == set(expected), worker.name
+        assert SINKS["m"].items == expected

@@ -49,6 +49,7 @@ from thoonk_bridge.plugin import (
     discover_plugins,
     start_order,
 )
+from thoonk_bridge.redact import redact_data, redact_url
 from thoonk_bridge.redis_client import async_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
@@ -103,10 +104,13 @@ class Daemon:
         instance_id: str | None = None,
     ) -> None:
         self.config = config
-        self.plugin_classes = plugin_classes if plugin_classes is not None else discover_plugins()
+        # A broken installed plugin the config does not use is a warning (config.warnings), not a stop.
+        self.plugin_classes = plugin_classes if plugin_classes is not None else discover_plugins({})
         self.retry = retry or RetryPolicy()
         self.instance_id = instance_id or config.instance or stable_instance_id(Path(config.state_dir))
         self.log = get_logger(instance=self.instance_id)
+        for warning in config.warnings:
+            self.log.warning("config warning", warning=warning)
         self.metrics = BridgeMetrics()
         self.topics = TopicRegistry()
         self.echoes = EchoFilter()
@@ -174,7 +178,8 @@ class Daemon:
         try:
             await self.redis.ping()
         except Exception as exc:
-            raise DaemonError(f"redis at {self.config.redis or 'embedded'} is unreachable: {exc}") from exc
+            where = redact_url(self.config.redis) if self.config.redis else "embedded"
+            raise DaemonError(f"redis at {where} is unreachable: {exc}") from exc
         self.topics.redis = self.redis  # the fleet learns which paths are served (bridge.topics)
         self.thoonk = AsyncThoonk(redis=self.redis)
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges)
@@ -273,11 +278,19 @@ class Daemon:
             SinkWorker(
                 context, endpoint, self._sink(endpoint, context), Ledger(self.redis, spec.name, str(endpoint)),
                 self.echoes, self.metrics, self.retry, log, guard=lease.held if lease is not None else None,
-                origin=str(spec.source),
+                origin=str(spec.source), reverse=self._reverse_ledger(spec, endpoint),
             )
             for endpoint in spec.sinks
         ]
         return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log)
+
+    def _reverse_ledger(self, spec: RouteSpec, sink: Endpoint) -> Ledger | None:
+        """The ledger of the opposite route (from ``sink`` back to ``spec``'s source), if one exists."""
+        assert self.redis is not None
+        for other in self.config.routes:
+            if str(other.source) == str(sink) and any(str(s) == str(spec.source) for s in other.sinks):
+                return Ledger(self.redis, other.name, str(spec.source))
+        return None
 
     async def _start_route(self, spec: RouteSpec) -> None:
         """Take the route's lease if it is free (run the route now), then keep owning or waiting."""
@@ -393,7 +406,7 @@ class Daemon:
         if bad_plugins:
             body["not_ready_plugins"] = bad_plugins
         ready = self.phase == "running" and redis_ok and not not_ready and not bad_plugins
-        return ready, body
+        return ready, redact_data(body)  # outside URLs (feeds, websub topics) lose user info and query
 
     def _refresh_gauges(self) -> None:
         for name, plugin in self.plugins.items():

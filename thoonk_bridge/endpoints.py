@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from thoonk_bridge.payload import content_hash
 from thoonk_bridge.plugin import EndpointKind, EventKind, ItemEvent, Resync, Settings, Sink, Source
+from thoonk_bridge.thoonk.feed import PageCursor
 
 if TYPE_CHECKING:
     from thoonk_bridge.thoonk import AsyncThoonk
@@ -68,6 +70,14 @@ class ThoonkSource(Source):
         feed = await self.thoonk.feed(self.feed_name)
         return list((await feed.get_all()).items())
 
+    async def snapshot_pages(self) -> AsyncIterator[Sequence[tuple[str, str]]]:
+        feed = await self.thoonk.feed(self.feed_name)
+        cursor: PageCursor | None = PageCursor()
+        while cursor is not None:
+            page = await feed.read_page(cursor)
+            yield page.items
+            cursor = page.next
+
     async def follow(self) -> AsyncIterator[ItemEvent]:
         if self._events is None:
             await self.open()
@@ -110,7 +120,13 @@ class ThoonkSink(Sink):
 
     async def ids(self) -> dict[str, str | None]:
         feed = await self.thoonk.feed(self.feed_name)
-        return {item_id: content_hash(item) for item_id, item in (await feed.get_all()).items()}
+        held: dict[str, str | None] = {}
+        cursor: PageCursor | None = PageCursor()
+        while cursor is not None:  # a page at a time: only the hashes are kept, never every payload
+            page = await feed.read_page(cursor)
+            held.update((item_id, content_hash(item)) for item_id, item in page.items)
+            cursor = page.next
+        return held
 
     async def apply(self, event: ItemEvent) -> None:
         feed = await self.thoonk.feed(self.feed_name)
@@ -121,3 +137,29 @@ class ThoonkSink(Sink):
         if await feed.get_item(event.id) == event.payload:
             return
         await feed.publish(event.payload, id=event.id)
+
+    async def apply_many(self, events: Sequence[ItemEvent]) -> list[BaseException | None]:
+        """Runs of publishes and edits go out as one ``publish_many`` (what the feed already holds,
+        byte for byte, is left alone); retracts one by one, in order."""
+        feed = await self.thoonk.feed(self.feed_name)
+        results: list[BaseException | None] = []
+        i = 0
+        while i < len(events):
+            if events[i].kind is EventKind.RETRACT:
+                try:
+                    await feed.retract(events[i].id)
+                except Exception as exc:  # noqa: BLE001 - the router retries it
+                    return [*results, exc]
+                results.append(None)
+                i += 1
+                continue
+            run = list(itertools.takewhile(lambda e: e.kind is not EventKind.RETRACT, events[i:]))
+            try:
+                have = await feed.get_items([e.id for e in run])
+                await feed.publish_many([(e.id, e.payload or "") for e, h in zip(run, have, strict=True)
+                                         if h != e.payload])
+            except Exception as exc:  # noqa: BLE001 - the router retries the run
+                return [*results, exc]
+            results += [None] * len(run)
+            i += len(run)
+        return results

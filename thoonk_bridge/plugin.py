@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -180,10 +180,21 @@ class EndpointKind:
 class Source(ABC):
     """Where a route reads items from.
 
-    The router calls ``open()``, then ``snapshot()``, then iterates ``follow()``; events that happen
-    after ``open()`` returned must show up in ``follow()`` (buffer them), so nothing falls between
-    the snapshot and the follow.
+    The router calls ``open()``, then ``snapshot_pages()`` (by default one page: ``snapshot()``),
+    then iterates ``follow()``; events that happen after ``open()`` returned must show up in
+    ``follow()`` (buffer them), so nothing falls between the snapshot and the follow.
+
+    ``absence`` says what an id missing from the snapshot means, which decides what the route
+    retracts on reconcile from the items it delivered earlier (``mirror`` retracts regardless):
+
+    - ``"retracted"``: the snapshot is the whole source, an id not in it is gone (a Thoonk feed).
+    - ``"window"``: the source keeps only its newest items and drops older ones without a retract
+      (an XMPP node with ``max_items``): an id not in the snapshot counts as retracted only when the
+      route delivered it after the oldest item the snapshot still holds.
+    - ``"unknown"``: absence means nothing (an outside document showing its latest entries).
     """
+
+    absence: ClassVar[Literal["retracted", "window", "unknown"]] = "retracted"
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Start listening."""
@@ -191,6 +202,15 @@ class Source(ABC):
     @abstractmethod
     async def snapshot(self) -> list[tuple[str, str]]:
         """The current ``(id, payload)`` items, oldest first."""
+
+    async def snapshot_pages(self) -> AsyncIterator[Sequence[tuple[str, str]]]:
+        """The snapshot in pages, oldest first, so a huge source is never held whole in memory.
+
+        The default yields ``snapshot()`` as one page; a source that can read in bounded pages (a
+        Thoonk feed) overrides this. An id may appear again on a later page (edited during the
+        read): its last appearance wins.
+        """
+        yield await self.snapshot()
 
     @abstractmethod
     def follow(self) -> AsyncIterator[ItemEvent]:
@@ -228,6 +248,26 @@ class Sink(ABC):
     async def apply(self, event: ItemEvent) -> None:
         """Apply one event. Raise :class:`DeliveryError` on failure."""
 
+    async def apply_many(self, events: Sequence[ItemEvent]) -> list[BaseException | None]:
+        """Apply several events (at most one per id), in order; one result per event attempted.
+
+        ``None``: applied; an exception: that event failed as ``apply`` would have raised it. The
+        list may be shorter than ``events``: the rest was not attempted (the router tries them
+        again). The default applies one at a time and stops at the first failure; a sink that can
+        write many items in one round trip (the Thoonk sink) overrides this.
+        """
+        results: list[BaseException | None] = []
+        for event in events:
+            try:
+                await self.apply(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported to the router, which decides
+                results.append(exc)
+                break
+            results.append(None)
+        return results
+
     async def wait_retry(self, delay: float) -> None:
         """Wait before the router retries an event that failed: ``delay`` seconds (backoff with jitter).
 
@@ -235,6 +275,14 @@ class Sink(ABC):
         is, so that what waited is delivered at once instead of after the rest of the delay.
         """
         await asyncio.sleep(delay)
+
+    def problem(self) -> str | None:
+        """What is wrong while the sink keeps working (its files cannot be written...), or None.
+
+        ``/readyz`` shows it as the sink's state ``degraded`` with this detail, and the route's
+        ``degraded`` key; the route stays ready (its events are still applied).
+        """
+        return None
 
     async def flush(self) -> None:  # noqa: B027 - optional hook
         """Write out anything buffered (called when a route drains and before close)."""
@@ -495,28 +543,35 @@ class PluginLoadError(Exception):
     """An installed plugin's entry point could not be loaded or is not a Plugin subclass."""
 
 
-def discover_plugins() -> dict[str, type[Plugin]]:
+def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plugin]]:
     """Every plugin installed in the ``thoonk_bridge.plugins`` entry-point group, by name.
 
-    Raises :class:`PluginLoadError` naming each entry point that failed.
+    An entry point that cannot be loaded (import error, not a Plugin subclass, wrong name):
+    with ``broken`` given, it is left out and ``broken[name]`` says why (``"module:attr: reason"``),
+    so one broken third-party plugin does not stop the others (the config reports it where a route
+    uses it, the commands warn); without, :class:`PluginLoadError` names every such entry point.
     """
     found: dict[str, type[Plugin]] = {}
-    problems: list[str] = []
+    problems: dict[str, tuple[str, str]] = {}  # name -> (entry point value, reason)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
         except Exception as exc:  # a broken third-party plugin must name itself
-            problems.append(f"{ep.name} ({ep.value}): {type(exc).__name__}: {exc}")
+            problems[ep.name] = (ep.value, f"{type(exc).__name__}: {exc}")
             continue
         if not (isinstance(obj, type) and issubclass(obj, Plugin)):
-            problems.append(f"{ep.name} ({ep.value}): not a thoonk_bridge.plugin.Plugin subclass")
+            problems[ep.name] = (ep.value, "not a thoonk_bridge.plugin.Plugin subclass")
             continue
         if getattr(obj, "name", None) != ep.name:
-            problems.append(f"{ep.name} ({ep.value}): plugin class name is {getattr(obj, 'name', None)!r}")
+            problems[ep.name] = (ep.value, f"plugin class name is {getattr(obj, 'name', None)!r}")
             continue
         found[ep.name] = obj
-    if problems:
-        raise PluginLoadError("cannot load plugins: " + "; ".join(problems))
+    if broken is not None:
+        broken.update({name: f"{value}: {reason}" for name, (value, reason) in problems.items()})
+    elif problems:
+        raise PluginLoadError(
+            "cannot load plugins: " + "; ".join(f"{n} ({v}): {r}" for n, (v, r) in problems.items())
+        )
     return found
 
 

@@ -26,7 +26,7 @@ import itertools
 import json
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -56,7 +56,10 @@ __all__ = ["DEAD_LETTER_PREFIX", "EchoFilter", "Ledger", "RetryPolicy", "RouteRu
 
 DEAD_LETTER_PREFIX = "bridge.deadletter."  # + "{ROUTE}": a hash tag, so it works on a cluster
 KEY_PREFIX = "bridge.route:"
-LEDGER_BATCH = 256  # events applied between two ledger writes
+LEDGER_BATCH = 256  # events applied between two ledger writes (and most events per Sink.apply_many)
+LEDGER_PAGE = 1000  # ledger fields per HSCAN/HSET/HDEL: bounded Redis commands whatever the size
+RECONCILE_WINDOW = 10_000  # events a reconcile queues for a working sink before waiting for it to drain
+_MISSING = object()
 
 
 def dead_letter_feed(route: str) -> str:
@@ -78,8 +81,12 @@ class RetryPolicy:
 class Ledger:
     """What the router delivered to one sink of one route, kept in Redis.
 
-    Keys: ``bridge.route:{route}:ledger:{sink}`` (hash id -> content hash) and
-    ``bridge.route:{route}:started`` (hash sink -> unix time of the first reconcile).
+    Keys: ``bridge.route:{route}:ledger:{sink}`` (hash: id -> ``HASH@US``) and
+    ``bridge.route:{route}:started`` (hash: sink -> unix time of the first reconcile). ``HASH`` is the
+    content hash of what was delivered, kept only for sinks that cannot report their items themselves
+    (``Sink.ids()`` is None); ``US`` is when (unix microseconds, strictly increasing per sink), which
+    tells a window source's trimmed items from its retracted ones. About 100 bytes of Redis per item
+    with a hash, 35 without (plus the id).
     """
 
     def __init__(self, redis: redis.asyncio.Redis, route: str, sink: str) -> None:
@@ -88,24 +95,28 @@ class Ledger:
         self.key = f"{KEY_PREFIX}{route}:ledger:{sink}"
         self.started_key = f"{KEY_PREFIX}{route}:started"
 
+    async def entries(self) -> dict[str, LedgerEntry]:
+        """Every delivered id, read in bounded HSCAN pages (a huge ledger never blocks Redis)."""
+        out: dict[str, LedgerEntry] = {}
+        async for key, value in self.redis.hscan_iter(self.key, count=LEDGER_PAGE):
+            out[_text(key)] = LedgerEntry.parse(_text(value))
+        return out
+
     async def items(self) -> dict[str, str | None]:
-        raw = await self.redis.hgetall(self.key)
-        return {_text(k): _text(v) for k, v in raw.items()}
+        """Delivered ids with their content hash (None where the ledger keeps none)."""
+        return {k: v.hash for k, v in (await self.entries()).items()}
 
     async def record_batch(self, updates: dict[str, str | None]) -> None:
-        """Record delivered items in one round trip: id -> content hash, ``None`` for an id now gone."""
+        """Record deliveries: id -> ``LedgerEntry.value()``, ``None`` for an id now gone."""
         pipe = self.redis.pipeline(transaction=False)
-        present: dict[Any, Any] = {k: v for k, v in updates.items() if v is not None}
+        present: list[tuple[str, str]] = [(k, v) for k, v in updates.items() if v is not None]
         gone = [k for k, v in updates.items() if v is None]
-        if present:
-            pipe.hset(self.key, mapping=present)
-        if gone:
-            pipe.hdel(self.key, *gone)
-        await pipe.execute()
-
-    async def record_many(self, items: dict[str, str]) -> None:
-        if items:
-            await self.redis.hset(self.key, mapping=dict[Any, Any](items))
+        for i in range(0, len(present), LEDGER_PAGE):
+            pipe.hset(self.key, mapping=dict[Any, Any](present[i : i + LEDGER_PAGE]))
+        for i in range(0, len(gone), LEDGER_PAGE):
+            pipe.hdel(self.key, *gone[i : i + LEDGER_PAGE])
+        if present or gone:
+            await pipe.execute()
 
     async def started(self) -> bool:
         return bool(await self.redis.hexists(self.started_key, self.sink))
@@ -116,6 +127,23 @@ class Ledger:
     async def forget(self) -> None:
         await self.redis.delete(self.key)
         await self.redis.hdel(self.started_key, self.sink)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One delivered item: its content hash (when the ledger keeps it) and when, in unix µs."""
+
+    hash: str | None
+    at: int
+
+    @classmethod
+    def parse(cls, value: str) -> LedgerEntry:
+        digest, _, at = value.partition("@")  # a bare hash: written before times were kept
+        return cls(digest or None, int(at) if at.isdigit() else 0)
+
+    @staticmethod
+    def value(digest: str | None, at: int) -> str:
+        return f"{digest or ''}@{at}"
 
 
 def _text(value: Any) -> str:
@@ -193,8 +221,11 @@ class SinkWorker:
         log: structlog.typing.FilteringBoundLogger,
         guard: Callable[[], bool] | None = None,
         origin: str = "",
+        reverse: Ledger | None = None,
     ) -> None:
         self.route = route
+        # The opposite route's ledger for our source (``b -> a`` when we are ``a -> b``), if any.
+        self.reverse = reverse
         self.guard = guard
         self.origin = origin  # the route's source: where what this worker writes comes from
         self.endpoint = endpoint
@@ -210,8 +241,11 @@ class SinkWorker:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ledger_updates: dict[str, str | None] = {}
+        self._reports_ids = False  # the sink's ids() tells what it holds: the ledger keeps no hashes
+        self._clock = 0  # the last delivery time recorded (unix µs)
 
     # -- queue
 
@@ -227,39 +261,32 @@ class SinkWorker:
 
     # -- reconcile
 
-    async def reconcile(self, snapshot: Sequence[tuple[str, str]]) -> int:
-        """Queue what the sink lacks, what differs and (mirror) what it has too much; returns the count."""
+    async def begin_reconcile(self) -> SinkReconcile:
+        """Read what the sink holds and what the route delivered; the caller then feeds the snapshot."""
         held = await self.sink.ids()
+        self._reports_ids = held is not None
+        ledger = await self.ledger.entries()
         if held is None:
-            held = await self.ledger.items()
-        queued = 0
-        present = {item_id for item_id, _ in snapshot}
-        if not await self.ledger.started():
-            snapshot, skipped = _initial_selection(snapshot, self.route.initial)
-            # Items left out by `initial` count as delivered, so they are never sent later.
-            await self.ledger.record_many({i: content_hash(p) for i, p in skipped if i not in held})
-            held = {**held, **{i: content_hash(p) for i, p in skipped}}
-        capacity = self.sink.capacity
-        if capacity is not None and len(snapshot) > capacity:
-            snapshot = snapshot[-capacity:]  # the sink keeps only the newest: send only those
-        for item_id, payload in snapshot:
-            if item_id not in held:
-                self.offer(ItemEvent(EventKind.PUBLISH, item_id, payload))
-                queued += 1
-            else:
-                have = held[item_id]
-                if have is not None and have != content_hash(payload):
-                    self.offer(ItemEvent(EventKind.EDIT, item_id, payload))
-                    queued += 1
-        if self.route.mirror:
-            for item_id in held:
-                if item_id not in present and item_id not in self.pending:
-                    self.offer(ItemEvent(EventKind.RETRACT, item_id))
-                    queued += 1
-        await self.ledger.mark_started()
-        if queued:
-            self.log.info("reconcile", queued=queued)
-        return queued
+            held = {item_id: entry.hash for item_id, entry in ledger.items()}
+        reverse = await self.reverse.entries() if self.reverse is not None else {}
+        initial_keep = None if await self.ledger.started() else _initial_keep(self.route.initial)
+        return SinkReconcile(self, held, ledger, reverse, initial_keep)
+
+    async def wait_room(self) -> None:
+        """Back-pressure for a reconcile: wait while this sink has a full window queued and is working
+        (a failing sink does not hold the reconcile of the others up: its queue just grows)."""
+        while len(self.pending) >= RECONCILE_WINDOW and self.state == "ready" and self._task is not None:
+            self._room.clear()
+            await self._room.wait()
+
+    def ledger_value(self, event: ItemEvent) -> str | None:
+        """What the ledger records for a delivered event (None: the id is gone)."""
+        if event.kind is EventKind.RETRACT:
+            return None
+        digest = None if self._reports_ids else content_hash(event.payload or "")
+        # Strictly increasing, so the ledger keeps the order of deliveries made in one instant too.
+        self._clock = max(int(time.time() * 1_000_000), self._clock + 1)
+        return LedgerEntry.value(digest, self._clock)
 
     # -- delivery
 
@@ -269,6 +296,7 @@ class SinkWorker:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        self._room.set()
 
     async def _run(self) -> None:
         self.state = "ready"
@@ -278,17 +306,24 @@ class SinkWorker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            # A batch of events, then one ledger write for all of them: one Redis round trip per
-            # batch instead of one per event. A crash in between costs at most a batch re-sent.
-            batch = list(itertools.islice(self.pending.items(), LEDGER_BATCH))
+            # A batch of events in one Sink.apply_many, then one ledger write for all of them: a few
+            # round trips per batch instead of several per event. A crash in between costs at most a
+            # batch re-sent.
+            batch = list(itertools.islice(self.pending.values(), LEDGER_BATCH))
             try:
-                for item_id, event in batch:
-                    delivered = await self._deliver(event)
+                results = await self._apply_batch(batch)
+                for i, event in enumerate(batch):
+                    if i < len(results) and results[i] is None:
+                        delivered = True
+                    else:
+                        delivered = await self._deliver(event, results[i] if i < len(results) else None)
                     # A newer event for the same id may have arrived meanwhile: keep it.
-                    if delivered and self.pending.get(item_id) is event:
-                        del self.pending[item_id]
+                    if delivered and self.pending.get(event.id) is event:
+                        del self.pending[event.id]
             finally:
                 await self._flush_ledger()
+            if len(self.pending) < RECONCILE_WINDOW:
+                self._room.set()
             self.metrics.lag.labels(self.route.name, self.name).set(len(self.pending))
 
     async def _flush_ledger(self) -> None:
@@ -296,47 +331,77 @@ class SinkWorker:
         if updates:
             await self.ledger.record_batch(updates)
 
-    async def _deliver(self, event: ItemEvent) -> bool:
+    async def _apply_batch(self, events: list[ItemEvent]) -> list[BaseException | None]:
+        """One ``Sink.apply_many``: a result per event tried (fewer: the rest was not tried)."""
+        if self.guard is not None and not self.guard():
+            return []  # _deliver waits for the lease, event by event
+        for event in events:
+            # Remembered before the write: the echo can reach the opposite route before apply returns.
+            self.echoes.wrote(self.name, event, self.origin)
+        started = time.perf_counter()
+        try:
+            results = list(await self.sink.apply_many(events))[: len(events)]
+        except asyncio.CancelledError:
+            for event in events:
+                self.echoes.forget(self.name, event)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a sink bug must not kill the route: retried one by one
+            self.log.warning("apply_many failed, applying one by one", error=f"{type(exc).__name__}: {exc}")
+            results = []
+        each = (time.perf_counter() - started) / max(1, len(results))
+        for i, event in enumerate(events):
+            if i < len(results) and results[i] is None:
+                self._delivered(event, each)
+            else:
+                self.echoes.forget(self.name, event)
+        return results
+
+    def _delivered(self, event: ItemEvent, seconds: float) -> None:
+        labels = (self.route.name, self.name)
+        self.metrics.apply_seconds.labels(*labels).observe(seconds)
+        self.metrics.items_out.labels(*labels).inc()
+        self.metrics.last_success.labels(*labels).set(time.time())
+        self._ledger_updates[event.id] = self.ledger_value(event)
+        if self.state != "ready":
+            self.log.info("sink recovered")
+        self.state = "ready"
+
+    async def _deliver(self, event: ItemEvent, failure: BaseException | None = None) -> bool:
+        """Apply one event, retrying with backoff; ``failure``: how a first attempt already failed."""
         attempt = 0
         labels = (self.route.name, self.name)
         while True:
-            if self.guard is not None and not self.guard():
-                # Fencing: past our lease we may no longer own the route; the owner loop stops us.
-                self.state = "lease lost: not writing"
-                await asyncio.sleep(0.1)
-                continue
-            started = time.perf_counter()
-            # Remembered before the write: the echo can reach the opposite route before apply returns.
-            self.echoes.wrote(self.name, event, self.origin)
-            try:
-                await self.sink.apply(event)
-            except asyncio.CancelledError:
-                self.echoes.forget(self.name, event)
-                raise
-            except DeliveryError as exc:
-                self.echoes.forget(self.name, event)
-                self.metrics.errors.labels(*labels).inc()
-                if not exc.retryable:
-                    await self._dead_letter(event, str(exc))
+            if failure is None:
+                if self.guard is not None and not self.guard():
+                    # Fencing: past our lease we may no longer own the route; the owner loop stops us.
+                    self.state = "lease lost: not writing"
+                    await asyncio.sleep(0.1)
+                    continue
+                started = time.perf_counter()
+                self.echoes.wrote(self.name, event, self.origin)
+                try:
+                    await self.sink.apply(event)
+                except asyncio.CancelledError:
+                    self.echoes.forget(self.name, event)
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a sink bug must not kill the route
+                    self.echoes.forget(self.name, event)
+                    failure = exc
+                else:
+                    self._delivered(event, time.perf_counter() - started)
                     return True
-                reason = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a sink bug must not kill the route
-                self.echoes.forget(self.name, event)
-                self.metrics.errors.labels(*labels).inc()
-                reason = f"{type(exc).__name__}: {exc}"
+            self.metrics.errors.labels(*labels).inc()
+            if isinstance(failure, DeliveryError):
+                if not failure.retryable:
+                    await self._dead_letter(event, str(failure))
+                    return True
+                reason = str(failure)
             else:
-                self.metrics.apply_seconds.labels(*labels).observe(time.perf_counter() - started)
-                self.metrics.items_out.labels(*labels).inc()
-                self.metrics.last_success.labels(*labels).set(time.time())
-                self._ledger_updates[event.id] = (
-                    None if event.kind is EventKind.RETRACT else content_hash(event.payload or "")
-                )
-                if self.state != "ready":
-                    self.log.info("sink recovered")
-                self.state = "ready"
-                return True
+                reason = f"{type(failure).__name__}: {failure}"
+            failure = None
             delay = self.retry.delay(attempt)
             self.state = f"retrying: {reason}"
+            self._room.set()  # a reconcile waiting for this sink to drain goes on
             self.log.warning("apply failed, will retry", item=event.id, kind=str(event.kind), error=reason,
                              attempt=attempt + 1, retry_in=round(delay, 3))
             attempt += 1
@@ -354,17 +419,127 @@ class SinkWorker:
         await self.route.dead_letter(event.id, event.payload, f"{self.name}: {reason}")
 
 
-def _initial_selection(
-    snapshot: Sequence[tuple[str, str]], initial: str
-) -> tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]]]:
-    """Split a first snapshot into (deliver, mark as seen) per ``initial``."""
+def _initial_keep(initial: str) -> int | None:
+    """How many of the newest items a new route delivers first (None: all)."""
     if initial == "none":
-        return [], snapshot
+        return 0
     if initial.startswith("latest:"):
-        count = int(initial.split(":", 1)[1])
-        cut = max(0, len(snapshot) - count)
-        return snapshot[cut:], snapshot[:cut]
-    return snapshot, []
+        return int(initial.split(":", 1)[1])
+    return None
+
+
+class SinkReconcile:
+    """One reconcile of one sink, fed the source's snapshot a page at a time.
+
+    Queues what the sink lacks and what differs as the pages come, so the snapshot is never held
+    whole; then, at the end, the retracts:
+
+    - every item the route delivered (its ledger) that the source no longer has, as far as the
+      source's ``absence`` says an id missing from its snapshot was retracted;
+    - with ``mirror``, also what the sink holds that the route never delivered.
+
+    Opposite routes (``a -> b`` and ``b -> a``) make one collection of two endpoints: an item either
+    route delivered that one side no longer has was retracted there, so it is retracted from the other
+    side instead of being sent back.
+    """
+
+    def __init__(
+        self,
+        worker: SinkWorker,
+        held: dict[str, str | None],
+        ledger: dict[str, LedgerEntry],
+        reverse: dict[str, LedgerEntry],
+        initial_keep: int | None,
+    ) -> None:
+        self.worker = worker
+        self.held = held
+        self.ledger = ledger
+        self.reverse = reverse
+        self.paired = worker.reverse is not None
+        # New route with `initial: latest:N|none`, or a sink keeping only its newest: only the newest
+        # of the snapshot are sent, so they wait in a bounded tail until the snapshot ends.
+        self.initial_keep = initial_keep
+        self.tail_size = initial_keep if initial_keep is not None else worker.sink.capacity
+        self.tail: deque[tuple[str, str]] = deque()
+        self.skipped: dict[str, str | None] = {}
+        self.queued = 0
+
+    async def page(self, items: Sequence[tuple[str, str]]) -> None:
+        for item in items:
+            if self.tail_size is None:
+                self._compare(*item)
+                continue
+            self.tail.append(item)
+            if len(self.tail) > self.tail_size:
+                old_id, old_payload = self.tail.popleft()
+                if self.initial_keep is not None and old_id not in self.held:
+                    # Left out by `initial`: counts as delivered, so it is never sent later.
+                    self.skipped[old_id] = self.worker.ledger_value(ItemEvent(EventKind.PUBLISH, old_id, old_payload))
+        if len(self.skipped) >= LEDGER_PAGE:
+            await self._flush_skipped()
+        await self.worker.wait_room()
+
+    async def end(self, seen: set[str], absence: str) -> int:
+        """The snapshot is complete (``seen``: every id in it): queue the rest and the retracts."""
+        await self._flush_skipped()
+        tail = list(self.tail)
+        capacity = self.worker.sink.capacity
+        if capacity is not None and len(tail) > capacity:
+            tail = tail[-capacity:]
+        for item_id, payload in tail:
+            self._compare(item_id, payload)
+        worker = self.worker
+        retract: list[str] = []
+        if worker.route.mirror:
+            retract += [i for i in self.held if i not in seen]
+        cut = self._retracted_after(seen, absence)
+        gone: dict[str, str | None] = {}
+        if cut is not None:
+            for delivered in (self.ledger, self.reverse):
+                for item_id, entry in delivered.items():
+                    if item_id in seen or entry.at <= cut:
+                        continue
+                    if item_id in self.held:
+                        retract.append(item_id)
+                    elif item_id in self.ledger:
+                        gone[item_id] = None  # the sink lost it too: nothing to retract, forget it
+        for item_id in dict.fromkeys(retract):
+            if item_id not in worker.pending:
+                worker.offer(ItemEvent(EventKind.RETRACT, item_id))
+                self.queued += 1
+        if gone:
+            await worker.ledger.record_batch(gone)
+        await worker.ledger.mark_started()
+        if self.queued:
+            worker.log.info("reconcile", queued=self.queued)
+        return self.queued
+
+    def _compare(self, item_id: str, payload: str) -> None:
+        have = self.held.get(item_id, _MISSING)
+        if have is _MISSING:
+            if self.paired and (item_id in self.ledger or item_id in self.reverse):
+                return  # retracted on the sink's side: the opposite route retracts it from our source
+            self.worker.offer(ItemEvent(EventKind.PUBLISH, item_id, payload))
+            self.queued += 1
+        elif have is not None and have != content_hash(payload):
+            self.worker.offer(ItemEvent(EventKind.EDIT, item_id, payload))
+            self.queued += 1
+
+    def _retracted_after(self, seen: set[str], absence: str) -> int | None:
+        """Delivered items missing from the snapshot count as retracted when delivered after this
+        time (unix µs; -1: all of them); None: absence says nothing."""
+        if absence == "retracted" or (absence == "window" and not seen):
+            return -1  # (a window never trims itself empty: an empty one was retracted or purged)
+        if absence != "window":
+            return None
+        # A window drops its oldest: an item delivered after the oldest one still there was retracted.
+        times = [e.at for d in (self.ledger, self.reverse) for i, e in d.items() if i in seen]
+        return min(times) if times else None
+
+    async def _flush_skipped(self) -> None:
+        skipped, self.skipped = self.skipped, {}
+        if skipped:
+            await self.worker.ledger.record_batch(skipped)
 
 
 class RouteRunner:
@@ -405,12 +580,23 @@ class RouteRunner:
         return self.status.ready
 
     def state(self) -> dict[str, Any]:
-        return {
+        sinks: dict[str, dict[str, Any]] = {}
+        degraded: list[str] = []
+        for w in self.workers:
+            sinks[w.name] = {"state": w.state, "pending": len(w.pending)}
+            problem = w.sink.problem()
+            if problem is not None and w.state == "ready":  # Sink.problem: working, but not all is well
+                sinks[w.name].update(state="degraded", detail=problem)
+                degraded.append(f"{w.name}: {problem}")
+        state: dict[str, Any] = {
             "state": self.status.state,
             "detail": self.status.detail,
             "ready": self.ready,
-            "sinks": {w.name: {"state": w.state, "pending": len(w.pending)} for w in self.workers},
+            "sinks": sinks,
         }
+        if degraded:
+            state["degraded"] = "; ".join(degraded)
+        return state
 
     async def _run(self) -> None:
         failures = 0
@@ -425,16 +611,13 @@ class RouteRunner:
                 self._set("reconciling")
                 live_only = ""
                 try:
-                    snapshot = await self.source.snapshot()
+                    await self._reconcile()
                 except NoSnapshot as exc:
                     # Nothing to reconcile against: sinks keep what they hold, live events only.
                     live_only = f"following live events only (no snapshot): {exc}"
                     if live_only != self._live_only:
                         self.log.warning("source has no snapshot, following live events only", reason=str(exc))
                 else:
-                    converted = await self._convert_snapshot(snapshot)
-                    for worker in self.workers:
-                        await worker.reconcile(converted)
                     self.status.reconciles += 1
                 self._live_only = live_only
                 self.metrics.route_ready.labels(self.name).set(1)
@@ -461,6 +644,22 @@ class RouteRunner:
                     await self.source.close()
                 opened = False
                 await asyncio.sleep(delay)
+
+    async def _reconcile(self) -> None:
+        """Stream the source's snapshot, page by page, through every sink's reconcile."""
+        seen: set[str] = set()
+        plans: list[SinkReconcile] | None = None
+        async for page in self.source.snapshot_pages():
+            if plans is None:  # after the first page: a source without a snapshot raised NoSnapshot
+                plans = [await worker.begin_reconcile() for worker in self.workers]
+            seen.update(item_id for item_id, _ in page)  # unconvertible ones too: still in the source
+            converted = await self._convert_snapshot(page)
+            for plan in plans:
+                await plan.page(converted)
+        if plans is None:
+            plans = [await worker.begin_reconcile() for worker in self.workers]
+        for plan in plans:
+            await plan.end(seen, self.source.absence)
 
     def _set(self, state: str, detail: str = "") -> None:
         self.status.state = state

@@ -66,6 +66,8 @@ class FeedSource(Source):
     they are meanwhile: a broken fetch never retracts anything.
     """
 
+    absence = "unknown"  # a document shows its latest entries: one gone from it was not retracted
+
     def __init__(self, plugin: FeedsPlugin, options: FeedSourceOptions, route: RouteContext) -> None:
         self.plugin = plugin
         self.options = options

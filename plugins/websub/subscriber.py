@@ -194,6 +194,8 @@ def discover_links(headers: Any, body: bytes, base: str) -> tuple[list[str], str
 
 
 class WebSubSource(Source):
+    absence = "unknown"  # a topic's document shows its latest entries: one gone from it was not retracted
+
     def __init__(self, plugin: WebSubPlugin, endpoint: Endpoint, route: RouteContext) -> None:
         self.plugin = plugin
         self.options: WebSubSourceOptions = endpoint.options  # type: ignore[assignment]
@@ -541,7 +543,9 @@ class Callbacks:
             method, _, digest = header.partition("=")
             algo = HASHES.get(method.strip().lower())
             expected = hmac.new(secret.encode(), body, algo).hexdigest() if algo else ""
-            if not algo or not hmac.compare_digest(expected, digest.strip().lower()):
+            # compared as bytes: compare_digest refuses non-ASCII str (a TypeError, i.e. a 500 before)
+            given = digest.strip().lower().encode("utf-8", "surrogateescape")
+            if not algo or not hmac.compare_digest(expected.encode("ascii"), given):
                 m.received.labels(result="invalid_signature").inc()
                 self.plugin.log.warning("websub.invalid_signature", topic=state.get("self"))
                 return web.Response(status=202, text="received (signature invalid: ignored)\n")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slixmpp.exceptions import IqError, IqTimeout
 
 from thoonk_bridge.payload import Format, PayloadError, content_hash, element_to_payload, parse
-from thoonk_bridge.plugin import EventKind, ItemEvent, Resync, RouteContext, Source
+from thoonk_bridge.plugin import EventKind, ItemEvent, NoSnapshot, Resync, RouteContext, Source
 
 from .connection import Connection, NodeEvent, NotConnected, describe_iq_error, iq_condition
 from .settings import XmppSourceOptions
@@ -38,6 +38,8 @@ class XmppSource(Source):
     Notifications are buffered from ``open()`` on. After a reconnect, ``follow()`` makes sure the
     subscription exists on the new session and raises :class:`Resync`.
     """
+
+    absence = "window"  # a node with max_items drops its oldest items without a retract
 
     def __init__(self, plugin: XmppPlugin, options: XmppSourceOptions, route: RouteContext) -> None:
         self.plugin = plugin
@@ -112,13 +114,13 @@ class XmppSource(Source):
             ):
                 stale.append((jid, sub["subid"] or None))
         for jid, subid in stale:  # the other form would double every notification
-            try:
-                await self.conn.call(
-                    lambda c, jid=jid, subid=subid: ps(c).unsubscribe(
-                        self.service, self.node, subid=subid, bare="/" not in jid,
-                        timeout=self.conn.settings.timeout,
-                    )
+            def unsubscribe(c: Any, jid: str = jid, subid: str | None = subid) -> Any:
+                return ps(c).unsubscribe(
+                    self.service, self.node, subid=subid, bare="/" not in jid, timeout=self.conn.settings.timeout
                 )
+
+            try:
+                await self.conn.call(unsubscribe)
                 self.log.info("removed the other subscription form of this account", jid=jid)
             except (IqError, IqTimeout) as exc:
                 self.log.warning("cannot remove a stale subscription", jid=jid, error=describe_iq_error(exc))
@@ -148,7 +150,18 @@ class XmppSource(Source):
                 )
             except NotConnected:
                 continue
-            except (IqError, IqTimeout) as exc:
+            except IqError as exc:
+                if iq_condition(exc) == "feature-not-implemented":
+                    # A node that keeps no items (pubsub#persist_items = false) cannot be listed:
+                    # the route follows its notifications, reconciling nothing.
+                    self._snap_generation = generation
+                    self.plugin.clear_problem(self.key)
+                    raise NoSnapshot(
+                        f"node {self.node!r} on {self.service} keeps no items to fetch "
+                        f"({describe_iq_error(exc)}); items published while the bridge is away are not relayed"
+                    ) from None
+                raise self._fail("cannot fetch the items of", exc) from None
+            except IqTimeout as exc:
                 raise self._fail("cannot fetch the items of", exc) from None
             break
         self._snap_generation = generation

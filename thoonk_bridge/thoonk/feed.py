@@ -133,6 +133,16 @@ class FeedBase:
         id = self._check_id(id)
         return as_str((yield Cmd("HGET", self.keys.items, id)))
 
+    @op
+    def get_items(self, ids: Iterable[str]) -> Op[list[str | None]]:
+        """The items stored under ``ids`` (None where there is none), in one round trip per page."""
+        wanted = [self._check_id(id) for id in ids]
+        if not wanted:
+            return []
+        pages = [wanted[i : i + READ_PAGE] for i in range(0, len(wanted), READ_PAGE)]
+        replies = yield Batch([Cmd("HMGET", self.keys.items, *page) for page in pages])
+        return [as_str(item) for reply in replies for item in reply]
+
     #: How ``feed.ids`` is read: 'zset' (by score) or 'list' (by index).
     _ids_kind: ClassVar[str] = "list"
 
