@@ -5,8 +5,10 @@ loopback port, registers ``bridge`` (admin: owner of every node), ``alice`` and 
 ``pw-<user>``), and runs ``prosody -F``. ``stop()``/``start()`` restart it on the same port and
 data dir (items, nodes and subscriptions persist with ``internal`` storage).
 
-Components: ``pubsub.localhost`` (``internal`` storage: keep nodes small, max_items <= 20-50) and,
-when ``lua-dbi-sqlite3`` is installed, ``sqlpubsub.localhost`` (SQLite, for the benchmark).
+Components: ``pubsub.localhost`` (``internal`` storage: keep nodes small, max_items <= 20-50),
+``autopubsub.localhost`` (the same, but a publish to a missing node creates it with the defaults, as
+ejabberd does) and, when ``lua-dbi-sqlite3`` is installed, ``sqlpubsub.localhost`` (SQLite, for the
+benchmark).
 
 Fixtures: ``prosody`` (one server for the session), ``fresh_prosody`` (one per test, for restarts),
 ``node_name`` (a unique node name per test). Every test using them is skipped when ``prosody`` is
@@ -38,6 +40,7 @@ SQL_TEMPLATE = HERE / "sql-component.lua.in"
 USERS = ("bridge", "alice", "bob")
 DOMAIN = "localhost"
 PUBSUB = "pubsub.localhost"
+AUTO_PUBSUB = "autopubsub.localhost"  # autocreate_on_publish = true, as ejabberd
 SQL_PUBSUB = "sqlpubsub.localhost"
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from prosody_server import (  # noqa: F401 - fixtures
+    AUTO_PUBSUB,
     PUBSUB,
     Outsider,
     ProsodyServer,
     atom,
     eventually,
+    fresh_prosody,
     make_context,
     make_route,
     metric,
@@ -25,7 +27,7 @@ from prosody_server import (  # noqa: F401 - fixtures
 from pydantic import ValidationError
 
 from thoonk_bridge.payload import Entry, Format, content_hash, entry_to_element, json_to_element, render
-from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, Health, ItemEvent, Resync
+from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, Health, ItemEvent, NoSnapshot, Resync
 from thoonk_bridge.plugins.xmpp import plugin as XmppPlugin
 from thoonk_bridge.plugins.xmpp.settings import XmppSettings, XmppSinkOptions, XmppSourceOptions, split_address
 
@@ -420,3 +422,135 @@ async def test_sink_retryable_while_disconnected(bridge: Any, node_name: str) ->
     await conn.wait_ready()
     await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
     assert set(await sink.ids()) == {"a"}
+
+
+# ---------------------------------------------------------------------- servers as they are (issue 10 §8)
+
+
+def service_endpoint(service: str, node: str, kind: type = XmppSinkOptions, **options: Any) -> Endpoint:
+    address = f"{service}/{node}"
+    return Endpoint("xmpp", address, kind(address=address, **options))
+
+
+async def node_config(admin: Outsider, node: str, service: str = PUBSUB) -> dict[str, Any]:
+    result = await admin.ps.get_node_config(service, node)
+    return dict(result["pubsub_owner"]["configure"]["form"].get_values())
+
+
+async def test_source_of_a_node_keeping_no_items_follows_without_snapshot(
+    bridge: Any, prosody: ProsodyServer, node_name: str
+) -> None:
+    async with Outsider(prosody, "bridge", "admin") as admin:
+        await admin.create(node_name, persist_items=False)
+        source = bridge.source(endpoint(node_name, XmppSourceOptions), make_route())
+        await source.open()
+        # Prosody answers get_items with feature-not-implemented: no snapshot, and no endpoint problem
+        with pytest.raises(NoSnapshot, match="keeps no items"):
+            await source.snapshot()
+        assert bridge.health().status is Health.READY
+        events = source.follow()
+        await admin.publish(node_name, "live", atom("live", "live only"))
+        event = await next_event(events)
+        assert (event.kind, event.id) == (EventKind.PUBLISH, "live")
+        await source.close()
+
+
+async def test_sink_of_a_node_keeping_no_items_leaves_reconcile_to_the_ledger(
+    bridge: Any, prosody: ProsodyServer, node_name: str
+) -> None:
+    async with Outsider(prosody, "bridge", "admin") as admin:
+        await admin.create(node_name, persist_items=False)
+        sink = bridge.sink(endpoint(node_name), make_route())
+        await sink.open()
+        assert await sink.ids() is None  # cannot tell: the router goes by what it delivered
+        await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
+        assert await sink.ids() is None
+        assert bridge.health().status is Health.READY
+
+
+async def test_sink_recreates_a_node_deleted_without_notice_at_the_next_reconcile(
+    bridge: Any, prosody: ProsodyServer, node_name: str
+) -> None:
+    sink = bridge.sink(endpoint(node_name, title="Kept", max_items=7), make_route())
+    await sink.open()
+    await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
+    assert set(await sink.ids()) == {"a"}
+    async with Outsider(prosody, "bridge", "admin") as admin:
+        await admin.ps.delete_node(PUBSUB, node_name)  # the sink does not listen: nothing tells it
+        assert await sink.ids() == {}  # the next reconcile: the node is back, empty, for the router to refill
+        values = await node_config(admin, node_name)
+        assert values["pubsub#title"] == "Kept" and str(values["pubsub#max_items"]) == "7"
+    assert sink.capacity == 7
+
+
+async def test_sink_gives_an_auto_created_node_the_routes_options(
+    bridge: Any, prosody: ProsodyServer, node_name: str
+) -> None:
+    # autopubsub.localhost creates a missing node on publish with its defaults, as ejabberd does
+    sink = bridge.sink(service_endpoint(AUTO_PUBSUB, node_name, title="Mine", max_items=3), make_route())
+    await sink.open()
+    async with Outsider(prosody, "bridge", "admin") as admin:
+        await admin.ps.delete_node(AUTO_PUBSUB, node_name)
+        await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))  # re-creates it: server defaults
+        values = await node_config(admin, node_name, AUTO_PUBSUB)
+        assert str(values["pubsub#max_items"]) != "3"
+        assert set(await sink.ids()) == {"a"}  # the next reconcile checks the options
+        values = await node_config(admin, node_name, AUTO_PUBSUB)
+        assert values["pubsub#title"] == "Mine" and str(values["pubsub#max_items"]) == "3"
+    assert sink.capacity == 3
+
+
+async def test_sink_created_on_an_earlier_run_gets_its_options_back(
+    prosody: ProsodyServer, node_name: str, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    plugin = XmppPlugin(XmppSettings(**prosody.account("bridge")), make_context(redis=client))
+    await plugin.setup()
+    await plugin.start()
+    try:
+        first = plugin.sink(service_endpoint(AUTO_PUBSUB, node_name, max_items=4), make_route())
+        await first.open()
+        async with Outsider(prosody, "bridge", "admin") as admin:
+            await admin.ps.delete_node(AUTO_PUBSUB, node_name)
+            await admin.publish(node_name, "x", atom("x", "auto-creates"), service=AUTO_PUBSUB)
+            assert str((await node_config(admin, node_name, AUTO_PUBSUB))["pubsub#max_items"]) != "4"
+            # a new run (a new sink): the node exists, configure is false, but the bridge made it
+            second = plugin.sink(service_endpoint(AUTO_PUBSUB, node_name, max_items=4), make_route())
+            await second.open()
+            assert str((await node_config(admin, node_name, AUTO_PUBSUB))["pubsub#max_items"]) == "4"
+            # a node the bridge did not create keeps its own options (configure: false)
+            other = f"{node_name}-theirs"
+            await admin.create(other, service=AUTO_PUBSUB, max_items=9)
+            theirs = plugin.sink(service_endpoint(AUTO_PUBSUB, other, max_items=4), make_route())
+            await theirs.open()
+            assert str((await node_config(admin, other, AUTO_PUBSUB))["pubsub#max_items"]) == "9"
+    finally:
+        await plugin.stop()
+        await client.aclose()
+
+
+async def test_sink_retry_wait_ends_when_the_session_is_back(fresh_prosody: ProsodyServer, node_name: str) -> None:
+    plugin = await start_plugin(fresh_prosody)
+    try:
+        sink = plugin.sink(endpoint(node_name), make_route())
+        await sink.open()
+        conn = plugin.connection("default")
+        fresh_prosody.stop()
+        await eventually(lambda: not conn.ready, 10)
+        with pytest.raises(DeliveryError):
+            await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
+        waiting = asyncio.ensure_future(sink.wait_retry(300))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        fresh_prosody.start()
+        await asyncio.wait_for(waiting, 30)  # long before the 300 s delay
+        await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
+        # a failure on a live session waits out its delay
+        slow = asyncio.ensure_future(sink.wait_retry(300))
+        await asyncio.sleep(0.3)
+        assert not slow.done()
+        slow.cancel()
+    finally:
+        await plugin.stop()

@@ -86,6 +86,7 @@ class Connection:
         self.detail = ""
         self.last_stream_error: tuple[float, str] | None = None
         self._ready = asyncio.Event()
+        self._session_started = asyncio.Event()  # set (and replaced) when a session starts
         self._lost: asyncio.Future[Any] | None = None
         self._first_attempt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -117,6 +118,21 @@ class Connection:
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    async def wait_session(self, after: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a session newer than generation ``after``; True when one is up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (self._ready.is_set() and self.generation > after):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            waiter = asyncio.ensure_future(self._session_started.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=left)
+            finally:
+                waiter.cancel()
+        return True
 
     def add_listener(self, service: str, node: str, listener: NodeListener) -> None:
         self._listeners.setdefault((service.lower(), node), []).append(listener)
@@ -343,6 +359,8 @@ class Connection:
                 self._keepalive_task = asyncio.create_task(self._keepalive(client))
             self._ready.set()
             self._first_attempt.set()
+            started, self._session_started = self._session_started, asyncio.Event()
+            started.set()
             for listener in list(self._session_listeners):
                 listener(self.generation)
             reason = await lost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from thoonk_bridge.payload import (
 )
 from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
 
-from .connection import Connection, NotConnected, iq_condition
+from .connection import Connection, NotConnected, describe_iq_error, iq_condition
 from .settings import XmppSinkOptions
 from .source import XmppEndpointError, describe_endpoint_error
 from .xml import canonical
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .plugin import XmppPlugin
 
 NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
+CREATED_KEY = "bridge.xmpp.created"  # Redis set of "SERVICE/NODE": nodes a sink created (it keeps their options)
 STANZA_OVERHEAD = 400  # <iq><pubsub><publish><item> around the payload, without the names
 PERMANENT_CONDITIONS = {"not-acceptable", "bad-request", "payload-too-big", "invalid-payload", "jid-malformed"}
 
@@ -104,6 +106,10 @@ class XmppSink(Sink):
         self.log = route.log.bind(endpoint=f"xmpp:{options.address}", account=options.account)
         self.key = f"sink xmpp:{options.address} ({route.name})"
         self._node_ready = False
+        self._created_here = False
+        self._created_member = f"{self.service}/{self.node}"
+        self._unlisted_logged = False
+        self._lost_session: int | None = None  # the session whose loss made the last apply fail
         # what this sink published: {id: (canonical hash of the element, hash of the router's payload)}
         # kept in Redis when there is one, so reconcile after a restart compares exactly
         self._ledger: dict[str, tuple[str, str]] = {}
@@ -113,6 +119,14 @@ class XmppSink(Sink):
     # ------------------------------------------------------------------ node
     async def open(self) -> None:
         await self._retry_offline(self._ensure_node)
+
+    async def wait_retry(self, delay: float) -> None:
+        """The retry delay, cut short when the event failed for want of a session and one is back."""
+        lost = self._lost_session
+        if lost is None:
+            await asyncio.sleep(delay)
+        elif await self.conn.wait_session(after=lost, timeout=delay):
+            self._lost_session = None
 
     async def _retry_offline(self, fn: Any) -> Any:
         while True:
@@ -141,17 +155,21 @@ class XmppSink(Sink):
         return form
 
     async def _ensure_node(self) -> None:
-        ps, timeout = self.conn.pubsub, self.conn.settings.timeout
+        """Look the node up and create it when missing (``create``). A node this sink created, now or
+        on an earlier run, gets the route's options whenever its configuration differs: a server may
+        have re-created it with its defaults since (ejabberd auto-creates a missing node on publish).
+        ``configure: true`` does the same for a node someone else created."""
+        current: dict[str, Any] | None = None  # the node's configuration, when the account may read it
         exists, owner = True, True
         try:
-            current = await self.conn.call(lambda c: ps(c).get_node_config(self.service, self.node, timeout=timeout))
-            self.capacity = _max_items(current) or self.options.max_items
+            current = await self._node_config()
         except IqError as exc:
             condition = iq_condition(exc)
             if condition == "item-not-found":
                 exists = False
             elif condition == "forbidden":
                 owner = False  # not an owner: does the node exist at all?
+                timeout = self.conn.settings.timeout
                 try:
                     await self.conn.call(
                         lambda c: c.plugin["xep_0030"].get_info(jid=JID(self.service), node=self.node, timeout=timeout)
@@ -170,33 +188,84 @@ class XmppSink(Sink):
         if not exists:
             if not self.options.create:
                 raise self._fail("cannot publish to", _Missing())
+            await self._create()
             try:
-                await self.conn.call(
-                    lambda c: ps(c).create_node(self.service, self.node, config=self._form(), timeout=timeout)
-                )
-                self.log.info("node created", config=self.options.node_config())
-                self.capacity = self.options.max_items
-            except IqError as exc:
-                if iq_condition(exc) != "conflict":  # conflict: created meanwhile by someone else
-                    raise self._fail("cannot create", exc) from None
-            except IqTimeout as exc:
-                raise self._fail("cannot create", exc) from None
-        elif self.options.configure:
-            if not owner:
-                raise self._fail("cannot configure", _Forbidden())
-            form = self._form()
-            form.add_field(var="FORM_TYPE", ftype="hidden", value=NODE_CONFIG_FORM)
-            try:
-                await self.conn.call(lambda c: ps(c).set_node_config(self.service, self.node, form, timeout=timeout))
-                self.log.info("node configured", config=self.options.node_config())
-                self.capacity = self.options.max_items or self.capacity
+                current = await self._node_config()  # what the server made of the options
             except (IqError, IqTimeout) as exc:
-                raise self._fail("cannot configure", exc) from None
+                raise self._fail("cannot read the configuration of", exc) from None
+        elif self.options.configure and not owner:
+            raise self._fail("cannot configure", _Forbidden())
+        if current is not None and (self.options.configure or await self._created()):
+            await self._apply_options(current)
+        self.capacity = _max_items(current) if current is not None else self.options.max_items
         self._node_ready = True
         self.plugin.clear_problem(self.key)
 
+    async def _node_config(self) -> dict[str, Any]:
+        ps, timeout = self.conn.pubsub, self.conn.settings.timeout
+        result = await self.conn.call(lambda c: ps(c).get_node_config(self.service, self.node, timeout=timeout))
+        try:
+            return dict(result["pubsub_owner"]["configure"]["form"].get_values())
+        except (KeyError, TypeError):
+            return {}
+
+    async def _create(self) -> None:
+        ps, timeout = self.conn.pubsub, self.conn.settings.timeout
+        try:
+            await self.conn.call(
+                lambda c: ps(c).create_node(self.service, self.node, config=self._form(), timeout=timeout)
+            )
+            self.log.info("node created", config=self.options.node_config())
+        except IqError as exc:
+            if iq_condition(exc) != "conflict":  # conflict: created meanwhile (maybe with the server's defaults)
+                raise self._fail("cannot create", exc) from None
+        except IqTimeout as exc:
+            raise self._fail("cannot create", exc) from None
+        self._created_here = True
+        redis = self.plugin.context.redis
+        if redis is not None:
+            try:
+                await redis.sadd(CREATED_KEY, self._created_member)
+            except Exception as exc:  # noqa: BLE001 - only the next run's option check depends on it
+                self.log.warning("cannot record that the sink created the node", error=str(exc))
+
+    async def _created(self) -> bool:
+        """True when this sink created the node (on this run or, recorded in Redis, an earlier one)."""
+        if self._created_here:
+            return True
+        redis = self.plugin.context.redis
+        if redis is None:
+            return False
+        try:
+            self._created_here = bool(await redis.sismember(CREATED_KEY, self._created_member))
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("cannot read whether the sink created the node", error=str(exc))
+        return self._created_here
+
+    async def _apply_options(self, current: dict[str, Any]) -> None:
+        """Set the route's node options that ``current`` (the node's configuration) does not have."""
+        wanted = self.options.node_config()
+        differ = {var: value for var, value in wanted.items() if not _same_option(current.get(var), value)}
+        if not differ:
+            return
+        form = self._form()
+        form.add_field(var="FORM_TYPE", ftype="hidden", value=NODE_CONFIG_FORM)
+        ps, timeout = self.conn.pubsub, self.conn.settings.timeout
+        try:
+            await self.conn.call(lambda c: ps(c).set_node_config(self.service, self.node, form, timeout=timeout))
+        except (IqError, IqTimeout) as exc:
+            raise self._fail("cannot configure", exc) from None
+        self.log.info(
+            "node options applied", changed={var: current.get(var) for var in differ}, config=wanted
+        )
+        current.update(differ)
+
     # ------------------------------------------------------------------ ids
     async def ids(self) -> dict[str, str | None] | None:
+        # Every reconcile looks the node up again: deleted without a notification (ejabberd's default),
+        # re-created by the server with its defaults on a publish...
+        await self._retry_offline(self._ensure_node)
+
         async def fetch() -> Any:
             return await self.conn.call(
                 lambda c: self.conn.pubsub(c).get_items(self.service, self.node, timeout=self.conn.settings.timeout)
@@ -204,7 +273,20 @@ class XmppSink(Sink):
 
         try:
             result = await self._retry_offline(fetch)
-        except (IqError, IqTimeout) as exc:
+        except IqError as exc:
+            condition = iq_condition(exc)
+            if condition == "feature-not-implemented":
+                # The node keeps no items (persist_items = false): the router goes by its own ledger.
+                if not self._unlisted_logged:
+                    self._unlisted_logged = True
+                    self.log.info("node keeps no items to list; reconcile goes by what the route delivered",
+                                  error=describe_iq_error(exc))
+                return None
+            if condition == "item-not-found" and self.options.create:
+                await self._retry_offline(self._ensure_node)  # deleted between the look-up and the fetch
+                return {}
+            raise self._fail("cannot fetch the items of", exc) from None
+        except IqTimeout as exc:
             raise self._fail("cannot fetch the items of", exc) from None
         await self._load_ledger()
         held: dict[str, str | None] = {}
@@ -254,7 +336,9 @@ class XmppSink(Sink):
 
     # ------------------------------------------------------------------ apply
     async def apply(self, event: ItemEvent) -> None:
+        self._lost_session = None
         if not self.conn.ready:
+            self._lost_session = self.conn.generation
             raise DeliveryError(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}", retryable=True)
         if event.kind is EventKind.RETRACT:
             await self._retract(event.id)
@@ -294,6 +378,7 @@ class XmppSink(Sink):
                 )
             )
         except NotConnected as exc:
+            self._lost_session = self.conn.generation
             error = self.conn.last_stream_error
             if error is not None and "policy-violation" in error[1]:
                 self.conn.last_stream_error = None
@@ -330,6 +415,7 @@ class XmppSink(Sink):
                 lambda c: self.conn.pubsub(c).retract(self.service, self.node, item_id, notify=True, timeout=timeout)
             )
         except NotConnected as exc:
+            self._lost_session = self.conn.generation
             raise DeliveryError(str(exc), retryable=True) from None
         except IqTimeout:
             raise DeliveryError(f"retract of {item_id!r}: no answer", retryable=True) from None
@@ -357,10 +443,18 @@ class _Forbidden(Exception):
         return "configure: true needs the owner affiliation (or a service admin account)"
 
 
-def _max_items(config_result: Any) -> int | None:
-    """``pubsub#max_items`` of a node-config result (what the node keeps), None when unknown or "max"."""
+def _max_items(values: dict[str, Any]) -> int | None:
+    """``pubsub#max_items`` of a node's configuration (what the node keeps), None when unknown or "max"."""
     try:
-        values = config_result["pubsub_owner"]["configure"]["form"].get_values()
-        return int(values.get("pubsub#max_items"))
-    except (KeyError, TypeError, ValueError):
+        return int(values.get("pubsub#max_items"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return None
+
+
+def _same_option(current: Any, wanted: str | bool) -> bool:
+    """Whether a node-config form value (a string, a bool, a one-value list) is the wanted one."""
+    if isinstance(current, list):
+        current = current[0] if len(current) == 1 else None
+    if isinstance(wanted, bool):
+        return str(current).lower() in (("1", "true") if wanted else ("0", "false"))
+    return current is not None and str(current) == wanted
