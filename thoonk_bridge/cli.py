@@ -133,6 +133,7 @@ async def _check_live(config: Any) -> list[str]:
     from thoonk_bridge.plugin import PluginContext, TopicRegistry, discover_plugins
     from thoonk_bridge.redis_client import async_client
     from thoonk_bridge.thoonk import AsyncThoonk
+    from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 
     problems: list[str] = []
     if not config.redis:
@@ -141,6 +142,11 @@ async def _check_live(config: Any) -> list[str]:
         client = async_client(config.redis)
         try:
             await asyncio.wait_for(client.ping(), 5)
+            # Pub/sub is server-wide: same-named feeds in other databases leak events into ours.
+            names = {e.address for r in config.routes for e in (r.source, *r.sinks) if e.kind == "thoonk"}
+            shared = await AsyncThoonk(redis=client).databases_sharing(*names)
+            if shared:
+                click.echo(f"live: warning: {describe_shared_feeds(client_database(client), shared)}", err=True)
         except Exception as exc:  # noqa: BLE001 - reported
             problems.append(f"redis {config.redis}: {type(exc).__name__}: {exc}")
         finally:

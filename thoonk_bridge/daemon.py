@@ -53,6 +53,7 @@ from thoonk_bridge.redact import redact_data, redact_url
 from thoonk_bridge.redis_client import async_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
+from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ class Daemon:
             raise DaemonError(f"redis at {where} is unreachable: {exc}") from exc
         self.topics.redis = self.redis  # the fleet learns which paths are served (bridge.topics)
         self.thoonk = AsyncThoonk(redis=self.redis)
+        await self._warn_shared_feeds()
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges)
 
         await self._setup_plugins()
@@ -207,6 +209,17 @@ class Daemon:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
                       plugins=sorted(self.plugins))
+
+    async def _warn_shared_feeds(self) -> None:
+        """Pub/sub is server-wide: say so when another database of our server has feeds named like
+        the routes' thoonk: feeds, whose events our subscriptions hear too (docs/thoonk-keys.md)."""
+        assert self.thoonk is not None
+        names = {e.address for r in self.config.routes for e in (r.source, *r.sinks) if e.kind == THOONK_KIND.name}
+        shared = await self.thoonk.databases_sharing(*names)
+        if shared:
+            self.log.warning("feeds named like ours in other databases of this redis server",
+                             databases={str(db): feeds for db, feeds in sorted(shared.items())},
+                             detail=describe_shared_feeds(client_database(self.redis), shared))
 
     async def _setup_plugins(self) -> None:
         assert self.thoonk is not None and self.redis is not None and self.app is not None

@@ -63,7 +63,10 @@ class ThoonkSource(Source):
 
     async def open(self) -> None:
         await self.thoonk.feed(self.feed_name)  # create when missing, refuse a queue/job of that name
-        self._events = self.thoonk.events(self.feed_name)
+        # Pub/sub is server-wide: when another database of the server has a feed of this name, its
+        # events reach us too, so each batch of events is checked against our database (one HMGET).
+        shared = await self.thoonk.databases_sharing(self.feed_name)
+        self._events = self.thoonk.events(self.feed_name, confirm=bool(shared))
         await self._events.__aenter__()
 
     async def snapshot(self) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ operations (scripts.py) and in how events are delivered (events.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import uuid
@@ -19,6 +20,7 @@ import redis.asyncio as _aredis
 
 from thoonk_bridge.redis_client import async_client, is_cluster, sync_client
 
+from .databases import other_databases_with_feeds
 from .embedded import EmbeddedRedis
 from .events import EVENT_KINDS, AsyncEvents, Listener
 from .exceptions import FeedDoesNotExist, FeedTypeMismatch
@@ -30,6 +32,8 @@ from .scripts import AsyncExecutor, Batch, Cmd, Eval, Op, SyncExecutor, describe
 from .sorted_feed import SortedFeed
 
 __all__ = ["ThoonkBase", "Thoonk", "AsyncThoonk", "DEFAULT_STATE_DIR"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("data") / "redis"  # relative to the working directory when Thoonk() is built
 
@@ -378,11 +382,25 @@ class AsyncThoonk(ThoonkBase):
             raise
         return self
 
-    def events(self, *feeds: str, lifecycle: bool = False) -> AsyncEvents:
+    def events(self, *feeds: str, lifecycle: bool = False, confirm: bool = False) -> AsyncEvents:
         """Events of the named feeds (all feeds when none are named); with ``lifecycle`` also
-        create/delete/config. Use as ``async with`` (subscribed on entry) and ``async for``."""
+        create/delete/config. Use as ``async with`` (subscribed on entry) and ``async for``.
+
+        With ``confirm``, item events the database does not agree with are dropped (those of a
+        same-named feed in another database of the server, and superseded ones), at one pipelined
+        round trip per batch of events that arrived together; see :class:`AsyncEvents`."""
         names = tuple(check_name(f) for f in feeds)
-        return AsyncEvents(self.redis, self.address, names, lifecycle)
+        return AsyncEvents(self.redis, self.address, names, lifecycle, confirm=confirm)
+
+    async def databases_sharing(self, *names: str) -> dict[int, list[str]]:
+        """``{db: [names]}``: other databases of this server whose ``feeds`` list one of ``names``
+        (their events reach our subscribers: pub/sub is server-wide). Empty on Cluster; also empty,
+        logged, when the server refuses to say (``INFO`` denied by an ACL)."""
+        try:
+            return await other_databases_with_feeds(self.redis, [check_name(n) for n in names])
+        except _redis.ResponseError as e:
+            log.warning("cannot look for same-named feeds in other databases of %s: %s", self.address, e)
+            return {}
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -32,6 +32,7 @@ __all__ = ["Event", "parse", "subscription", "AsyncEvents", "Listener", "EVENT_K
 log = logging.getLogger(__name__)
 
 EVENT_KINDS = ("publish", "edit", "retract", "position", "create", "delete", "config", "finish")
+_CONFIRMED_KINDS = ("publish", "edit", "retract", "position")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +104,32 @@ async def _dedicated_client(client: redis.asyncio.Redis) -> redis.asyncio.Redis 
         return None
 
 
-class AsyncEvents:
-    """``async with pubsub.events("news") as events: ... async for event in events: ...``"""
+CONFIRM_BATCH = 500  # most item events checked against the database in one round trip
 
-    def __init__(self, client: redis.asyncio.Redis, address: str, feeds: tuple[str, ...], lifecycle: bool) -> None:
+
+class AsyncEvents:
+    """``async with pubsub.events("news") as events: ... async for event in events: ...``
+
+    With ``confirm``, every publish/edit/retract/position event is checked against this client's
+    database before it is handed out, because pub/sub is server-wide and another database of the
+    same server may have a feed of the same name (see databases.py). An event is kept when the
+    database agrees with it now: publish/edit when the feed holds that payload under that id,
+    retract when it holds no such id, position when it holds the id. An event of our own feed that
+    the database no longer agrees with was superseded by a later change whose event follows, so
+    dropping it changes nothing in the end; an event of the other database's feed is dropped unless
+    it happens to say what ours holds (then it changes nothing either). The events that arrived
+    together are checked in one pipelined round trip (``HMGET`` per feed), not one per event.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, address: str, feeds: tuple[str, ...], lifecycle: bool,
+                 confirm: bool = False) -> None:
         self._client = client
         self._address = address
         self.feeds = feeds
         self.lifecycle = lifecycle
+        self.confirm = confirm
+        #: events dropped by ``confirm`` so far
+        self.dropped = 0
         self._own: redis.asyncio.Redis | None = None
         self._pubsub: Any = None
         self._buffer: collections.deque[Event] = collections.deque()
@@ -182,7 +201,57 @@ class AsyncEvents:
                     raise StopAsyncIteration
                 continue
             self._accept(message)
+            if self.confirm and self._buffer:
+                await self._confirm_buffered()
         return self._buffer.popleft()
+
+    async def _confirm_buffered(self) -> None:
+        """Take in what else has already arrived (up to CONFIRM_BATCH), then keep only the events
+        this database agrees with (see the class docstring)."""
+        try:
+            while len(self._buffer) < CONFIRM_BATCH:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                if message is None:
+                    break
+                self._accept(message)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise self._lost(e) from e
+        by_feed: dict[str, list[str]] = {}
+        for event in self._buffer:
+            if event.kind in _CONFIRMED_KINDS and event.id is not None:
+                ids = by_feed.setdefault(event.feed, [])
+                if event.id not in ids:
+                    ids.append(event.id)
+        if not by_feed:
+            return
+        feeds = list(by_feed)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for feed in feeds:
+                    pipe.hmget(f"feed.items:{feed}", by_feed[feed])
+                replies = await pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise RedisUnavailable(self._address, e) from e
+        held = {
+            (feed, id): None if value is None else _text(value)
+            for feed, values in zip(feeds, replies, strict=True)
+            for id, value in zip(by_feed[feed], values, strict=True)
+        }
+        kept: collections.deque[Event] = collections.deque()
+        for event in self._buffer:
+            if event.kind in _CONFIRMED_KINDS and event.id is not None:
+                now = held[(event.feed, event.id)]
+                if event.kind == "retract":
+                    agrees = now is None
+                elif event.kind == "position":
+                    agrees = now is not None
+                else:
+                    agrees = now == event.item
+                if not agrees:
+                    self.dropped += 1
+                    continue
+            kept.append(event)
+        self._buffer = kept
 
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or None after ``timeout`` seconds (None: wait as long as it takes)."""
