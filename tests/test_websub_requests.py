@@ -351,7 +351,10 @@ async def test_raw_topic_plaintext_and_json(node: Node, sub: Subscriber, payload
         assert f'<{topic}>; rel="self"' in resp.headers["Link"]
     assert d.body == body == payload.encode()
     assert d.headers["Content-Type"] == ctype  # string-equal to the topic's
-    await sink.apply(ItemEvent(EventKind.RETRACT, "2"))
+    queued = node.metric("websub_distributions_total", result="queued")
+    await sink.apply(ItemEvent(EventKind.RETRACT, "2"))  # a raw topic keeps its last item
+    assert node.metric("websub_distributions_total", result="queued") == queued  # nothing new to send
+    await wait_for(node.idle)
     assert len(sub.deliveries) == 1
 
 
