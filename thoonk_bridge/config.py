@@ -164,12 +164,24 @@ class HttpSettings(BaseModel):
     - ``public_url``: the ``http(s)://`` base URL outsiders use to reach it (WebSub callbacks,
       feed links); may have a path prefix when behind a reverse proxy; a trailing ``/`` is dropped.
       Default: ``http://{listen}``.
+    - ``header_timeout``: seconds a new connection has to send its first request's headers; then it
+      is answered 408 and closed (default 10).
+    - ``keepalive_timeout``: seconds an idle kept-alive connection waits for its next request
+      (default 75).
+    - ``max_connections``: open connections at most; more are answered 503 and closed at once. Kept
+      below the process's open-file limit (``ulimit -n``), whatever is configured (default 512).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: str = Field(default="127.0.0.1:8080", description="HOST:PORT to bind")
     public_url: str | None = Field(default=None, description="base URL outsiders use; default http://{listen}")
+    header_timeout: float = Field(default=10.0, gt=0, le=3600,
+                                  description="seconds a new connection has to send its request headers")
+    keepalive_timeout: float = Field(default=75.0, gt=0, le=86400,
+                                     description="seconds an idle kept-alive connection is kept open")
+    max_connections: int = Field(default=512, ge=1, le=1_000_000,
+                                 description="open HTTP connections at most (also kept under ulimit -n)")
 
     @field_validator("listen")
     @classmethod

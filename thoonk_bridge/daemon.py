@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import socket
 import time
 import uuid
+from collections import deque
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,8 +34,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
-from thoonk_bridge.http import build_app, parse_listen
-from thoonk_bridge.lease import Lease
+from thoonk_bridge.http import ConnectionGuard, HttpLimits, LimitedTCPSite, LoopErrorLog, build_app, parse_listen
+from thoonk_bridge.lease import Lease, LeaseKeeper
 from thoonk_bridge.logs import get_logger
 from thoonk_bridge.metrics import BridgeMetrics
 from thoonk_bridge.plugin import (
@@ -50,7 +52,7 @@ from thoonk_bridge.plugin import (
     start_order,
 )
 from thoonk_bridge.redact import redact_data, redact_url
-from thoonk_bridge.redis_client import async_client
+from thoonk_bridge.redis_client import async_client, sync_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
@@ -66,6 +68,28 @@ INSTANCES_KEY = "bridge.instances"  # hash: instance id -> JSON heartbeat (what 
 
 class DaemonError(Exception):
     """The daemon cannot start (plugin validation failed, port in use, Redis unreachable)."""
+
+
+LOOP_TICK = 0.25  # seconds between the loop watcher's timers
+LOOP_LAG_WARNING = 1.0  # a timer this late is logged
+LOOP_LAG_WINDOW = 10.0  # the lag gauge shows the worst lateness over this many seconds
+
+
+def route_fingerprint(spec: RouteSpec) -> str:
+    """A short hash of what a route does (its options, source and sinks with their options).
+
+    Stored with the route's lease: a daemon whose config gives the same route name another
+    definition sees that the holder runs something else (a conflict), instead of standing by."""
+
+    def endpoint(e: Endpoint) -> dict[str, Any]:
+        return {"endpoint": str(e), "options": e.options.model_dump(mode="json")}
+
+    doc = {
+        "route": spec.model_dump(mode="json", exclude={"source", "sinks"}),
+        "source": endpoint(spec.source),
+        "sinks": [endpoint(s) for s in spec.sinks],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def new_instance_id() -> str:
@@ -131,6 +155,14 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.keeper: LeaseKeeper | None = None  # renews the leases from a thread (see lease.py)
+        self._loop_watch: asyncio.Task[None] | None = None
+        self._lags: deque[tuple[float, float]] = deque()  # (when, lateness) of the loop watcher's timers
+        self._wakes: dict[str, asyncio.Event] = {}  # route -> wakes its lease owner (lease lost)
+        self.conflicts: dict[str, str] = {}  # route -> the daemon running another definition of it
+        self._previous_error_handler: Any = None
+        self._refusals: dict[str, int] = {}  # connections closed by the HTTP limits, not yet logged
+        self._refusals_logged = 0.0
 
     # ------------------------------------------------------------------ properties
 
@@ -182,21 +214,28 @@ class Daemon:
             where = redact_url(self.config.redis) if self.config.redis else "embedded"
             raise DaemonError(f"redis at {where} is unreachable: {exc}") from exc
         self.topics.redis = self.redis  # the fleet learns which paths are served (bridge.topics)
+        self._start_watchers()
         self.thoonk = AsyncThoonk(redis=self.redis)
         await self._warn_shared_feeds()
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges)
 
         await self._setup_plugins()
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        http = self.config.http
+        limits = HttpLimits(http.header_timeout, http.keepalive_timeout, http.max_connections).fitted()
+        if limits.max_connections < http.max_connections:
+            self.log.warning("http.max_connections lowered to fit the open-file limit (ulimit -n)",
+                             configured=http.max_connections, used=limits.max_connections)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=limits.keepalive_timeout)
         await self._runner.setup()
-        host, port = parse_listen(self.config.http.listen)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        host, port = parse_listen(http.listen)
+        guard = ConnectionGuard(limits, on_refused=self._connection_refused, on_count=self.metrics.http_connections.set)
+        site = LimitedTCPSite(self._runner, host, port, guard, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
-            raise DaemonError(f"http.listen {self.config.http.listen}: {exc.strerror or exc}") from exc
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - the bound port when 0 was asked
-        self.http_port = sockets[0].getsockname()[1] if sockets else port
+            raise DaemonError(f"http.listen {http.listen}: {exc.strerror or exc}") from exc
+        self.http_port = site.port
         for plugin in self.plugins.values():
             await plugin.start()
             self.log.info("plugin started", plugin=plugin.name)
@@ -308,12 +347,18 @@ class Daemon:
     async def _start_route(self, spec: RouteSpec) -> None:
         """Take the route's lease if it is free (run the route now), then keep owning or waiting."""
         assert self.redis is not None
-        lease = Lease(self.redis, f"route:{spec.name}", self.instance_id, self.config.lease_seconds)
+        lease = Lease(self.redis, f"route:{spec.name}", self.instance_id, self.config.lease_seconds,
+                      fingerprint=route_fingerprint(spec))
         self.leases[spec.name] = lease
         self._specs[spec.name] = spec
+        self._wakes[spec.name] = asyncio.Event()
+        if self.keeper is not None:
+            self.keeper.add(lease)
         try:
             if await lease.acquire():
                 self._run_route(spec, lease)
+            else:
+                self._check_conflict(spec.name, lease)
         except Exception as exc:  # noqa: BLE001 - the owner loop retries
             self.log.warning("route lease not taken yet", route=spec.name, error=str(exc))
         self._owners[spec.name] = asyncio.create_task(self._own_route(spec, lease), name=f"lease:{spec.name}")
@@ -327,25 +372,48 @@ class Daemon:
                       sinks=[str(s) for s in spec.sinks], fence=lease.fence)
 
     async def _own_route(self, spec: RouteSpec, lease: Lease) -> None:
-        """Renew the lease while running the route; take it over when its holder is gone."""
+        """Stop the route when its lease is gone; take the lease over when its holder is gone.
+
+        Renewal is not done here but by the :class:`LeaseKeeper` thread, so a busy loop cannot
+        make this daemon lose its leases (lease.py); a lost lease wakes this task at once."""
         interval = self.config.lease_seconds / 3
+        wake = self._wakes[spec.name]
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
             try:
                 if spec.name in self.routes:
-                    if not await lease.renew():
+                    if lease.token is None:
                         self.log.warning("route lease lost to another daemon, stopping the route", route=spec.name)
                         await self._halt_route(spec.name, drain=0)
+                    elif not lease.held():
+                        self.log.warning("route lease expired, stopping the route", route=spec.name)
+                        await self._halt_route(spec.name, drain=0)
                 elif await lease.acquire():
+                    self.conflicts.pop(spec.name, None)
                     self.log.info("route lease taken over", route=spec.name, fence=lease.fence)
                     self._run_route(spec, lease)
+                else:
+                    self._check_conflict(spec.name, lease)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - Redis away: keep going while the lease holds
-                self.log.warning("route lease renewal failed", route=spec.name, error=f"{type(exc).__name__}: {exc}")
-                if spec.name in self.routes and not lease.held():
-                    self.log.warning("route lease expired, stopping the route", route=spec.name)
-                    await self._halt_route(spec.name, drain=0)
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next round tries again
+                self.log.warning("route lease not taken yet", route=spec.name, error=f"{type(exc).__name__}: {exc}")
+
+    def _check_conflict(self, name: str, lease: Lease) -> None:
+        """After a refused acquisition: is the holder running another definition of this route?"""
+        holder = lease.conflict()
+        if holder is None:
+            self.conflicts.pop(name, None)
+            return
+        if self.conflicts.get(name) != holder:
+            self.conflicts[name] = holder
+            self.metrics.route_conflicts.labels(name).inc()
+            self.log.error("route name conflict: another daemon runs a different definition of this route; "
+                           "this daemon will not run it (rename one of the routes, or make the configs agree)",
+                           route=name, holder=holder, ours=lease.fingerprint,
+                           theirs=lease.rival[1] if lease.rival else None)
 
     async def _halt_route(self, name: str, drain: float) -> None:
         runner = self.routes.pop(name, None)
@@ -359,7 +427,11 @@ class Daemon:
         await cancel_and_wait(self._owners.pop(name, None))
         await self._halt_route(name, drain)
         self._specs.pop(name, None)
+        self._wakes.pop(name, None)
+        self.conflicts.pop(name, None)
         lease = self.leases.pop(name, None)
+        if lease is not None and self.keeper is not None:
+            self.keeper.remove(lease)
         if lease is not None:
             with contextlib.suppress(Exception):
                 await lease.release()
@@ -380,6 +452,7 @@ class Daemon:
             "lease_seconds": self.config.lease_seconds,
             "owns": {name: lease.since for name, lease in self.leases.items() if name in self.routes},
             "standby": sorted(name for name in self.leases if name not in self.routes),
+            "conflicts": dict(self.conflicts),
         }
         await self.redis.hset(INSTANCES_KEY, self.instance_id, json.dumps(record))
 
@@ -407,6 +480,11 @@ class Daemon:
         body["routes"] = {name: runner.state() for name, runner in self.routes.items()}
         body["owned_routes"] = sorted(self.routes)
         body["standby_routes"] = sorted(n for n in self.leases if n not in self.routes)
+        unowned = await self._unowned_routes(body) if redis_ok else []
+        if unowned:
+            body["unowned_routes"] = unowned
+        if self.conflicts:
+            body["conflicting_routes"] = {name: {"holder": holder} for name, holder in sorted(self.conflicts.items())}
         body["plugins"] = {
             name: {"status": str(p.health().status), "detail": p.health().detail} for name, p in self.plugins.items()
         }
@@ -418,8 +496,84 @@ class Daemon:
             body["not_ready_routes"] = not_ready
         if bad_plugins:
             body["not_ready_plugins"] = bad_plugins
-        ready = self.phase == "running" and redis_ok and not not_ready and not bad_plugins
+        ready = (self.phase == "running" and redis_ok and not not_ready and not bad_plugins and not unowned
+                 and not self.conflicts)
         return ready, redact_data(body)  # outside URLs (feeds, websub topics) lose user info and query
+
+    async def _unowned_routes(self, body: dict[str, Any]) -> list[str]:
+        """Configured routes that no daemon of the fleet holds a live lease for (run nowhere)."""
+        standby = [lease for name, lease in self.leases.items() if name not in self.routes]
+        if not standby:
+            return []
+        try:
+            holders = await asyncio.wait_for(asyncio.gather(*(lease.holder() for lease in standby)), 2)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            body["lease_error"] = f"{type(exc).__name__}: {exc}"
+            return sorted(lease.name.removeprefix("route:") for lease in standby)
+        return sorted(lease.name.removeprefix("route:") for lease, holder in zip(standby, holders, strict=True)
+                      if holder is None)
+
+    # ------------------------------------------------------------------ the loop and the lease keeper
+
+    def _start_watchers(self) -> None:
+        """The lease keeper thread, the loop watcher and the rate-limited loop error log."""
+        loop = asyncio.get_running_loop()
+        self._previous_error_handler = loop.get_exception_handler()
+        loop.set_exception_handler(LoopErrorLog(self.log))
+        ttl = self.config.lease_seconds
+        url = self.redis_url
+
+        def client() -> Any:
+            # Its own small pool and short timeouts: a renewal never waits behind the loop's
+            # commands, and a hung Redis cannot hold the thread past the next renewal.
+            return sync_client(url, max_connections=2, timeout=ttl / 3, socket_timeout=ttl / 3,
+                               socket_connect_timeout=ttl / 3)
+
+        def lost(lease: Lease) -> None:  # in the keeper thread
+            name = lease.name.removeprefix("route:")
+            loop.call_soon_threadsafe(lambda: self._wakes[name].set() if name in self._wakes else None)
+
+        def failed(lease: Lease, exc: Exception) -> None:  # in the keeper thread
+            self.log.warning("route lease renewal failed", route=lease.name.removeprefix("route:"),
+                             error=f"{type(exc).__name__}: {exc}")
+
+        def stalled(quiet: float) -> None:  # in the keeper thread
+            self.log.error("event loop stuck: leases are no longer renewed, other daemons will take over",
+                           seconds=round(quiet, 1))
+
+        # A busy loop keeps its leases; a loop stuck this long lets them go (see lease.py).
+        self.keeper = LeaseKeeper(client, on_lost=lost, on_error=failed, on_stall=stalled,
+                                  stall_limit=max(60.0, 4 * ttl))
+        self.keeper.start()
+        self._loop_watch = asyncio.create_task(self._watch_loop(), name="loop-watch")
+
+    async def _watch_loop(self) -> None:
+        """Measure how late the loop runs a timer: the lag gauge, a log line past 1 s, and the
+        keeper's proof that the loop is alive."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LOOP_TICK)
+            now = loop.time()
+            lag = max(0.0, now - before - LOOP_TICK)
+            if self.keeper is not None:
+                self.keeper.loop_alive()
+            self._lags.append((now, lag))
+            while self._lags and self._lags[0][0] < now - LOOP_LAG_WINDOW:
+                self._lags.popleft()
+            self.metrics.loop_lag.set(max(late for _, late in self._lags))
+            if lag > LOOP_LAG_WARNING:
+                self.log.warning("event loop lagged", seconds=round(lag, 3))
+
+    def _connection_refused(self, reason: str) -> None:
+        self.metrics.http_refused.labels(reason).inc()
+        self._refusals[reason] = self._refusals.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._refusals_logged >= 10.0:  # at most one line per 10 s, however many clients
+            self.log.warning("http connections closed by the limits", counts=dict(self._refusals),
+                             limits="http.max_connections, http.header_timeout")
+            self._refusals.clear()
+            self._refusals_logged = now
 
     def _refresh_gauges(self) -> None:
         for name, plugin in self.plugins.items():
@@ -500,6 +654,9 @@ class Daemon:
         await cancel_and_wait(self._maintenance)
         await cancel_and_wait(self._heartbeat)
         await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.leases)), return_exceptions=True)
+        if self.keeper is not None:
+            await asyncio.to_thread(self.keeper.stop)
+        await cancel_and_wait(self._loop_watch)
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.hdel(INSTANCES_KEY, self.instance_id)
@@ -515,6 +672,9 @@ class Daemon:
                 await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+        if self.keeper is not None:  # started: so was the loop error log
+            asyncio.get_running_loop().set_exception_handler(self._previous_error_handler)
+            self.keeper = None
         self.phase = "stopped"
         self._stopped.set()
         self.log.info("stopped")

@@ -26,6 +26,12 @@ class BridgeMetrics:
     - ``route_owned{route}``: 1 while this daemon holds the route's lease (0: another daemon runs it).
     - ``plugin_ready{plugin}``: 1 when the plugin's health is ready.
     - ``apply_seconds{route,sink}``: time to apply one event.
+    - ``route_conflicts{route}``: times another daemon was found running this route name with another
+      definition (a second config reusing the name; see ``/readyz`` ``conflicting_routes``).
+    - ``loop_lag``: the event loop's worst lateness over the last 10 s (a timer's delay past its due
+      time); above 1 s the daemon also logs ``event loop lagged``.
+    - ``http_connections``: open HTTP connections; ``http_refused{reason}``: connections closed by the
+      HTTP limits (``max_connections``, ``header_timeout``).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -59,6 +65,17 @@ class BridgeMetrics:
         self.apply_seconds = Histogram(
             "thoonk_bridge_route_apply_seconds", "Time to apply one event to a sink", ["route", "sink"],
             registry=r, buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2.0, 10.0),
+        )
+        self.route_conflicts = Counter(
+            "thoonk_bridge_route_conflicts", "Another daemon found running this route name with another definition",
+            ["route"], registry=r,
+        )
+        self.loop_lag = Gauge(
+            "thoonk_bridge_event_loop_lag_seconds", "Worst event loop lateness over the last 10 s", registry=r
+        )
+        self.http_connections = Gauge("thoonk_bridge_http_connections", "Open HTTP connections", registry=r)
+        self.http_refused = Counter(
+            "thoonk_bridge_http_connections_closed", "HTTP connections closed by the limits", ["reason"], registry=r
         )
 
     def forget_route(self, route: str, sinks: list[str]) -> None:
