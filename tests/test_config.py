@@ -330,7 +330,55 @@ BAD = [
         id="redis-scheme",
     ),
     pytest.param(
-        "redis: unix://\n", ["1:8: redis: a unix:// Redis URL needs a socket path: 'unix://'"], id="redis-unix"
+        "redis: unix://\n",
+        ["1:8: redis: a unix:// Redis URL needs a socket path (unix:///run/redis.sock) (in unix://)"],
+        id="redis-unix",
+    ),
+    # Redis URLs redis-py only refuses when it connects: refused here, with the URL's secrets masked.
+    pytest.param(
+        "redis: redis://:hunter2@h:notaport/0\n",
+        ["1:8: redis: bad port 'notaport' in 'h:notaport': a number from 1 to 65535 (in redis://***@h:notaport/0)"],
+        id="redis-port-not-a-number",
+    ),
+    pytest.param(
+        "redis: redis://h:99999/0\n",
+        ["1:8: redis: bad port '99999' in 'h:99999': a number from 1 to 65535 (in redis://h:99999/0)"],
+        id="redis-port-out-of-range",
+    ),
+    pytest.param(
+        "redis: redis+sentinel://h:abc/svc?sentinel_password=hunter2\n",
+        ["1:8: redis: bad port 'abc' in 'h:abc': a number from 1 to 65535 "
+         "(in redis+sentinel://h:abc/svc?sentinel_password=***)"],
+        id="redis-sentinel-port",
+    ),
+    pytest.param(
+        "redis: redis+cluster://h:abc\n",
+        ["1:8: redis: bad port 'abc' in 'h:abc': a number from 1 to 65535 (in redis+cluster://h:abc)"],
+        id="redis-cluster-port",
+    ),
+    pytest.param(
+        "redis: redis://h/0?socket_timeout=abc\n",
+        ["1:8: redis: Invalid value for 'socket_timeout' in connection URL. (in redis://h/0?socket_timeout=abc)"],
+        id="redis-option-value",
+    ),
+    pytest.param(
+        "redis: redis://h/0?socket_timout=1\n",
+        ["1:8: redis: unknown option 'socket_timout' in the query (did you mean 'socket_timeout'?) "
+         "(in redis://h/0?socket_timout=***)"],
+        id="redis-option-name",
+    ),
+    pytest.param(
+        "redis: redis://h/zero\n",
+        ["1:8: redis: bad db number 'zero' after the host: a number from 0 (redis://host:6379/0) (in redis://h/zero)"],
+        id="redis-db",
+    ),
+    pytest.param(
+        "redis: http://user:hunter2@localhost\n",
+        [
+            "1:8: redis: unsupported Redis URL 'http://***@localhost': the scheme must be one of redis://, "
+            "rediss://, unix://, redis+sentinel://, rediss+sentinel://, redis+cluster://, rediss+cluster://"
+        ],
+        id="redis-scheme-password",
     ),
     pytest.param(
         "redis: 6379\n",
@@ -390,7 +438,7 @@ BAD = [
     ),
     pytest.param(
         "http:\n  public_url: https://x/?a=1\n",
-        ["2:15: http.public_url: must not have a query or fragment: 'https://x/?a=1'"],
+        ["2:15: http.public_url: must not have a query or fragment: 'https://x/?a=***'"],
         id="public-url-query",
     ),
     pytest.param(
@@ -818,13 +866,105 @@ def test_load_config_with_env_file_process_env_wins(tmp_path: Path) -> None:
     assert (config.redis, config.log_level) == ("redis://from-file:6379", "error")
 
 
-def test_missing_variables_reported_before_parsing(tmp_path: Path) -> None:
+def test_missing_variables_reported_with_a_yaml_error(tmp_path: Path) -> None:
     got = problems(tmp_path, "redis: ${A}\nhttp: {listen: '${B}'\n")  # broken YAML too
     file = tmp_path / "bridge.yaml"
     assert got == [
         f"{file}:1:8: environment variable A is not set",
         f"{file}:2:17: environment variable B is not set",
+        f"{file}:3:1: invalid YAML: expected ',' or '}}', but got '<stream end>' "
+        "(while parsing a flow mapping on line 2)",
     ]
+
+
+def test_missing_variables_reported_with_every_other_problem(tmp_path: Path) -> None:
+    # An unset variable goes on as a placeholder: every other problem is found too, and what the
+    # placeholder itself makes invalid (a listen address, a number, a route name) is not reported.
+    got = problems(
+        tmp_path,
+        """
+        redis: ${A}
+        http:
+          listen: '${B}'
+        lease_seconds: 0
+        routes:
+          - name: ${N}
+            from: thoonk:${F:?set F}
+            to: [thoonk:x, bad:y]
+          - name: r2
+            from: thoonk:a
+            to: thoonk:b
+            mirror: maybe
+        drain_seconds: ${D}
+        """,
+    )
+    file = tmp_path / "bridge.yaml"
+    assert got == [
+        f"{file}:1:8: environment variable A is not set",
+        f"{file}:3:12: environment variable B is not set",
+        f"{file}:4:16: lease_seconds: Input should be greater than 0",
+        f"{file}:6:11: environment variable N is not set",
+        f"{file}:7:18: F: set F",
+        f"{file}:8:20: routes.0.to.1: unknown endpoint kind 'bad' (known kinds: chat, files, hook, thoonk)",
+        f"{file}:12:13: routes.1.mirror: Input should be a valid boolean, unable to interpret input",
+        f"{file}:13:16: environment variable D is not set",
+    ]
+
+
+def test_placeholders_do_not_collide_into_false_problems(tmp_path: Path) -> None:
+    # Two routes named by the same unset variable are not "duplicates"; an unset key is not "unknown".
+    got = problems(
+        tmp_path,
+        "${KEY}: 1\nroutes: [{name: '${N}', from: 'thoonk:a', to: 'thoonk:${X}'}, "
+        "{name: \"${N}\", from: thoonk:c, to: thoonk:d}]\n",
+    )
+    file = tmp_path / "bridge.yaml"
+    assert got == [
+        f"{file}:1:1: environment variable KEY is not set",
+        f"{file}:2:18: environment variable N is not set",
+        f"{file}:2:55: environment variable X is not set",
+        f"{file}:2:71: environment variable N is not set",
+    ]
+
+
+def test_huge_values_are_cut_in_messages(tmp_path: Path) -> None:
+    huge = "x" * 5_000_000
+    got = problems(
+        tmp_path,
+        f"http:\n  listen: '{huge}'\n{huge[:300]}: 1\nroutes:\n  - name: '{huge}'\n    from: 'thoonk:{huge}'\n"
+        f"    to: thoonk:b\n    initial: '{huge}'\n",
+    )
+    assert len(got) == 5, [g[:200] for g in got]
+    for line in got:
+        assert len(line) < 1500, line[:200]
+        assert "characters left out" in line
+    assert "http.listen: expected HOST:PORT" in got[0]
+    assert "unknown key" in got[1]
+    assert "routes.0.name: invalid route name" in got[2]
+    assert "routes.0.from: invalid address" in got[3]
+    assert "routes.0.initial: expected all, none or latest:N" in got[4]
+
+
+def test_secrets_in_values_are_not_echoed(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        """
+        redis: "redis://user:hunter2@h:6379/zero"
+        http:
+          public_url: "https://user:hunter3@example.org/?token=hunter4"
+        routes:
+          - name: a
+            from: "feed:https://u:hunter5@example.org/x?key=hunter6"
+            to: thoonk:b
+            initial: "https://u:hunter7@example.org/"
+        """,
+    )
+    assert len(got) == 4, got
+    text = "\n".join(got)
+    for secret in ("hunter2", "hunter3", "hunter4", "hunter5", "hunter6", "hunter7"):
+        assert secret not in text
+    assert "redis://***@h:6379/zero" in text
+    assert "https://***@example.org/?token=***" in text
 
 
 # --------------------------------------------------------------------------- parse_endpoint (CLI)

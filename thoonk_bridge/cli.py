@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 the operation failed (bad config, Redis unreachable, unknown feed),
 2 bad arguments (click's usage errors).
+
+Every failure is one ``error: ...`` line on stderr, never a traceback (set ``THOONK_BRIDGE_DEBUG=1``
+to get the traceback of an unexpected error). Nothing printed shows a secret: URLs go through
+:func:`thoonk_bridge.redact.redact_text` (no password, user info or query values).
 """
 
 from __future__ import annotations
@@ -18,25 +22,65 @@ from typing import Any, NoReturn
 import click
 
 from thoonk_bridge import __version__
+from thoonk_bridge.redact import redact_text
 
 DEFAULT_CONFIG = "config/example.yaml"
+_REDIS_IN_USE = "thoonk_bridge.redis_url"  # ctx.meta key: the Redis URL the running command talks to
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {redact_text(message)}", err=True)
     sys.exit(1)
 
 
+def _warn(message: str) -> None:
+    click.echo(f"warning: {redact_text(message)}", err=True)
+
+
+def _redis_failure(exc: Exception) -> str | None:
+    """The one line for a Redis that cannot be reached or refuses us, or None if ``exc`` is not that."""
+    import redis.exceptions
+
+    from thoonk_bridge.thoonk.exceptions import RedisUnavailable
+
+    if not isinstance(exc, redis.exceptions.RedisError | redis.exceptions.RedisClusterException | RedisUnavailable):
+        return None
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(_REDIS_IN_USE) if ctx is not None else None
+    where = f"redis {url}" if url else "redis"
+    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+        return f"{where}: access refused: {exc}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | RedisUnavailable
+                  | redis.exceptions.RedisClusterException):
+        return f"{where} is unreachable: {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
 class BridgeCommands(click.Group):
-    """The engine's commands plus each installed plugin's own (``Plugin.cli``), e.g. ``websub``."""
+    """The engine's commands plus each installed plugin's own (``Plugin.cli``), e.g. ``websub``.
+
+    Runs every command so that a failure is one clear line: Redis unreachable or refusing us
+    (whichever command, plugins' included), or anything unexpected.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("THOONK_BRIDGE_DEBUG"):
+                raise
+            message = _redis_failure(exc)
+            if message is None:
+                message = f"{type(exc).__name__}: {exc} (THOONK_BRIDGE_DEBUG=1 shows the traceback)"
+            _fail(message)
 
     def _plugin_commands(self) -> dict[str, click.Command]:
-        from thoonk_bridge.plugin import PluginLoadError, discover_plugins
+        from thoonk_bridge.plugin import discover_plugins
 
-        try:
-            plugins = discover_plugins()
-        except PluginLoadError:
-            return {}  # `thoonk-bridge plugins` reports it; the engine's commands still work
+        # A plugin that cannot be loaded has no commands; `thoonk-bridge plugins` says why.
+        plugins = discover_plugins({})
         commands = {}
         for cls in plugins.values():
             command = getattr(cls, "cli", None)
@@ -52,6 +96,7 @@ class BridgeCommands(click.Group):
 
 
 @click.group(cls=BridgeCommands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="thoonk-bridge", message="%(prog)s %(version)s")
 def main() -> None:
     """thoonk-bridge: Thoonk feeds on Redis, bridged to XMPP PubSub, WebSub and Atom/RSS."""
 
@@ -97,7 +142,10 @@ def _print_problems(exc: Any) -> None:
 @env_file_option
 @click.option("--live", is_flag=True, help="Also connect: Redis and each plugin's servers.")
 def check(config: Path, env_file: Path | None, live: bool) -> None:
-    """Validate CONFIG: print every problem as FILE:LINE:COL: path: message, or a summary."""
+    """Validate CONFIG: print every problem as FILE:LINE:COL: path: message, or a summary.
+
+    With --live, the summary (and OK) is printed only when Redis and every plugin's servers answer.
+    """
     from thoonk_bridge.config import ConfigError, load_config
 
     try:
@@ -107,22 +155,28 @@ def check(config: Path, env_file: Path | None, live: bool) -> None:
         sys.exit(1)
     except OSError as exc:
         _fail(f"{config}: {exc.strerror or exc}")
+    for warning in loaded.warnings:
+        _warn(warning)
+    if live:
+        problems = asyncio.run(_check_live(loaded))
+        if problems:
+            for problem in problems:
+                click.echo(f"live: {redact_text(problem)}", err=True)
+            _fail(f"{config}: the config is valid, but {len(problems)} live check(s) failed")
     enabled = ", ".join(sorted(loaded.enabled_plugins)) or "none"
-    click.echo(f"{config}: OK, {len(loaded.routes)} route(s), plugins: {enabled}")
-    click.echo(f"  redis: {loaded.redis or 'embedded (' + str((Path(loaded.state_dir) / 'redis').resolve()) + ')'}")
-    click.echo(f"  http: {loaded.http.listen} (public {loaded.http.base_url})")
+    lines = [f"{config}: OK, {len(loaded.routes)} route(s), plugins: {enabled}"]
+    lines.append(f"  redis: {loaded.redis or 'embedded (' + str((Path(loaded.state_dir) / 'redis').resolve()) + ')'}")
+    lines.append(f"  http: {loaded.http.listen} (public {loaded.http.base_url})")
     for route in loaded.routes:
         extras = [f"mirror={str(route.mirror).lower()}", f"initial={route.initial}"]
         if route.format:
             extras.append(f"format={route.format}")
-        click.echo(f"  {route.name}: {route.source} -> {', '.join(str(s) for s in route.sinks)} ({', '.join(extras)})")
+        sinks = ", ".join(str(s) for s in route.sinks)
+        lines.append(f"  {route.name}: {route.source} -> {sinks} ({', '.join(extras)})")
     if live:
-        problems = asyncio.run(_check_live(loaded))
-        for problem in problems:
-            click.echo(f"live: {problem}", err=True)
-        if problems:
-            sys.exit(1)
-        click.echo("live: Redis and every plugin reachable")
+        lines.append("live: Redis and every plugin reachable")
+    for line in lines:
+        click.echo(redact_text(line))
 
 
 async def _check_live(config: Any) -> list[str]:
@@ -131,11 +185,13 @@ async def _check_live(config: Any) -> list[str]:
 
     from thoonk_bridge.logs import get_logger
     from thoonk_bridge.plugin import PluginContext, TopicRegistry, discover_plugins
+    from thoonk_bridge.redact import redact_url
     from thoonk_bridge.redis_client import async_client
     from thoonk_bridge.thoonk import AsyncThoonk
     from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 
     problems: list[str] = []
+    client: Any  # one server, Sentinel or Cluster client
     if not config.redis:
         problems_redis = None  # embedded: started by the daemon itself, nothing to reach
     else:
@@ -148,11 +204,11 @@ async def _check_live(config: Any) -> list[str]:
             if shared:
                 click.echo(f"live: warning: {describe_shared_feeds(client_database(client), shared)}", err=True)
         except Exception as exc:  # noqa: BLE001 - reported
-            problems.append(f"redis {config.redis}: {type(exc).__name__}: {exc}")
+            problems.append(f"redis {redact_url(config.redis)}: {type(exc).__name__}: {exc}")
         finally:
             await client.aclose()
         problems_redis = config.redis
-    classes = discover_plugins()
+    classes = discover_plugins({})  # the config loaded: every plugin it enables could be loaded
     client = async_client(problems_redis or "redis://127.0.0.1:1")  # never used when embedded
     for name in sorted(config.enabled_plugins):
         cls = classes[name]
@@ -177,12 +233,12 @@ async def _check_live(config: Any) -> list[str]:
 def plugins() -> None:
     """List installed plugins with their endpoint kinds and versions."""
     from thoonk_bridge.endpoints import THOONK_KIND
-    from thoonk_bridge.plugin import PluginLoadError, discover_plugins
+    from thoonk_bridge.plugin import discover_plugins
 
-    try:
-        found = discover_plugins()
-    except PluginLoadError as exc:
-        _fail(str(exc))
+    broken: dict[str, str] = {}
+    found = discover_plugins(broken)
+    for name, why in sorted(broken.items()):
+        _warn(f"plugin {name!r} is installed but cannot be loaded ({why})")
     click.echo(f"(engine) {__version__}")
     click.echo(f"    {_kind_line(THOONK_KIND)}")
     for name, cls in sorted(found.items()):
@@ -227,7 +283,11 @@ def bridge_redis_url(redis_url: str | None, config_path: Path) -> Iterator[str]:
     commands too (``Plugin.cli``)."""
     from thoonk_bridge.thoonk.embedded import EmbeddedRedis, EmbeddedRedisError
 
+    ctx = click.get_current_context(silent=True)
     if redis_url:
+        _check_redis_url(redis_url)
+        if ctx is not None:
+            ctx.meta[_REDIS_IN_USE] = redact_text(redis_url)
         yield redis_url
         return
     if not config_path.exists():
@@ -239,10 +299,16 @@ def bridge_redis_url(redis_url: str | None, config_path: Path) -> Iterator[str]:
     except ConfigError as exc:
         _print_problems(exc)
         sys.exit(1)
+    for warning in loaded.warnings:
+        _warn(warning)
     if loaded.redis:
+        if ctx is not None:
+            ctx.meta[_REDIS_IN_USE] = redact_text(loaded.redis)
         yield loaded.redis
         return
     server = EmbeddedRedis(Path(loaded.state_dir) / "redis")
+    if ctx is not None:
+        ctx.meta[_REDIS_IN_USE] = f"embedded ({server.url})"
     if server._ping():  # noqa: SLF001 - the daemon's embedded server is already up
         yield server.url
         return
@@ -256,20 +322,26 @@ def bridge_redis_url(redis_url: str | None, config_path: Path) -> Iterator[str]:
         server.stop()
 
 
+def _check_redis_url(url: str) -> None:
+    """A ``--redis`` URL is checked like the config's ``redis:`` (one line naming what is wrong)."""
+    from thoonk_bridge.redis_client import parse_target
+
+    try:
+        parse_target(url)
+    except ValueError as exc:
+        _fail(f"--redis: {exc}")
+
+
 @contextmanager
 def _thoonk(redis_url: str | None, config_path: Path) -> Iterator[Any]:
-    """A sync Thoonk client on the bridge's Redis (see :func:`bridge_redis_url`)."""
+    """A sync Thoonk client on the bridge's Redis (see :func:`bridge_redis_url`). Redis errors
+    become one line in :meth:`BridgeCommands.invoke`."""
     from thoonk_bridge.thoonk import Thoonk
 
     with bridge_redis_url(redis_url, config_path) as url:
-        try:
-            client = Thoonk(url=url)
-        except Exception as exc:  # noqa: BLE001 - reported
-            _fail(f"redis {url}: {exc}")
+        client = Thoonk(url=url)
         try:
             yield client
-        except ConnectionError as exc:
-            _fail(f"redis {url}: {exc}")
         finally:
             client.close()
 
@@ -293,6 +365,8 @@ def publish(feed: str, payload: str, item_id: str | None, redis_url: str | None,
         except (ValueError, TypeError) as exc:
             _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. FeedTypeMismatch
+            if _redis_failure(exc) is not None:
+                raise  # the one Redis line (BridgeCommands.invoke)
             _fail(f"{type(exc).__name__}: {exc}")
 
 

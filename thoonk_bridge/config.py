@@ -62,6 +62,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from thoonk_bridge.endpoints import THOONK_KIND
 from thoonk_bridge.payload import Format
 from thoonk_bridge.plugin import Endpoint, EndpointKind, Plugin, Settings, discover_plugins
+from thoonk_bridge.redact import redact_text, redact_url, shorten
+from thoonk_bridge.redis_client import parse_target
 
 __all__ = [
     "REDIS_SCHEMES",
@@ -85,6 +87,11 @@ Loc = tuple[str | int, ...]
 # --------------------------------------------------------------------------- errors
 
 
+_MAX_MESSAGE = 1000  # characters of one problem's message (values in it: _MAX_VALUE each)
+_MAX_PATH = 200
+_MAX_VALUE = 120
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     """One problem in a config (or env) file.
@@ -99,6 +106,12 @@ class ConfigProblem:
     col: int
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Every message may echo a value from the file (or the environment): never whole (a 50 MB
+        # value), never with a URL's password, user info or query values.
+        object.__setattr__(self, "path", shorten(redact_text(self.path), _MAX_PATH))
+        object.__setattr__(self, "message", shorten(redact_text(self.message), _MAX_MESSAGE))
 
     def __str__(self) -> str:
         where = self.file if self.line <= 0 else f"{self.file}:{self.line}:{self.col}"
@@ -138,22 +151,22 @@ def _split_listen(value: str) -> tuple[str, int]:
     if value.startswith("["):
         end = value.find("]")
         if end < 0 or value[end + 1 : end + 2] != ":":
-            raise ValueError(f"expected [IPV6]:PORT, got {value!r}")
+            raise ValueError(f"expected [IPV6]:PORT, got {_show(value)}")
         host, port_text = value[1:end], value[end + 2 :]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
+            raise ValueError(f"{_show(host)} is not an IPv6 address") from None
     else:
         host, sep, port_text = value.rpartition(":")
         if not sep or not host:
-            raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+            raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {_show(value)}")
         if ":" in host:
             raise ValueError(f"write an IPv6 address in brackets: [{host}]:{port_text}")
         if not _HOSTNAME.match(host):
-            raise ValueError(f"{host!r} is not a valid host name or address")
+            raise ValueError(f"{_show(host)} is not a valid host name or address")
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+        raise ValueError(f"port must be a number from 0 to 65535, got {_show(port_text)}")
     return host, int(port_text)
 
 
@@ -196,15 +209,15 @@ class HttpSettings(BaseModel):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https"):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"must be an http:// or https:// URL, got {_show(value)}")
         if not parts.hostname:
-            raise ValueError(f"has no host: {value!r}")
+            raise ValueError(f"has no host: {_show(value)}")
         if parts.query or parts.fragment:
-            raise ValueError(f"must not have a query or fragment: {value!r}")
+            raise ValueError(f"must not have a query or fragment: {_show(value)}")
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
-            raise ValueError(f"has an invalid port: {value!r}") from None
+            raise ValueError(f"has an invalid port: {_show(value)}") from None
         return value.rstrip("/")
 
     @property
@@ -256,17 +269,13 @@ class EngineSettings(BaseModel):
     def _check_redis(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in REDIS_SCHEMES:
+        # The clients' own parser, so that what passes `check` is what `run` can connect with.
+        if urlsplit(value).scheme not in REDIS_SCHEMES:
             raise ValueError(
-                f"unsupported Redis URL {value!r}: the scheme must be one of "
+                f"unsupported Redis URL {redact_url(value)!r}: the scheme must be one of "
                 + ", ".join(f"{s}://" for s in REDIS_SCHEMES)
             )
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError(f"a unix:// Redis URL needs a socket path: {value!r}")
-        elif not parts.netloc or not (parts.hostname or "@" in parts.netloc):
-            raise ValueError(f"the Redis URL has no host: {value!r}")
+        parse_target(value)  # ValueError: says what and shows the URL without its secrets
         return value
 
 
@@ -292,7 +301,7 @@ class RouteOptions(BaseModel):
     def _explain_name(cls, value: Any) -> Any:
         if isinstance(value, str) and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$", value):
             raise ValueError(
-                f"invalid route name {value!r}: use 1 to 100 letters, digits, '_', '.' or '-', "
+                f"invalid route name {_show(value)}: use 1 to 100 letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit"
             )
         return value
@@ -304,7 +313,7 @@ class RouteOptions(BaseModel):
             return value
         m = re.fullmatch(r"latest:(\d{1,9})", value)
         if not m or int(m.group(1)) < 1:
-            raise ValueError(f"expected all, none or latest:N with N >= 1, got {value!r}")
+            raise ValueError(f"expected all, none or latest:N with N >= 1, got {_show(value)}")
         return f"latest:{int(m.group(1))}"
 
     @property
@@ -340,6 +349,9 @@ class BridgeConfig(EngineSettings):
       whose endpoint kinds a route uses (with the settings model's defaults when not configured).
     - ``routes``: the :class:`RouteSpec` s, in file order.
     - ``source_file``: the config file (absolute).
+    - ``warnings``: what does not stop this config but an operator should hear of (an installed
+      plugin that cannot be loaded and that the config does not use); the commands print them and
+      the daemon logs them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -347,6 +359,7 @@ class BridgeConfig(EngineSettings):
     plugins: dict[str, Settings] = Field(default_factory=dict)
     routes: list[RouteSpec] = Field(default_factory=list)
     source_file: Path
+    warnings: tuple[str, ...] = ()
 
     @property
     def enabled_plugins(self) -> frozenset[str]:
@@ -419,11 +432,11 @@ def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
 def _unknown_key_message(key: str, allowed: list[str] | tuple[str, ...]) -> str:
     allowed = list(allowed)
     if not allowed:
-        return f"unknown key {key!r}: no keys are allowed here"
+        return f"unknown key {_show(key)}: no keys are allowed here"
     close = difflib.get_close_matches(key, allowed, n=2, cutoff=0.6)
     if close:
-        return f"unknown key {key!r} (did you mean {' or '.join(repr(c) for c in close)}?)"
-    return f"unknown key {key!r} (allowed: {', '.join(allowed)})"
+        return f"unknown key {_show(key)} (did you mean {' or '.join(repr(c) for c in close)}?)"
+    return f"unknown key {_show(key)} (allowed: {', '.join(allowed)})"
 
 
 def _issues_from_validation(
@@ -534,14 +547,15 @@ def parse_endpoint(value: Any, role: Literal["source", "sink"], kinds: Mapping[s
             [
                 _Issue(
                     at,
-                    f"expected KIND:ADDRESS, got {text!r} (kinds that can be a {role}: {_describe_kinds(kinds, role)})",
+                    f"expected KIND:ADDRESS, got {_show(text)} "
+                    f"(kinds that can be a {role}: {_describe_kinds(kinds, role)})",
                 )
             ]
         )
     kind = kinds.get(kind_name)
     if kind is None:
         raise EndpointError(
-            [_Issue(at, f"unknown endpoint kind {kind_name!r} (known kinds: {', '.join(sorted(kinds))})")]
+            [_Issue(at, f"unknown endpoint kind {_show(kind_name)} (known kinds: {', '.join(sorted(kinds))})")]
         )
     if not address:
         raise EndpointError([_Issue(at, f"{kind_name}: needs an address after the ':'")])
@@ -560,7 +574,7 @@ def parse_endpoint(value: Any, role: Literal["source", "sink"], kinds: Mapping[s
         issues = []
         for issue in _issues_from_validation(exc, model):
             if issue.loc[:1] == ("address",):
-                issues.append(_Issue(at, f"invalid address {address!r}: {issue.message}"))
+                issues.append(_Issue(at, f"invalid address {_show(address)}: {issue.message}"))
             elif not options and issue.where == "missing":
                 issues.append(
                     _Issue(
@@ -583,7 +597,12 @@ def _type_name(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for a message: at most :data:`_MAX_VALUE` characters."""
+    return shorten(repr(value), _MAX_VALUE)
 
 
 # --------------------------------------------------------------------------- env substitution
@@ -631,8 +650,23 @@ class _Positions:
 _SUBST = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])(.*))?", re.S)
 
 
-def _substitute(text: str, env: Mapping[str, str], file: str) -> tuple[str, _OffsetMap, list[ConfigProblem]]:
+def _placeholder(name: str) -> str:
+    """What an unset ``${NAME}`` becomes so that the rest of the file is still checked: a plain word,
+    valid in any YAML context (plain, quoted, flow), that no schema takes for a real value."""
+    return f"unset-{name}"
+
+
+@dataclass
+class _Substituted:
+    text: str
+    offsets: _OffsetMap
+    problems: list[ConfigProblem]
+    unset_at: list[int]  # offsets in the original text of each ${...} that got a placeholder
+
+
+def _substitute(text: str, env: Mapping[str, str], file: str) -> _Substituted:
     out: list[str] = []
+    unset_at: list[int] = []
     out_len = 0
     offsets = _OffsetMap()
     problems: list[ConfigProblem] = []
@@ -695,12 +729,16 @@ def _substitute(text: str, env: Mapping[str, str], file: str) -> tuple[str, _Off
                 if op is None:
                     if current is None:
                         problem(i, f"environment variable {name} is not set")
+                        current = _placeholder(name)
+                        unset_at.append(i)
                     value = current
                 elif op in (":-", "-"):
                     value = arg if unset else current
                 else:  # :? or ?
                     if unset:
                         problem(i, f"{name}: {arg}" if arg else f"environment variable {name} is not set")
+                        current = _placeholder(name)
+                        unset_at.append(i)
                     value = current
             value = value or ""
             if quote == '"':
@@ -739,7 +777,7 @@ def _substitute(text: str, env: Mapping[str, str], file: str) -> tuple[str, _Off
                 last_sig = c
         i += 1
     flush(n)
-    return "".join(out), offsets, problems
+    return _Substituted("".join(out), offsets, problems, unset_at)
 
 
 def substitute_env(text: str, env: Mapping[str, str], *, file: str) -> str:
@@ -749,10 +787,10 @@ def substitute_env(text: str, env: Mapping[str, str], *, file: str) -> str:
     Raises :class:`ConfigError` naming ``file:line:col`` of every unset variable and every
     malformed ``${...}`` at once. Defaults are literal text (no nested ``${...}``, no ``}``).
     """
-    result, _offsets, problems = _substitute(text, env, file)
-    if problems:
-        raise ConfigError(problems)
-    return result
+    result = _substitute(text, env, file)
+    if result.problems:
+        raise ConfigError(result.problems)
+    return result.text
 
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -841,9 +879,11 @@ _MAX_NODES = 200_000
 class _Doc:
     """The YAML document as plain Python data plus the start mark of every node, by path."""
 
-    def __init__(self, file: str, positions: _Positions) -> None:
+    def __init__(self, file: str, positions: _Positions, unset_at: list[int] | None = None) -> None:
         self.file = file
         self.positions = positions
+        self.unset_at = sorted(unset_at or ())
+        self.placeholder_nodes: set[tuple[int, int]] = set()  # (line, col) of scalars holding one
         self.values: dict[Loc, tuple[int, int]] = {}
         self.keys: dict[Loc, tuple[int, int]] = {}
         self.raw: dict[Loc, yaml.ScalarNode] = {}
@@ -861,6 +901,7 @@ class _Doc:
         self.values[path] = self.positions.of_mark(node.start_mark)
         if isinstance(node, yaml.ScalarNode):
             self.raw[path] = node
+            self._note_placeholder(node)
             try:
                 return self._constructor.construct_object(node, deep=True)
             except (yaml.YAMLError, ValueError, TypeError):
@@ -917,8 +958,18 @@ class _Doc:
             key = str(key_node.value)
             child = (*path, key)
             self.keys[child] = self.positions.of_mark(key_node.start_mark)
+            self._note_placeholder(key_node)
             result[key] = self.build(value_node, child)
         return result
+
+    def _note_placeholder(self, node: yaml.Node) -> None:
+        if not self.unset_at:
+            return
+        to_original = self.positions.offsets.to_original if self.positions.offsets else (lambda o: o)
+        start, end = to_original(node.start_mark.index), to_original(node.end_mark.index)
+        first = bisect.bisect_left(self.unset_at, start)
+        if first < len(self.unset_at) and (self.unset_at[first] < end or self.unset_at[first] == start):
+            self.placeholder_nodes.add(self.positions.of_mark(node.start_mark))
 
     # -- reporting
 
@@ -965,8 +1016,10 @@ def _dotted(path: Loc) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _parse_yaml(text: str, file: str, positions: _Positions) -> tuple[Any, _Doc]:
-    doc = _Doc(file, positions)
+def _parse_yaml(
+    text: str, file: str, positions: _Positions, unset_at: list[int] | None = None
+) -> tuple[Any, _Doc]:
+    doc = _Doc(file, positions, unset_at)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -1016,8 +1069,9 @@ def load_config(
     - ``env``: the variables for substitution (default ``os.environ``).
     - ``env_file``: a ``.env`` file (:func:`load_env_file`) whose variables fill in those missing
       from ``env`` (the process environment wins, as with docker compose).
-    - ``plugins``: the installed plugins by name (default :func:`discover_plugins`, whose
-      ``PluginLoadError`` propagates).
+    - ``plugins``: the installed plugins by name (default: :func:`discover_plugins`; an installed
+      plugin that cannot be loaded is then a problem where the config uses it, a warning in
+      ``BridgeConfig.warnings`` where it does not).
 
     Raises :class:`ConfigError` with every problem found.
     """
@@ -1026,24 +1080,32 @@ def load_config(
     if env_file is not None:
         variables.update(load_env_file(env_file))
     variables.update(os.environ if env is None else env)
+    broken: dict[str, str] = {}
     if plugins is None:
-        plugins = discover_plugins()
+        plugins = discover_plugins(broken)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(file, 0, 0, "", f"cannot read config: {_os_reason(exc)}")]) from None
 
-    substituted, offsets, env_problems = _substitute(text, variables, file)
-    if env_problems:
-        raise ConfigError(env_problems)
-    positions = _Positions(text, offsets)
-    data, doc = _parse_yaml(substituted, file, positions)
+    # An unset variable does not hide the rest: it is reported with every other problem, and the
+    # problems its placeholder causes (the value it was meant to fill is "invalid") are left out.
+    substituted = _substitute(text, variables, file)
+    positions = _Positions(text, substituted.offsets)
+    try:
+        data, doc = _parse_yaml(substituted.text, file, positions, substituted.unset_at)
+    except ConfigError as exc:
+        raise ConfigError(_sorted([*substituted.problems, *exc.problems])) from None
     source_file = Path(path).absolute()
-    config = _validate(data, doc, plugins, source_file)
-    if doc.problems or config is None:
-        problems = sorted(doc.problems, key=lambda p: (p.line, p.col))
-        raise ConfigError(_dedupe(problems))
+    config = _validate(data, doc, plugins, source_file, broken)
+    found = [p for p in doc.problems if (p.line, p.col) not in doc.placeholder_nodes]
+    if found or config is None or substituted.problems:
+        raise ConfigError(_dedupe(_sorted([*substituted.problems, *found])))
     return config
+
+
+def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    return sorted(problems, key=lambda p: (p.line, p.col))
 
 
 def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
@@ -1060,7 +1122,9 @@ def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
     return out
 
 
-def _validate(data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_file: Path) -> BridgeConfig | None:
+def _validate(
+    data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_file: Path, broken: Mapping[str, str]
+) -> BridgeConfig | None:
     if data is None:
         doc.problems.append(
             ConfigProblem(doc.file, 1, 1, "", "the config is empty: expected a mapping with at least 'routes'")
@@ -1095,8 +1159,11 @@ def _validate(data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_
     installed = ", ".join(sorted(plugins)) or "none"
     for name, section in plugin_data.items():
         plugin = plugins.get(name)
+        if plugin is None and name in broken:
+            doc.add(("plugins",), _Issue((name,), _broken_plugin(name, broken[name]), "key"))
+            continue
         if plugin is None:
-            message = f"no plugin named {name!r} is installed (installed: {installed})"
+            message = f"no plugin named {_show(name)} is installed (installed: {installed})"
             doc.add(("plugins",), _Issue((name,), message, "key"))
             continue
         try:
@@ -1111,7 +1178,7 @@ def _validate(data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_
     if not isinstance(routes_data, list):
         doc.at(("routes",), f"expected a list of routes, got {_type_name(routes_data)}")
         routes_data = []
-    routes: list[RouteSpec | None] = [_parse_route(doc, i, r, kinds) for i, r in enumerate(routes_data)]
+    routes: list[RouteSpec | None] = [_parse_route(doc, i, r, kinds, broken) for i, r in enumerate(routes_data)]
 
     # -- plugins used by routes
     unusable: set[str] = set()
@@ -1149,10 +1216,38 @@ def _validate(data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_
         plugins=settings,
         routes=[r for r in routes if r is not None],
         source_file=source_file,
+        warnings=tuple(
+            f"{_broken_plugin(name, why)}; the config does not use it, so it is left out"
+            for name, why in sorted(broken.items())
+        ),
     )
 
 
-def _parse_route(doc: _Doc, index: int, raw: Any, kinds: Mapping[str, EndpointKind]) -> RouteSpec | None:
+def _broken_plugin(name: str, why: str) -> str:
+    return f"plugin {name!r} is installed but cannot be loaded ({why})"
+
+
+def _explain_broken(issues: list[_Issue], broken: Mapping[str, str]) -> list[_Issue]:
+    """An unknown endpoint kind may be offered by an installed plugin that cannot be loaded: say so."""
+    if not broken:
+        return issues
+    out = []
+    for issue in issues:
+        m = re.match(r"unknown endpoint kind '([a-z][a-z0-9_-]*)'", issue.message)
+        if m and m.group(1) in broken:
+            kind = m.group(1)
+            issue = _Issue(issue.loc, f"endpoint kind {kind!r}: {_broken_plugin(kind, broken[kind])}", issue.where)
+        elif m:
+            others = "; ".join(_broken_plugin(n, w) for n, w in sorted(broken.items()))
+            issue = _Issue(issue.loc, f"{issue.message}; it may come from a plugin that cannot be loaded: {others}",
+                           issue.where)
+        out.append(issue)
+    return out
+
+
+def _parse_route(
+    doc: _Doc, index: int, raw: Any, kinds: Mapping[str, EndpointKind], broken: Mapping[str, str]
+) -> RouteSpec | None:
     here: Loc = ("routes", index)
     if not isinstance(raw, dict):
         doc.at(here, f"a route must be a mapping with name, from and to; got {_type_name(raw)}")
@@ -1170,7 +1265,7 @@ def _parse_route(doc: _Doc, index: int, raw: Any, kinds: Mapping[str, EndpointKi
         try:
             source = parse_endpoint(raw["from"], "source", kinds)
         except EndpointError as exc:
-            doc.add_all((*here, "from"), exc.issues)
+            doc.add_all((*here, "from"), _explain_broken(exc.issues, broken))
             ok = False
     if "to" not in raw:
         doc.add(here, _Issue(("to",), "required key is missing (one sink endpoint or a list)", "missing"))
@@ -1188,7 +1283,7 @@ def _parse_route(doc: _Doc, index: int, raw: Any, kinds: Mapping[str, EndpointKi
             try:
                 sinks.append(parse_endpoint(value, "sink", kinds))
             except EndpointError as exc:
-                doc.add_all(loc, exc.issues)
+                doc.add_all(loc, _explain_broken(exc.issues, broken))
                 ok = False
     rest = {k: v for k, v in raw.items() if k not in ("from", "to")}
     options: RouteOptions | None = None

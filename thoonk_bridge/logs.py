@@ -2,6 +2,11 @@
 
 Every line carries the context bound to the logger that wrote it: ``route``, ``plugin``,
 ``sink`` and ``item`` where there is one.
+
+Every field of every line (ours and the libraries', tracebacks included) passes through
+:func:`redact_secrets`: URLs lose their user info, query values and fragment
+(:func:`thoonk_bridge.redact.redact_url`), so a Redis password or an outside feed's token never
+reaches the log, whichever code logged it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,21 @@ from typing import Literal
 
 import structlog
 
+from thoonk_bridge.redact import redact_data
+
 LogFormat = Literal["auto", "json", "console"]
+
+
+def redact_secrets(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """structlog processor: every URL in every field without its secrets (see the module doc)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str | list | tuple | dict):
+            event_dict[key] = redact_data(value)
+        elif not isinstance(value, int | float | bool | type(None)) and "://" in str(value):
+            event_dict[key] = redact_data(str(value))  # an object (exception, URL) rendered as text
+    return event_dict
 
 
 def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
@@ -28,6 +47,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        redact_secrets,  # last: also sees the rendered traceback
     ]
     structlog.configure(
         processors=[*shared, renderer],

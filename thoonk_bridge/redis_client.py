@@ -18,10 +18,16 @@ Schemes:
 
 Other query options (``socket_timeout``, ``health_check_interval``, ``client_name``, ...) are redis-py's
 own URL options and apply to every scheme.
+
+:func:`parse_target` checks everything a client would only find out when it connects (ports, db
+numbers, option names and values), so ``thoonk-bridge check`` refuses what ``run`` could not use.
+Messages show a URL through :func:`redact_url` (no password, no secret option), never as written.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +41,9 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
+
+from thoonk_bridge.redact import redact_url
 
 __all__ = [
     "CLUSTER_MIN_CONNECTIONS",
@@ -45,6 +53,7 @@ __all__ = [
     "describe",
     "is_cluster",
     "parse_target",
+    "redact_url",
     "sync_client",
 ]
 
@@ -85,15 +94,16 @@ class RedisTarget:
     sentinel_options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """For messages: the URL without its password."""
-        if self.kind == "server":
-            parts = urlsplit(self.url)
-            if parts.password:
-                netloc = parts.netloc.rpartition("@")[2]
-                return parts._replace(netloc=f"{parts.username or ''}:***@{netloc}").geturl()
-            return self.url
-        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
-        return f"{self.kind}:{hosts}" + (f"/{self.service}" if self.service else "")
+        """For messages: the URL without its password or secret options (:func:`redact_url`)."""
+        return redact_url(self.url)
+
+
+def _port(text: str, default: int, part: str) -> int:
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"bad port {text!r} in {part!r}: a number from 1 to 65535")
+    return int(text)
 
 
 def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
@@ -107,23 +117,64 @@ def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], .
             port = rest.removeprefix(":")
         else:
             host, _, port = part.partition(":")
-        try:
-            out.append((unquote(host), int(port) if port else default_port))
-        except ValueError:
-            raise ValueError(f"bad host:port {part!r} in Redis URL {url!r}") from None
+        if not host:
+            raise ValueError(f"no host in {part!r}")
+        out.append((unquote(host), _port(port, default_port, part)))
     if not out:
-        raise ValueError(f"no host in Redis URL {url!r}")
+        raise ValueError("no host: expected HOST[:PORT][,HOST[:PORT]...]")
     return tuple(out)
 
 
+def _init_params(cls: type) -> set[str]:
+    """Keyword arguments ``cls(...)`` accepts, following ``**kwargs`` up the class hierarchy."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    names.discard("self")
+    return names
+
+
+# What a URL's query may set: the connection's own arguments plus the pool's.
+_POOL_OPTIONS = {"max_connections", "timeout"}
+_OPTIONS = {
+    "tcp": _init_params(Connection) | _POOL_OPTIONS,
+    "ssl": _init_params(SSLConnection) | _POOL_OPTIONS,
+    "unix": _init_params(UnixDomainSocketConnection) | _POOL_OPTIONS,
+}
+
+
+def _check_options(options: dict[str, Any], transport: str) -> None:
+    known = _OPTIONS[transport]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown option {name!r} in the query{hint}")
+
+
 def parse_target(url: str) -> RedisTarget:
-    """Parse ``url`` (see the module doc); ValueError names what is wrong."""
+    """Parse ``url`` (see the module doc); ValueError says what is wrong, showing the URL without
+    its secrets."""
+    try:
+        return _parse_target(url)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (in {redact_url(url)})") from None
+
+
+def _parse_target(url: str) -> RedisTarget:
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme in ("redis", "rediss", "unix"):
+        _check_server_url(url)
         return RedisTarget("server", url)
     if scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
-        raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {url!r}")
+        raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
     userinfo, at, hostlist = parts.netloc.rpartition("@")
     if not at:
         userinfo = ""
@@ -136,23 +187,46 @@ def parse_target(url: str) -> RedisTarget:
     stand_in = f"redis://{userinfo + '@' if userinfo else ''}localhost/?{urlencode(query)}"
     options = {k: v for k, v in parse_url(stand_in).items() if k not in ("host", "port", "connection_class")}
     ssl = scheme.startswith("rediss")
+    _check_options(options, "ssl" if ssl else "tcp")
     if scheme in CLUSTER_SCHEMES:
         if parts.path.strip("/"):
-            raise ValueError(f"a cluster URL takes no path (a cluster has only db 0): {url!r}")
+            raise ValueError("a cluster URL takes no path (a cluster has only db 0)")
         if options.get("db"):
-            raise ValueError(f"a cluster has only db 0: {url!r}")
+            raise ValueError("a cluster has only db 0")
         options.pop("db", None)
         return RedisTarget("cluster", url, _hosts(hostlist, 6379, url), ssl=ssl, options=options)
     path = [unquote(p) for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
-        raise ValueError(f"a sentinel URL needs /SERVICE_NAME[/DB] after the hosts: {url!r}")
+        raise ValueError("a sentinel URL needs /SERVICE_NAME[/DB] after the hosts")
     if len(path) == 2:
-        try:
-            options.setdefault("db", int(path[1]))
-        except ValueError:
-            raise ValueError(f"bad db number {path[1]!r} in Redis URL {url!r}") from None
+        if not path[1].isdigit():
+            raise ValueError(f"bad db number {path[1]!r}: a number from 0")
+        options.setdefault("db", int(path[1]))
     return RedisTarget("sentinel", url, _hosts(hostlist, 26379, url), service=path[0], ssl=ssl,
                        options=options, sentinel_options=sentinel_options)
+
+
+def _check_server_url(url: str) -> None:
+    """What redis-py's ``from_url`` would only find out when connecting, found now."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// Redis URL needs a socket path (unix:///run/redis.sock)")
+    else:
+        host_port = parts.netloc.rpartition("@")[2]
+        if not parts.hostname and "@" not in parts.netloc:  # redis://:password@/0 is localhost
+            raise ValueError("the Redis URL has no host")
+        if host_port.startswith("["):
+            port_text = host_port.partition("]")[2].removeprefix(":")
+        else:
+            port_text = host_port.partition(":")[2]
+        _port(port_text, 6379, host_port)
+        db = unquote(parts.path).strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"bad db number {db!r} after the host: a number from 0 (redis://host:6379/0)")
+    options = parse_url(url)  # redis-py's own parsing: option values (socket_timeout=abc...)
+    transport = "unix" if parts.scheme == "unix" else "ssl" if parts.scheme == "rediss" else "tcp"
+    _check_options({k: v for k, v in options.items() if k != "connection_class"}, transport)
 
 
 def _sentinel_kwargs(target: RedisTarget, extra: dict[str, Any]) -> dict[str, Any]:
