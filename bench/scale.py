@@ -1,0 +1,231 @@
+"""How the bridge's cost grows: reconcile size, no-op restart, live throughput, many routes.
+
+Each point runs a real daemon process (``python -m thoonk_bridge.cli run``) against a private
+redis-server on a loopback port (no persistence), and reads the daemon's peak RSS (VmHWM) from /proc,
+Redis' memory from INFO and the slowest Redis command from SLOWLOG (threshold 10 ms):
+
+    python bench/scale.py                       # the default curves (a few minutes)
+    python bench/scale.py --reconcile 100000    # one reconcile size (copy, then no-op restart)
+    python bench/scale.py --reconcile 1000,10000,100000,500000 --live 1,100 --routes 1,100,1000
+
+Sections:
+
+- reconcile N: a feed of N items (~250 B each) exists before the daemon starts; time until the route
+  is ready and the sink holds all N (copy), then the same daemon restarted (no-op restart: time until
+  /readyz is 200 again, nothing to send).
+- live R: R routes ``in-i -> out-i``; 20,000 events published (batched) across them while the daemon
+  follows; events/s until the last one is in its sink. Baseline beside it: the core's own publish rate.
+- routes R: R routes with small feeds; time from start to ready, and the daemon's Redis connections
+  (CLIENT LIST: every connection that is not the bench's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from thoonk_bridge.thoonk import Thoonk  # noqa: E402
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port  # noqa: E402
+
+PAYLOAD = "<entry xmlns='http://www.w3.org/2005/Atom'><title>item</title><content>" + "x" * 180 + "</content></entry>"
+SLOW_US = 10_000  # SLOWLOG threshold: commands over 10 ms are recorded
+
+
+class Daemon:
+    """A daemon process on a config; reports readiness and peak memory."""
+
+    def __init__(self, workdir: Path, redis_url: str, routes: list[dict[str, Any]]) -> None:
+        self.port = free_tcp_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = {"redis": redis_url, "http": {"listen": f"127.0.0.1:{self.port}"},
+                  "state_dir": str(workdir / "state"), "log_format": "json", "routes": routes}
+        self.config = workdir / "bridge.yaml"
+        self.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "bridge.log"
+
+    def start(self) -> float:
+        self.started = time.perf_counter()
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "thoonk_bridge.cli", "run", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self.started
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def wait(self, predicate: Any, timeout: float = 3600) -> float:
+        """Seconds from start until ``predicate()`` holds."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise SystemExit(f"daemon exited:\n{self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise SystemExit("timed out")
+            time.sleep(0.02)
+        return time.perf_counter() - self.started
+
+    def peak_rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(120)
+
+
+def slowest_ms(raw: redis.Redis) -> float:
+    entries = raw.slowlog_get(1000)
+    raw.slowlog_reset()
+    return max((e["duration"] for e in entries), default=0) / 1000
+
+
+def redis_mib(raw: redis.Redis) -> float:
+    return int(raw.info("memory")["used_memory"]) / 2**20
+
+
+def bench_reconcile(url: str, raw: redis.Redis, size: int, workdir: Path) -> None:
+    raw.flushall()
+    with Thoonk(url=url) as pubsub:
+        feed = pubsub.feed("in")
+        for start in range(0, size, 5000):
+            feed.publish_many([(f"item-{i}", PAYLOAD) for i in range(start, min(size, start + 5000))])
+    raw.slowlog_reset()
+    before = redis_mib(raw)
+    daemon = Daemon(workdir / f"reconcile-{size}", url, [{"name": "copy", "from": "thoonk:in", "to": "thoonk:out"}])
+    daemon.start()
+    try:
+        copied = daemon.wait(lambda: raw.zcard("feed.ids:out") == size and daemon.ready())
+        rss = daemon.peak_rss_mib()
+        slow = slowest_ms(raw)
+        print(f"reconcile {size:>7,} items: copied in {copied:6.1f} s ({size / copied:,.0f}/s), daemon peak "
+              f"{rss:5.0f} MiB, Redis +{redis_mib(raw) - before:5.0f} MiB, slowest Redis command {slow:.0f} ms",
+              flush=True)
+    finally:
+        daemon.stop()
+    publishes = int(raw.get("feed.publishes:out") or 0)
+    daemon.start()
+    try:
+        ready = daemon.wait(daemon.ready)
+        rss = daemon.peak_rss_mib()
+        slow = slowest_ms(raw)
+        sent = int(raw.get("feed.publishes:out") or 0) - publishes
+        print(f"no-op restart {size:>7,} items: ready in {ready:6.1f} s, daemon peak {rss:5.0f} MiB, "
+              f"slowest Redis command {slow:.0f} ms, items re-sent {sent}", flush=True)
+    finally:
+        daemon.stop()
+
+
+def bench_live(url: str, raw: redis.Redis, routes: int, workdir: Path, events: int = 20_000) -> None:
+    raw.flushall()
+    specs = [{"name": f"r{i}", "from": f"thoonk:in{i}", "to": f"thoonk:out{i}"} for i in range(routes)]
+    daemon = Daemon(workdir / f"live-{routes}", url, specs)
+    daemon.start()
+    try:
+        daemon.wait(daemon.ready)
+        with Thoonk(url=url) as pubsub:
+            feeds = [pubsub.feed(f"in{i}") for i in range(routes)]
+            per = events // routes
+            # The core's own rate, publishing the same events (the baseline the route is measured against).
+            cpu0 = daemon.cpu_seconds()
+            started = time.perf_counter()
+            for feed in feeds:
+                for start in range(0, per, 500):
+                    feed.publish_many([(f"e{n}", PAYLOAD) for n in range(start, min(per, start + 500))])
+            published = time.perf_counter() - started
+
+            def done() -> bool:
+                pipe = raw.pipeline(transaction=False)
+                for i in range(routes):
+                    pipe.zcard(f"feed.ids:out{i}")
+                return sum(pipe.execute()) == per * routes
+
+            while not done():
+                time.sleep(0.02)
+            took = time.perf_counter() - started
+            cpu = daemon.cpu_seconds() - cpu0
+        total = per * routes
+        print(f"live {routes:>4} route(s): {total:,} events in {took:5.2f} s = {total / took:7,.0f} events/s "
+              f"(daemon CPU {cpu / total * 1000:.3f} ms/event); core publish_many alone {total / published:,.0f}/s",
+              flush=True)
+    finally:
+        daemon.stop()
+
+
+def bench_routes(url: str, raw: redis.Redis, routes: int, workdir: Path) -> None:
+    raw.flushall()
+    with Thoonk(url=url) as pubsub:
+        for i in range(routes):
+            pubsub.feed(f"in{i}").publish(PAYLOAD, id="one")
+    specs = [{"name": f"r{i}", "from": f"thoonk:in{i}", "to": f"thoonk:out{i}"} for i in range(routes)]
+    daemon = Daemon(workdir / f"routes-{routes}", url, specs)
+    own = {c["id"] for c in raw.client_list()}
+    daemon.start()
+    try:
+        ready = daemon.wait(daemon.ready)
+        conns = [c for c in raw.client_list() if c["id"] not in own and c.get("name") != "bench"]
+        print(f"routes {routes:>5}: ready in {ready:5.1f} s, daemon Redis connections {len(conns)}, "
+              f"daemon peak {daemon.peak_rss_mib():5.0f} MiB", flush=True)
+    finally:
+        daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reconcile", default="1000,10000,100000", help="feed sizes, comma-separated ('' skips)")
+    parser.add_argument("--live", default="1,100", help="route counts for live throughput ('' skips)")
+    parser.add_argument("--routes", default="1,100,1000", help="route counts for start-up ('' skips)")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.reconcile.split(",") if x]
+    lives = [int(x) for x in args.live.split(",") if x]
+    counts = [int(x) for x in args.routes.split(",") if x]
+    with tempfile.TemporaryDirectory(prefix="thoonk-scale-") as tmp:
+        workdir = Path(tmp)
+        server = EmbeddedRedis(workdir / "redis", port=0, persistent=False).start()
+        raw = redis.Redis.from_url(server.url, client_name="bench")
+        raw.config_set("slowlog-log-slower-than", SLOW_US)
+        raw.config_set("slowlog-max-len", 1000)
+        try:
+            print(f"python {sys.version.split()[0]}, redis {raw.info()['redis_version']}, {os.cpu_count()} cores",
+                  flush=True)
+            for size in sizes:
+                bench_reconcile(server.url, raw, size, workdir)
+            for routes in lives:
+                bench_live(server.url, raw, routes, workdir)
+            for routes in counts:
+                bench_routes(server.url, raw, routes, workdir)
+        finally:
+            raw.close()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
