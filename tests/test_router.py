@@ -521,3 +521,27 @@ async def test_batched_delivery_keeps_order_and_the_ledger_exact(redis_url: str,
         for worker in daemon.routes["burst"].workers:
             assert set(await worker.ledger.items()) == set(expected), worker.name
         assert SINKS["m"].items == expected
+
+
+async def test_the_ledger_forgets_what_neither_side_has_and_dead_letters_are_bounded(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from thoonk_bridge.router import DEAD_LETTER_MAX
+    from thoonk_bridge.thoonk import Thoonk
+
+    config = {"routes": [route("r", "thoonk:in", "thoonk:out")]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        feed = await daemon.thoonk.feed("in")
+        await feed.publish("a", id="a")
+        await feed.publish("b", id="b")
+        await wait_until(lambda: _eq(items(daemon, "out"), {"a": "a", "b": "b"}))
+        await idle(daemon)
+        assert set(await daemon.routes["r"].workers[0].ledger.items()) == {"a", "b"}
+    with Thoonk(url=redis_url) as pubsub:  # gone from both sides while the daemon was away
+        pubsub.feed("in").retract("b")
+        pubsub.feed("out").retract("b")
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        assert set(await daemon.routes["r"].workers[0].ledger.items()) == {"a"}
+        await daemon.routes["r"].context.dead_letter("x", "payload", "test")
+        assert (await daemon.thoonk.get_config(dead_letter_feed("r")))["max_length"] == str(DEAD_LETTER_MAX)

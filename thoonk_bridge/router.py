@@ -58,6 +58,8 @@ DEAD_LETTER_PREFIX = "bridge.deadletter."  # + "{ROUTE}": a hash tag, so it work
 KEY_PREFIX = "bridge.route:"
 LEDGER_BATCH = 256  # events applied between two ledger writes (and most events per Sink.apply_many)
 LEDGER_PAGE = 1000  # ledger fields per HSCAN/HSET/HDEL: bounded Redis commands whatever the size
+DEAD_LETTER_MAX = 10_000  # records a route's dead-letter feed keeps (the oldest go first)
+LEDGER_KEEP_US = 30 * 86_400 * 1_000_000  # see SinkReconcile.end: forgetting what can never matter again
 RECONCILE_WINDOW = 10_000  # events a reconcile queues for a working sink before waiting for it to drain
 _MISSING = object()
 
@@ -503,6 +505,15 @@ class SinkReconcile:
                         retract.append(item_id)
                     elif item_id in self.ledger:
                         gone[item_id] = None  # the sink lost it too: nothing to retract, forget it
+        # The ledger stays bounded: an id neither source nor sink has any more is forgotten (a sink
+        # that reports what it holds); for a sink that cannot tell, and a source whose absences say
+        # nothing (an outside document), an id no longer in the source delivered over LEDGER_KEEP_US ago.
+        old = int(time.time() * 1_000_000) - LEDGER_KEEP_US
+        for item_id, entry in self.ledger.items():
+            if item_id in seen or item_id in gone:
+                continue
+            if (worker._reports_ids and item_id not in self.held) or (cut is None and entry.at < old):
+                gone[item_id] = None
         for item_id in dict.fromkeys(retract):
             if item_id not in worker.pending:
                 worker.offer(ItemEvent(EventKind.RETRACT, item_id))
@@ -731,7 +742,9 @@ class RouteRunner:
 async def store_dead_letter(
     thoonk: AsyncThoonk, route: str, item_id: str, payload: str | None, reason: str
 ) -> None:
-    """Append an undeliverable item to the route's dead-letter feed (JSON with id, reason, payload)."""
-    feed = await thoonk.feed(dead_letter_feed(route))
+    """Append an undeliverable item to the route's dead-letter feed (JSON with id, reason, payload).
+
+    The feed keeps the newest ``DEAD_LETTER_MAX`` records (its ``max_length``, set when it is created)."""
+    feed = await thoonk.feed(dead_letter_feed(route), {"max_length": DEAD_LETTER_MAX})
     record = {"id": item_id, "reason": reason, "payload": payload, "at": time.time()}
     await feed.publish(json.dumps(record, ensure_ascii=False))
