@@ -148,7 +148,11 @@ async def subscribe(s: aiohttp.ClientSession, base: str, topic: str, rx: str, i:
 async def bridge(redis_url: str, rx: str, n: int, rounds: int, tmp: Path, prof: object = None) -> dict[str, float]:
     from thoonk_bridge.testing import running_bridge
 
-    websub = {"outbound": {"allow_loopback": True}, "subscribe_rate": 10**6, "per_host_concurrency": 1000}
+    # every callback is on one host and every request comes from one client: the hub's limits for
+    # anonymous requests (per client, per callback host, pending verifications) are opened up
+    websub = {"outbound": {"allow_loopback": True}, "subscribe_rate": 10**6, "per_host_concurrency": 1000,
+              "subscribe_rate_per_client": 10**6, "subscribe_rate_per_host": 10**6,
+              "max_pending_verifications": 10**6, "verify_per_host": 50}
     config = {
         "log_level": "warning",
         "plugins": {"websub": websub},

@@ -27,6 +27,7 @@ async def test_feed_documents_are_distributed_and_subscribed(redis_url: str, tmp
         "routes": [
             {"name": "news-public", "from": "thoonk:news", "to": ["feeds:news", "websub:news"]},
             {"name": "partner-in", "from": f"websub:{base}/feeds/news.atom", "to": "thoonk:partner"},
+            {"name": "private", "from": "thoonk:private", "to": "feeds:private"},
         ],
     }
     sub = await Subscriber().start()
@@ -41,6 +42,7 @@ async def test_feed_documents_are_distributed_and_subscribed(redis_url: str, tmp
                                                               "hub.callback": sub.url(), "hub.secret": "pw"}) as r:
                     assert r.status == 202
             await wait_until(lambda: sub.verifications, message="verification")
+            await _no_hub_for_a_route_without_websub(daemon, base, sub)
             feed = await daemon.thoonk.feed("news")
             await feed.publish(json.dumps({"title": "Hello", "link": "https://example.org/1"}), id="1")
             await wait_until(lambda: any(b"Hello" in b for b in sub.bodies()), message="delivery")
@@ -56,6 +58,27 @@ async def test_feed_documents_are_distributed_and_subscribed(redis_url: str, tmp
             await wait_until(lambda: _count(partner, 2), timeout=20, message="second item relayed")
     finally:
         await sub.close()
+
+
+async def _no_hub_for_a_route_without_websub(daemon, base: str, sub: Subscriber) -> None:  # noqa: ANN001
+    """The route "private" has no websub sink: its documents name no hub (header or body), and a
+    subscription request for them is denied."""
+    await wait_until(lambda: daemon.routes["private"].ready, message="private route ready")
+    private = base + "/feeds/private.atom"
+    async with aiohttp.ClientSession() as s:
+        for path in ("/feeds/private.atom", "/feeds/private.rss", "/feeds/private.json"):
+            async with s.get(base + path) as resp:
+                assert resp.status == 200
+                assert 'rel="hub"' not in resp.headers.get("Link", "")
+                assert b"/websub/hub" not in await resp.read()
+        async with s.get(base + "/feeds/news.atom") as resp:
+            assert b"/websub/hub" in await resp.read()  # the document of the route that asked for it
+        denied = len(sub.verifications)
+        async with s.post(base + "/websub/hub", data={"hub.mode": "subscribe", "hub.topic": private,
+                                                      "hub.callback": sub.url("/private")}) as r:
+            assert r.status == 202
+    await wait_until(lambda: len(sub.verifications) > denied, message="answer to the private subscription")
+    assert sub.verifications[-1]["hub.mode"] == "denied"
 
 
 async def _has_items(feed) -> bool:  # noqa: ANN001

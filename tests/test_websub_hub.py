@@ -174,6 +174,32 @@ async def test_unserved_topic_is_denied(node: Node, sub: Subscriber) -> None:
     assert await node.plugin.subscriptions() == []
 
 
+async def test_documents_without_a_websub_sink_are_not_hub_topics(node: Node, sub: Subscriber) -> None:
+    """Only documents a route distributes (``to: websub:NAME``) are hub topics: another route's document
+    is served without a hub link, subscriptions to it are denied (§5.2), its changes are not distributed."""
+    news = node.topic("/feeds/news.atom", ATOM1)
+    private = node.topic("/feeds/private.atom", ATOM1, hub=False)
+    status, _ = await subscribe(node, sub.url(), private)
+    assert status == 202  # the answer never depends on the outcome (§5.1.2)
+    await wait_for(lambda: sub.verifications)
+    assert sub.verifications[0]["hub.mode"] == "denied"
+    assert "hub.challenge" not in sub.verifications[0]
+    await subscribed(node, sub, sub.url(), news)
+    await node.change("/feeds/private.atom", ATOM2)
+    status, _, _ = await hub_post(node, {"hub.mode": "publish", "hub.url": private})
+    assert status == 204
+    assert node.metric("websub_distributions_total", result="queued") == 0
+    await node.change("/feeds/news.atom", ATOM2)
+    assert node.metric("websub_distributions_total", result="queued") == 1
+    await wait_for(lambda: sub.deliveries)
+    await wait_for(node.idle)
+    assert [d.headers["Link"] for d in sub.deliveries] == [f'<{node.hub}>; rel="hub", <{news}>; rel="self"']
+    topics = node.context.topics  # what the feeds plugin advertises (Link header and the document's links)
+    assert topics.hub_for("/feeds/news.atom") == node.hub
+    assert topics.hub_for("/feeds/news.rss") == node.hub
+    assert topics.hub_for("/feeds/private.atom") is None
+
+
 async def test_lease_is_clamped_and_expires(redis_url: str, sub: Subscriber) -> None:
     node = await start_node(redis_url, lease_min=0.5, lease_max=1000, lease_default=100)
     try:

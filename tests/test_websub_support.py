@@ -19,9 +19,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from thoonk_bridge.plugin import PluginContext, Topic, TopicRegistry
+from thoonk_bridge.plugin import Endpoint, PluginContext, Topic, TopicRegistry
 from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
-from thoonk_bridge.plugins.websub.settings import WebSubSettings
+from thoonk_bridge.plugins.websub.settings import WebSubSettings, WebSubSinkOptions
 from thoonk_bridge.testing import wait_until
 from thoonk_bridge.thoonk import AsyncThoonk
 
@@ -77,9 +77,13 @@ class Node:
     def hub(self) -> str:
         return self.url + self.plugin.settings.hub_path
 
-    def topic(self, path: str, body: bytes, content_type: str = "application/atom+xml") -> str:
-        """Register (or update the body of) a served document, like the feeds plugin does."""
+    def topic(self, path: str, body: bytes, content_type: str = "application/atom+xml", hub: bool = True) -> str:
+        """Register (or update the body of) a served document, like the feeds plugin does; with
+        ``hub``, a route distributes it (a ``websub:NAME`` sink is configured for /feeds/NAME.*)."""
         self.docs[path] = (body, content_type)
+        name = path.rsplit("/", 1)[-1].rpartition(".")[0]
+        if hub and all(str(s) != f"websub:{name}" for s in self.context.topics.sinks):
+            self.context.topics.sinks += (Endpoint("websub", name, WebSubSinkOptions(address=name)),)
 
         async def render() -> bytes:
             return self.docs[path][0]

@@ -138,6 +138,7 @@ class Daemon:
             self.log.warning("config warning", warning=warning)
         self.metrics = BridgeMetrics()
         self.topics = TopicRegistry()
+        self.topics.sinks = tuple(sink for route in config.routes for sink in route.sinks)  # hub topics
         self.echoes = EchoFilter()
         self.plugins: dict[str, Plugin] = {}
         self.routes: dict[str, RouteRunner] = {}  # the routes this daemon owns and runs now
@@ -639,6 +640,7 @@ class Daemon:
         for name in removed:
             await self._stop_route(name, self.config.drain_seconds)
         self.config = new
+        self.topics.sinks = tuple(sink for route in new.routes for sink in route.sinks)
         for name in changed:
             await self._start_route(new_specs[name])
         self.log.info("config reloaded", started=changed, stopped=[n for n in removed if n not in changed],

@@ -338,8 +338,11 @@ class TopicRegistry:
     """Documents served by one plugin that another plugin distributes (feeds -> websub).
 
     The serving plugin ``register``s each topic and calls ``changed(path)`` after every update;
-    a distributing plugin ``listen``s for changes and sets ``hub_url`` so that servers can
-    advertise it (``Link: <hub>; rel="hub"``).
+    a distributing plugin ``listen``s for changes and sets ``hub_url`` and ``hub_topic`` (which
+    paths it distributes), so that servers advertise the hub (``Link: <hub>; rel="hub"``) on those
+    documents only: ``hub_for(path)``. ``sinks`` holds the sink endpoints of every configured route
+    (kept current by the daemon, reloads included), from which a distributing plugin tells which
+    documents a route asked it to distribute.
 
     Several daemons: a topic is registered (held in memory) only on the daemon that renders it
     (the owner of its route). With ``redis`` set, ``register`` also records the path in the Redis
@@ -356,6 +359,14 @@ class TopicRegistry:
         self._announcing: dict[str, asyncio.Task[None]] = {}
         self.redis = redis
         self.hub_url: str | None = None
+        self.hub_topic: Callable[[str], bool] = lambda _path: True
+        self.sinks: tuple[Endpoint, ...] = ()
+
+    def hub_for(self, path: str) -> str | None:
+        """The hub to advertise on the document at ``path``; None when it is no hub topic."""
+        if self.hub_url is None or not self.hub_topic(path):
+            return None
+        return self.hub_url
 
     def register(self, topic: Topic) -> None:
         self._topics[topic.path] = topic

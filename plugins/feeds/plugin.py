@@ -262,7 +262,8 @@ class FeedsPlugin(Plugin):
         )
         document.on_render = self._rendered_callback(document, route.guard)
         document.guard = route.guard
-        document.hub_provider = lambda: self.context.topics.hub_url  # type: ignore[attr-defined]
+        hub_path = self.public_path(name, "atom")  # hub topics are per feed name, whatever the format
+        document.hub_provider = lambda: self.context.topics.hub_for(hub_path)  # type: ignore[attr-defined]
         return FeedSink(self, document, route)
 
     def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
@@ -481,7 +482,7 @@ class FeedsPlugin(Plugin):
             "Cache-Control": f"public, max-age={self.settings.cache_max_age}",
             "X-Content-Type-Options": "nosniff",
         }
-        hub = self.context.topics.hub_url
+        hub = self.context.topics.hub_for(self.public_path(name, fmt))
         if hub:
             headers["Link"] = f'<{hub}>; rel="hub", <{self.public_url(name, fmt)}>; rel="self"'
         use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))

@@ -39,6 +39,7 @@ from .subscriber import Callbacks, WebSubSource
 from .urls import BadURL, normalize_url
 
 RAW_TOPICS = P + "rawtopics"
+DOCUMENTS_PREFIX = "/feeds/"  # where the feeds plugin serves NAME.atom|.rss|.json
 
 
 class Metrics:
@@ -92,7 +93,7 @@ class WebSubSink(Sink):
         self.path = f"{plugin.settings.topics_path}/{self.name}"
 
     def _documents(self) -> bool:
-        prefix = f"/feeds/{self.name}."
+        prefix = f"{DOCUMENTS_PREFIX}{self.name}."
         return any(p.startswith(prefix) for p in self.plugin.context.topics.paths())
 
     def raw(self) -> bool:
@@ -177,6 +178,7 @@ class WebSubPlugin(Plugin):
         app.router.add_get(st.callback_path + "/{cbid}", self.callbacks.verify)
         app.router.add_post(st.callback_path + "/{cbid}", self.callbacks.deliver)
         self.context.topics.hub_url = self.hub_url
+        self.context.topics.hub_topic = self.hub_topic
         if st.hub or st.publish_hubs:
             self.context.topics.listen(self._on_changed)
 
@@ -330,12 +332,26 @@ class WebSubPlugin(Plugin):
             return path[len(prefix):]
         return None
 
+    def hub_topic(self, path: str) -> bool:
+        """Whether the document at ``path`` is a hub topic: some route asks for it with a
+        ``websub:NAME`` sink (not ``mode: raw``). Documents of other routes are served without a hub."""
+        if not path.startswith(DOCUMENTS_PREFIX):
+            return False
+        name, dot, _ = path[len(DOCUMENTS_PREFIX):].rpartition(".")
+        if not dot or "/" in name:
+            return False
+        return any(
+            sink.kind == "websub" and sink.address == name and getattr(sink.options, "mode", "auto") != "raw"
+            for sink in self.context.topics.sinks
+        )
+
     async def serves(self, topic_key: str) -> bool:
-        """Whether some daemon of the fleet serves ``topic_key`` (a document topic, or a raw topic)."""
+        """Whether some daemon of the fleet serves ``topic_key`` as a hub topic (a document some route
+        distributes with a ``websub:`` sink, or a raw topic)."""
         path = served_path(topic_key, self.context.public_url)
         if path is None:
             return False
-        if await self.context.topics.served(path):
+        if self.hub_topic(path) and await self.context.topics.served(path):
             return True
         name = self._raw_name(path)
         return name is not None and bool(await self.context.redis.sismember(RAW_TOPICS, name))
@@ -358,6 +374,8 @@ class WebSubPlugin(Plugin):
         return await self.distributor.distribute(topic_key)
 
     async def _on_changed(self, path: str) -> None:
+        if not self.hub_topic(path):
+            return  # a document no route asked to distribute
         try:
             url = self.topic_url(path)
             if self.settings.hub:
