@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +188,78 @@ async def test_daemon_refuses_a_port_in_use(redis_url: str, tmp_path: Path) -> N
             async with running_bridge({"routes": [COPY], "http": {"listen": listen}}, redis_url=redis_url,
                                       tmp_path=tmp_path, plugins={}):
                 pass
+
+
+async def test_readyz_is_503_while_a_configured_route_runs_nowhere(redis_url: str, tmp_path: Path) -> None:
+    raw = redis.Redis.from_url(redis_url)
+    # Another daemon holds the route and dies: its lease runs out long before this daemon's next
+    # takeover attempt (every lease_seconds / 3 = 10 s), and meanwhile the route runs nowhere.
+    raw.set("bridge.lease:{route:orphan}", "ghost:99", px=1500)
+    route = {"name": "orphan", "from": "thoonk:orphan-in", "to": "thoonk:orphan-out"}
+    async with running_bridge({"routes": [route], "lease_seconds": 30}, redis_url=redis_url, tmp_path=tmp_path,
+                              plugins={}) as daemon:
+        ready, body = await daemon.readiness()
+        assert ready and body["standby_routes"] == ["orphan"]  # the holder is alive: a standby is fine
+
+        async def run_nowhere() -> Any:
+            ready, body = await daemon.readiness()
+            return body if not ready else None
+
+        body = await wait_until(run_nowhere, timeout=8, message="readyz 503 once the holder's lease is gone")
+        assert body["unowned_routes"] == ["orphan"] and body["owned_routes"] == []
+    raw.close()
+
+
+def test_a_huge_outside_document_never_stalls_healthz_nor_loses_the_lease(tmp_path: Path, redis_url: str) -> None:
+    # 290,000 tiny entries, just under the 10 MiB fetch limit: ~45 s of parsing when it was done on
+    # the event loop, every poll.
+    entries = "".join(f"<entry><title>{n}</title></entry>" for n in range(290_000))
+    document = (f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>big</title>'
+                f"<id>urn:big</id>{entries}</feed>").encode()
+    assert len(document) < 10 * 1024 * 1024
+    served: list[float] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            served.append(time.monotonic())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/atom+xml")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{site.server_address[1]}/big.xml"
+    route = {"name": "big", "from": {"endpoint": f"feeds:{url}", "interval": 0.5}, "to": "thoonk:big-out"}
+    config = {"redis": redis_url, "lease_seconds": 2, "routes": [route],
+              "plugins": {"feeds": {"outbound": {"allow_loopback": True}}}}
+    bridge = BridgeProcess(tmp_path, config).start()
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        bridge.wait_ready(60)
+        token = raw.get("bridge.lease:{route:big}")
+        assert token is not None
+        worst = 0.0
+        while len(served) < 4:  # the snapshot and three polls, each parsed while /healthz is probed
+            started = time.monotonic()
+            try:
+                status, _ = bridge.get("/healthz")
+            except OSError:  # urllib's 5 s timeout: the loop is stalled
+                status = 0
+            worst = max(worst, time.monotonic() - started)
+            assert status == 200 and worst < 1.0, f"/healthz took {worst:.2f} s (status {status})"
+            time.sleep(0.1)
+        assert raw.get("bridge.lease:{route:big}") == token  # never lost: the same holder and term
+        log = bridge.log()
+        assert "lease lost" not in log and "lease expired" not in log
+        assert "more entries than max_entries" in log
+        status, body = bridge.readyz()
+        assert status == 200 and body["owned_routes"] == ["big"]
+    finally:
+        bridge.stop()
+        site.shutdown()
+        raw.close()
