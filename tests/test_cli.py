@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,155 @@ def test_plugins_lists_builtin_plugins_and_kinds() -> None:
     assert "thoonk: source/sink" in result.stdout
     for name in ("feeds", "websub", "xmpp"):
         assert f"\n{name} " in result.stdout
+
+
+def test_version_option() -> None:
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"thoonk-bridge {__version__}"
+
+
+UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["feeds"],
+        ["publish", "news", "x"],
+        ["retract", "news", "1"],
+        ["websub", "subscriptions"],
+    ],
+    ids=lambda a: "-".join(a),
+)
+def test_unreachable_redis_is_one_line_for_every_command(args: list[str]) -> None:
+    result = cli(*args, "--redis", UNREACHABLE)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: redis redis://***@127.0.0.1:1/0 is unreachable: "), lines
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_unreachable_redis_of_the_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"redis: {UNREACHABLE}\nroutes: []\n")
+    for args in (["status"], ["feeds"], ["websub", "subscriptions"]):
+        result = cli(*args, "--config", str(path))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1
+        assert len(lines) == 1 and lines[0].startswith("error: redis redis://***@127.0.0.1:1/0 is unreachable"), lines
+        assert "hunter2" not in result.stderr
+
+
+def test_redis_url_option_is_checked_before_use() -> None:
+    result = cli("feeds", "--redis", "redis://:hunter2@h:notaport/0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: --redis: bad port 'notaport' in 'h:notaport': a number from 1 to 65535 (in redis://***@h:notaport/0)"
+    )
+
+
+def test_check_live_never_says_ok_when_it_fails(tmp_path: Path) -> None:
+    path = tmp_path / "live.yaml"
+    path.write_text(f"redis: {UNREACHABLE}\nroutes:\n  - name: c\n    from: thoonk:in\n    to: thoonk:out\n")
+    result = cli("check", str(path), "--live")
+    assert result.returncode == 1
+    assert "OK" not in result.stdout + result.stderr
+    assert "live: redis redis://***@127.0.0.1:1/0: ConnectionError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {path}: the config is valid, but 1 live check(s) failed"
+
+
+def test_check_live_says_ok_when_redis_answers(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "live.yaml"
+    path.write_text(f"redis: {redis_url}\nroutes:\n  - name: c\n    from: thoonk:in\n    to: thoonk:out\n")
+    result = cli("check", str(path), "--live")
+    assert result.returncode == 0, result.stderr
+    assert "OK, 1 route(s)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "live: Redis and every plugin reachable"
+
+
+def test_check_reports_an_unset_variable_with_the_other_problems(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("redis: ${NOT_SET_ANYWHERE_X}\nroutes:\n  - name: a\n    from: thoonk:in\n    to: nowhere:x\n")
+    result = cli("check", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert f"{path}:1:8: environment variable NOT_SET_ANYWHERE_X is not set" in lines, lines
+    assert any(line.startswith(f"{path}:5:9: routes.0.to: unknown endpoint kind 'nowhere'") for line in lines), lines
+    assert lines[-1] == "2 problem(s) found"
+
+
+# --------------------------------------------------------------------------- broken plugins
+
+
+@pytest.fixture
+def broken_plugin_env(tmp_path: Path) -> dict[str, str]:
+    """A third-party plugin installed (dist-info with an entry point) whose module does not import."""
+    from test_plugin import install_plugin
+
+    site = tmp_path / "site"
+    install_plugin(site, "thoonk_bridge_broken", "broken = thoonk_bridge_broken_missing:Plugin")
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+BROKEN_WARNING = (
+    "warning: plugin 'broken' is installed but cannot be loaded (thoonk_bridge_broken_missing:Plugin: "
+    "ModuleNotFoundError: No module named 'thoonk_bridge_broken_missing')"
+)
+
+
+def test_broken_unused_plugin_is_a_warning(
+    tmp_path: Path, broken_plugin_env: dict[str, str], redis_url: str
+) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(f"redis: {redis_url}\nroutes:\n  - name: copy\n    from: thoonk:in\n    to: thoonk:out\n")
+    checked = cli("check", str(path), env=broken_plugin_env)
+    assert checked.returncode == 0, checked.stderr
+    assert "OK, 1 route(s)" in checked.stdout
+    assert checked.stderr.startswith(BROKEN_WARNING), checked.stderr
+    listed = cli("feeds", "--config", str(path), env=broken_plugin_env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.startswith(BROKEN_WARNING)
+    plugins = cli("plugins", env=broken_plugin_env)
+    assert plugins.returncode == 0, plugins.stderr
+    assert "\nfeeds " in plugins.stdout and "\nwebsub " in plugins.stdout
+    assert plugins.stderr.strip() == BROKEN_WARNING
+    # The working plugins' own commands are still there.
+    subs = cli("websub", "subscriptions", "--redis", redis_url, env=broken_plugin_env)
+    assert subs.returncode == 0, subs.stderr
+
+
+def test_broken_used_plugin_is_a_config_error_at_its_kind(tmp_path: Path, broken_plugin_env: dict[str, str]) -> None:
+    path = tmp_path / "uses.yaml"
+    path.write_text("routes:\n  - name: copy\n    from: thoonk:in\n    to: broken:x\n"
+                    "plugins:\n  broken: {}\n")
+    result = cli("check", str(path), env=broken_plugin_env)
+    assert result.returncode == 1
+    why = ("plugin 'broken' is installed but cannot be loaded (thoonk_bridge_broken_missing:Plugin: "
+           "ModuleNotFoundError: No module named 'thoonk_bridge_broken_missing')")
+    assert result.stderr.splitlines() == [
+        f"{path}:4:9: routes.0.to: endpoint kind 'broken': {why}",
+        f"{path}:6:3: plugins.broken: {why}",
+        "2 problem(s) found",
+    ]
+
+
+def test_daemon_runs_beside_a_broken_unused_plugin(
+    tmp_path: Path, broken_plugin_env: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge_process import BridgeProcess
+
+    monkeypatch.setenv("PYTHONPATH", broken_plugin_env["PYTHONPATH"])
+    bridge = BridgeProcess(tmp_path, {"redis": redis_url,
+                                      "routes": [{"name": "copy", "from": "thoonk:in", "to": "thoonk:out"}]})
+    bridge.start()
+    try:
+        bridge.wait_ready()
+        warnings = [e for e in bridge.log_events() if e.get("event") == "config warning"]
+        assert warnings and "plugin 'broken' is installed but cannot be loaded" in warnings[0]["warning"]
+    finally:
+        assert bridge.stop() == 0, bridge.log()
