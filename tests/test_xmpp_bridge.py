@@ -21,6 +21,7 @@ from prosody_server import (  # noqa: F401 - fixtures
 )
 
 from thoonk_bridge.payload import Entry, Format, render
+from thoonk_bridge.router import RetryPolicy
 from thoonk_bridge.testing import running_bridge, wait_until
 
 pytestmark = pytest.mark.xmpp
@@ -264,3 +265,58 @@ async def test_reconcile_fills_a_small_node_with_the_newest_items_only(
             await worker.wait_idle()
             assert daemon.metrics.items_out.labels("small", worker.name)._value.get() == 0
             assert await node_titles(bob, node_name) == {str(i): f"item {i}" for i in (7, 8, 9)}
+
+
+# ---------------------------------------------------------------------- servers as they are (issue 10 §8)
+
+
+async def test_node_keeping_no_items_is_followed_live_without_a_reconcile(
+    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+) -> None:
+    from thoonk_bridge.thoonk import Thoonk
+
+    with Thoonk(url=redis_url) as pubsub:  # delivered on an earlier run: no snapshot says it is gone
+        pubsub.feed("live").publish(entry("earlier", "earlier"), id="earlier")
+    routes = [{"name": "in", "from": f"xmpp:{PUBSUB}/{node_name}", "to": "thoonk:live", "mirror": True}]
+    async with Outsider(prosody, "bridge", "admin") as admin:
+        await admin.create(node_name, persist_items=False)  # get_items: feature-not-implemented
+        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+            await ready(daemon, "in")
+            ok, body = await daemon.readiness()
+            assert ok
+            assert "no snapshot" in body["routes"]["in"]["detail"]
+            assert "keeps no items" in body["routes"]["in"]["detail"]
+            await admin.publish(node_name, "live", atom("live", "relayed live"))
+            want = {"earlier": "earlier", "live": "relayed live"}
+            await wait_until(lambda: _equals(feed_titles(daemon, "live"), want))
+            # followed, not retried: one snapshot attempt, the route never failed
+            assert daemon.routes["in"].state()["state"] == "following"
+            assert _sample(daemon, "thoonk_bridge_xmpp_errors_total", account="default", kind="iq") == 0
+
+
+class _SlowRetry(RetryPolicy):
+    """Every retry waits 300 s: only a wake-up can deliver within the test's timeouts."""
+
+    def delay(self, attempt: int) -> float:
+        return 300.0
+
+
+async def test_sink_waiting_out_a_retry_delay_is_woken_when_the_server_is_back(
+    fresh_prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+) -> None:
+    server = fresh_prosody
+    routes = [{"name": "out", "from": "thoonk:out", "to": [{"endpoint": f"xmpp:{PUBSUB}/{node_name}"}],
+               "format": "atom"}]
+    async with running_bridge(
+        config(server, routes), redis_url=redis_url, tmp_path=tmp_path, retry=_SlowRetry()
+    ) as daemon:
+        await ready(daemon, "out")
+        worker = daemon.routes["out"].workers[0]
+        server.stop()
+        await wait_until(lambda: daemon.plugins["xmpp"].health().status.value == "degraded", message="degraded")
+        feed = await daemon.thoonk.feed("out")
+        await feed.publish(json.dumps({"title": "waited"}), id="w1")
+        await wait_until(lambda: worker.state.startswith("retrying"), message="the apply failed, waiting 300 s")
+        server.start()
+        async with Outsider(server, "bridge", "admin") as admin:
+            await wait_until(lambda: _equals(node_titles(admin, node_name), {"w1": "waited"}), timeout=30)
