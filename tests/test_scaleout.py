@@ -257,3 +257,38 @@ async def test_a_started_daemon_reports_itself_running_at_once(redis_url: str, t
         (solo,) = fleet["instances"]
         assert solo["instance"] == "solo" and solo["phase"] == "running"
         assert set(solo["owns"]) == {"copy"} and fleet["leases"] == {"copy": "solo"}
+
+
+def test_two_configs_giving_one_route_name_two_definitions_is_a_conflict(tmp_path: Path, redis_url: str) -> None:
+    def config(instance: str, feed: str) -> dict:
+        return {"redis": redis_url, "lease_seconds": 1.0, "instance": instance,
+                "state_dir": str(tmp_path / f"state-{instance}"),
+                "routes": [{"name": "shared", "from": f"thoonk:{feed}-in", "to": f"thoonk:{feed}-out"}]}
+
+    alpha = BridgeProcess(tmp_path, config("alpha", "a"), name="alpha").start()
+    standby = BridgeProcess(tmp_path, config("alpha-twin", "a"), name="alpha-twin")
+    beta = BridgeProcess(tmp_path, config("beta", "b"), name="beta")
+    try:
+        assert alpha.wait_ready()["owned_routes"] == ["shared"]
+        standby.start()
+        assert standby.wait_ready()["standby_routes"] == ["shared"]  # same definition: a standby, ready
+        beta.start()
+
+        def conflict() -> dict | None:
+            try:
+                status, body = beta.readyz()
+            except OSError:  # not listening yet
+                return None
+            return body if status == 503 and body.get("conflicting_routes") else None
+
+        body = wait(conflict, message="beta reports the conflicting route")
+        assert body["conflicting_routes"] == {"shared": {"holder": "alpha"}}
+        assert body["owned_routes"] == []
+        errors = [e for e in beta.log_events() if e.get("level") == "error" and e.get("route") == "shared"]
+        assert len(errors) == 1 and errors[0]["holder"] == "alpha" and "conflict" in errors[0]["event"]
+        _, metrics = beta.get("/metrics")
+        assert 'thoonk_bridge_route_conflicts_total{route="shared"} 1.0' in metrics
+        assert standby.readyz()[0] == 200  # the twin is not in conflict
+    finally:
+        for d in (beta, standby, alpha):
+            d.stop()
