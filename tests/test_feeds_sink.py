@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import threading
+import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import feedparser
 import pytest
+from defusedxml.ElementTree import fromstring as safe_xml
 
 from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicRegistry
+from thoonk_bridge.plugins.feeds import document as document_module
+from thoonk_bridge.plugins.feeds.document import FeedDocument
 from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
+from thoonk_bridge.plugins.feeds.render import FeedMeta, StoredItem, render_documents
 from thoonk_bridge.plugins.feeds.settings import FeedSinkOptions
 from thoonk_bridge.testing import plugin_context
 
@@ -286,8 +294,12 @@ async def test_max_items_keeps_newest(harness) -> None:  # type: ignore[no-untyp
     parsed = feedparser.parse((harness.context.state_dir / "news.atom").read_bytes())
     assert [e.title for e in parsed.entries] == ["T9", "T8", "T7"]
     ids = await sink.ids()
-    assert set(ids) == {str(i) for i in range(10)}  # pushed-out items still count as delivered
-    await sink.apply(edit("2", {"title": "T2 edited"}))  # outside the window: nothing to render
+    # the newest max_items pushed-out items still count as delivered; older ones are forgotten
+    # (the router sends a sink of this capacity only the newest max_items of a snapshot)
+    assert set(ids) == {str(i) for i in range(4, 10)}
+    assert sink.capacity == 3
+    await sink.apply(edit("5", {"title": "T5 edited"}))  # outside the window: nothing to render
+    await sink.apply(edit("2", {"title": "T2 edited"}))  # forgotten: not taken as a new item
     await sink.apply(retract("8"))
     await settle(sink)
     parsed = feedparser.parse((harness.context.state_dir / "news.atom").read_bytes())
@@ -393,3 +405,400 @@ async def test_restart_rebuilds_deleted_and_corrupted_files(redis_url: str, tmp_
         await sink.open()
         assert await sink.ids() == {}
         await sink.close()
+
+
+# ------------------------------------------------------------------ documents safe to render (issue 11 §3)
+
+
+A = "{http://www.w3.org/2005/Atom}"
+CONTENT_NS = "{http://purl.org/rss/1.0/modules/content/}encoded"
+ACTIVE_TAGS = {"script", "iframe", "embed", "object", "applet", "frame", "frameset", "style", "meta",
+               "link", "base", "form", "svg", "math", "input", "button", "textarea"}
+URL_ATTRIBUTES = {"href", "src", "action", "formaction", "background", "lowsrc", "dynsrc", "cite", "poster"}
+XSS = "<img src=x onerror=alert(1)>"
+
+
+class _ActiveMarkup(HTMLParser):
+    """What the W3C feed validator's security checks flag in HTML: active elements, event handler
+    and style attributes, URLs with a scheme other than http/https/mailto."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ACTIVE_TAGS:
+            self.found.append(f"<{tag}>")
+        for name, value in attrs:
+            if name.startswith("on") or name == "style":
+                self.found.append(f"{tag}@{name}")
+            if name in URL_ATTRIBUTES and value is not None:
+                scheme = urlsplit("".join(value.split())).scheme.lower()
+                if scheme not in ("", "http", "https", "mailto"):
+                    self.found.append(f"{tag}@{name}={value}")
+
+
+def active_markup(markup: str) -> list[str]:
+    parser = _ActiveMarkup()
+    parser.feed(markup)
+    parser.close()
+    return parser.found
+
+
+HOSTILE_ITEMS: list[tuple[str, str]] = [
+    ("text-json", json.dumps({"title": "Plain", "content": XSS, "summary": "<script>alert(2)</script>"})),
+    ("title-xss", json.dumps({"title": '<svg onload="alert(3)">', "content": "x"})),
+    ("html-json", json.dumps({
+        "title": "HTML", "content_type": "html", "summary_type": "html",
+        "content": '<p onclick="x()">a<script>alert(4)</script><iframe src="https://e.example"></iframe>'
+                   '<embed src="x.swf"><object data="x"></object><a href="javascript:alert(5)">j</a>'
+                   '<img src="data:image/svg+xml,<svg onload=alert(6)>"><b style="x:expression(1)">s</b>]]>',
+        "summary": '<a href=" jAvAsCrIpT:alert(7)">s</a><style>p{}</style>',
+    })),
+    ("plain-text", "<iframe src=javascript:alert(8)></iframe> and ]]> and \x01 control"),
+    ("atom-text", '<entry xmlns="http://www.w3.org/2005/Atom"><title>Atom text</title>'
+                  '<content type="text">&lt;script&gt;alert(9)&lt;/script&gt;</content>'
+                  '<summary type="html">&lt;img src=x onerror=alert(10)&gt;</summary></entry>'),
+    ("atom-xhtml", '<entry xmlns="http://www.w3.org/2005/Atom"><title>Atom xhtml</title>'
+                   '<content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml"><p onmouseover="y()">p'
+                   '</p><script>alert(11)</script></div></content></entry>'),
+    ("links", json.dumps({
+        "title": "Links", "content": "c", "link": "javascript:alert(12)",
+        "author": "Eve", "author_uri": "javascript:alert(13)", "author_email": "not an <email>",
+    })),
+    ("data-link", json.dumps({"title": "Data", "content": "c", "link": "data:text/html,<script>alert(14)</script>"})),
+    ("relative", json.dumps({"title": "Relative", "content": "c", "link": "/posts/1?a=b c",
+                             "author": "Ann", "author_uri": "mailto:ann@example.org"})),
+    ("iri", json.dumps({"title": "IRI", "content": "c", "link": "https://bücher.example/straße?q=ü#frag"})),
+    ("dup-1", '<entry xmlns="http://www.w3.org/2005/Atom"><id>tag:example.org,2024:same</id><title>Dup 1</title>'
+              '<content>one</content></entry>'),
+    ("dup-2", '<entry xmlns="http://www.w3.org/2005/Atom"><id>tag:example.org,2024:same</id><title>Dup 2</title>'
+              '<content>two</content></entry>'),
+    ("bad-id", '<entry xmlns="http://www.w3.org/2005/Atom"><id>x:a&lt;b c</id><title>Bad id</title></entry>'),
+    ("future", json.dumps({"title": "Future", "content": "c", "updated": "2999-01-01T00:00:00Z"})),
+]
+META = FeedMeta(
+    name="news", title="News", subtitle="News, via thoonk-bridge", link="https://site.example/blog/",
+    author="Desk", author_email=None, language="en", feed_id="https://feeds.example/feeds/news.atom",
+    self_urls={f: f"https://feeds.example/feeds/news.{f}" for f in ("atom", "rss", "json")},
+    hub_url="https://feeds.example/websub/hub",
+)
+
+
+def stored(items: list[tuple[str, str]], start: float = 1_700_000_000.25) -> list[StoredItem]:
+    """Items as a document holds them, newest first (the first of ``items`` is the oldest)."""
+    from thoonk_bridge.payload import content_hash, parse
+
+    out = []
+    for seq, (item_id, payload) in enumerate(items, 1):
+        item = StoredItem(item_id, payload, content_hash(payload), seq, start + seq * 0.1)
+        item.entry = parse(payload)
+        out.append(item)
+    return list(reversed(out))
+
+
+def _rfc3339(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert parsed.tzinfo is not None, value
+    return parsed
+
+
+def test_hostile_items_render_safe_valid_documents() -> None:
+    docs = render_documents(META, stored(HOSTILE_ITEMS), ("atom", "rss", "json"))
+    now = datetime.now(UTC)
+    for fmt in ("atom", "rss"):
+        parsed = feedparser.parse(docs[fmt])
+        assert parsed.bozo == 0, (fmt, parsed.get("bozo_exception"))
+
+    atom = safe_xml(docs["atom"])
+    entries = atom.findall(f"{A}entry")
+    ids = [e.findtext(f"{A}id") for e in entries]
+    assert len(ids) == len(set(ids)) == len(HOSTILE_ITEMS) - 1  # the duplicate id is written once
+    assert _rfc3339(atom.findtext(f"{A}updated") or "") <= now  # a future date is not the feed's
+    for entry in entries:
+        assert entry.findtext(f"{A}title") is not None and entry.find(f"{A}title").get("type") in (None, "text")
+        assert _rfc3339(entry.findtext(f"{A}updated") or "")
+        for part in ("content", "summary"):
+            elem = entry.find(f"{A}{part}")
+            if elem is None:
+                continue
+            if elem.get("type") == "html":
+                assert active_markup(elem.text or "") == [], (ids, part, elem.text)
+            else:  # text: shown as text by every reader
+                assert elem.get("type") in (None, "text") and len(elem) == 0
+        for link in entry.iter(f"{A}link"):
+            assert urlsplit(link.get("href")).scheme in ("http", "https"), link.get("href")
+        for uri in entry.iter(f"{A}uri"):
+            assert urlsplit(uri.text).scheme in ("http", "https", "mailto"), uri.text
+        for email in entry.iter(f"{A}email"):
+            assert "@" in (email.text or "") and "<" not in (email.text or "")
+
+    rss = safe_xml(docs["rss"])
+    items = rss.findall("channel/item")
+    guids = [i.findtext("guid") for i in items]
+    assert len(guids) == len(set(guids)) == len(items) == len(HOSTILE_ITEMS) - 1
+    for item in items:
+        for field_ in ("title", "description", CONTENT_NS):  # HTML by definition (title: by many readers)
+            assert active_markup(item.findtext(field_) or "") == [], (field_, item.findtext(field_))
+        link = item.findtext("link")
+        if link is not None:
+            assert link.isascii() and " " not in link and urlsplit(link).scheme in ("http", "https"), link
+        author = item.findtext("author")
+        assert author is None or "@" in author.split(" ")[0]
+
+    feed = json.loads(docs["json"])
+    assert feed["version"] == "https://jsonfeed.org/version/1.1" and isinstance(feed["title"], str)
+    assert isinstance(feed["items"], list)
+    assert all(isinstance(h["type"], str) and isinstance(h["url"], str) for h in feed["hubs"])
+    json_ids = [i["id"] for i in feed["items"]]
+    assert len(json_ids) == len(set(json_ids)) == len(HOSTILE_ITEMS) - 1
+    for item in feed["items"]:
+        assert isinstance(item["id"], str) and item["id"]
+        assert isinstance(item.get("content_html"), str) or isinstance(item.get("content_text"), str)
+        assert active_markup(item.get("content_html", "")) == []
+        for key in ("url", "external_url"):
+            if key in item:
+                assert urlsplit(item[key]).scheme in ("http", "https"), item[key]
+        for key in ("date_published", "date_modified"):
+            _rfc3339(item[key])
+        for author in item.get("authors", []):
+            assert author.get("name") or author.get("url")
+            if "url" in author:
+                assert urlsplit(author["url"]).scheme in ("http", "https", "mailto")
+
+
+def _rss_item(docs: dict[str, bytes], title: str) -> Any:
+    return next(i for i in safe_xml(docs["rss"]).findall("channel/item") if i.findtext("title") == title)
+
+
+def _atom_entry(docs: dict[str, bytes], title: str) -> Any:
+    return next(e for e in safe_xml(docs["atom"]).findall(f"{A}entry") if e.findtext(f"{A}title") == title)
+
+
+def _json_item(docs: dict[str, bytes], title: str) -> Any:
+    return next(i for i in json.loads(docs["json"])["items"] if i["title"] == title)
+
+
+def test_plain_text_is_escaped_where_rss_means_html() -> None:
+    items = [("t", json.dumps({"title": "T", "content": XSS, "summary": "a < b & <b>c</b>"})),
+             ("p", XSS), ("a", HOSTILE_ITEMS[4][1])]
+    docs = render_documents(META, stored(items), ("atom", "rss", "json"))
+    rss_t = _rss_item(docs, "T")
+    # the reader takes these as HTML: the text must come out as the same text, not as an element
+    assert rss_t.findtext(CONTENT_NS) == "&lt;img src=x onerror=alert(1)&gt;"
+    assert rss_t.findtext("description") == "a &lt; b &amp; &lt;b&gt;c&lt;/b&gt;"
+    assert active_markup(_rss_item(docs, "&lt;img src=x onerror=alert(1)&gt;").findtext("description") or "") == []
+    rss_a = _rss_item(docs, "Atom text")
+    assert rss_a.findtext(CONTENT_NS) == "&lt;script&gt;alert(9)&lt;/script&gt;"
+    assert "onerror" not in (rss_a.findtext("description") or "")  # html summary: sanitised
+    # Atom says which is which: text stays text; JSON Feed keeps text in content_text
+    atom_t = _atom_entry(docs, "T")
+    assert atom_t.find(f"{A}content").get("type") == "text" and atom_t.findtext(f"{A}content") == XSS
+    assert _json_item(docs, "T")["content_text"] == XSS and "content_html" not in _json_item(docs, "T")
+
+
+def test_links_schemes_relative_and_iri() -> None:
+    docs = render_documents(META, stored(HOSTILE_ITEMS), ("atom", "rss", "json"))
+    assert _atom_entry(docs, "Links").find(f"{A}link") is None
+    assert _rss_item(docs, "Links").find("link") is None and "url" not in _json_item(docs, "Links")
+    assert _atom_entry(docs, "Links").find(f"{A}author/{A}uri") is None
+    assert _atom_entry(docs, "Links").find(f"{A}author/{A}email") is None
+    assert "url" not in _json_item(docs, "Data")
+    # relative: resolved against the feed's link; characters IRIs exclude are percent-encoded
+    assert _atom_entry(docs, "Relative").find(f"{A}link").get("href") == "https://site.example/posts/1?a=b%20c"
+    assert _json_item(docs, "Relative")["url"] == "https://site.example/posts/1?a=b%20c"
+    assert _atom_entry(docs, "Relative").findtext(f"{A}author/{A}uri") == "mailto:ann@example.org"
+    # an IRI: kept in Atom and JSON Feed, written as a URI in RSS
+    iri = "https://bücher.example/straße?q=ü#frag"
+    assert _atom_entry(docs, "IRI").find(f"{A}link").get("href") == iri
+    assert _json_item(docs, "IRI")["url"] == iri
+    assert _rss_item(docs, "IRI").findtext("link") == "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%BC#frag"
+    # what was left out is said, once per item version
+    notes: list[tuple[str, str]] = []
+    render_documents(META, stored(HOSTILE_ITEMS), ("atom", "rss"), lambda item, note: notes.append((item, note)))
+    assert {item for item, _ in notes} == {"links", "data-link", "dup-1"}
+    assert any("javascript" in note for item, note in notes if item == "links")
+
+
+def test_duplicate_ids_written_once_newest_kept() -> None:
+    docs = render_documents(META, stored(HOSTILE_ITEMS[10:12]), ("atom", "rss", "json"))
+    assert [e.findtext(f"{A}title") for e in safe_xml(docs["atom"]).findall(f"{A}entry")] == ["Dup 2"]
+    assert [i.findtext("title") for i in safe_xml(docs["rss"]).findall("channel/item")] == ["Dup 2"]
+    assert [i["title"] for i in json.loads(docs["json"])["items"]] == ["Dup 2"]
+
+
+def test_feed_updated_never_future_nor_epoch() -> None:
+    docs = render_documents(META, stored([HOSTILE_ITEMS[-1], ("now", json.dumps({"title": "N"}))]), ("atom", "rss"))
+    updated = _rfc3339(safe_xml(docs["atom"]).findtext(f"{A}updated") or "")
+    assert updated.year < 2999 and updated > datetime(2023, 1, 1, tzinfo=UTC)
+    # the entry keeps its own date; only the feed's is not taken from it
+    assert _atom_entry(docs, "Future").findtext(f"{A}updated", "").startswith("2999-01-01")
+    empty = render_documents(dataclasses.replace(META, updated_when_empty=1_700_000_000.0), [], ("atom", "rss"))
+    assert safe_xml(empty["atom"]).findtext(f"{A}updated", "").startswith("2023-11-14T22:13:20")
+    assert "1970" not in (safe_xml(empty["rss"]).findtext("channel/lastBuildDate") or "1970")
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_document(tmp_path: Path, clock: Any = None, max_items: int = 50, **meta: Any) -> FeedDocument:
+    return FeedDocument(
+        dataclasses.replace(META, **meta), directory=tmp_path / "out", formats=("atom", "rss", "json"),
+        max_items=max_items, max_staleness=0.05, quiet=0.005, max_payload_bytes=1_000_000,
+        clock=clock or time.time,
+    )
+
+
+async def test_edit_within_the_second_moves_updated(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.1)
+    doc = make_document(tmp_path, clock)
+    doc.load()
+    doc.put("1", json.dumps({"title": "One"}))
+    await doc.render_now()
+    first = _atom_entry({"atom": doc.served["atom"].body}, "One").findtext(f"{A}updated")
+    clock.now += 0.5
+    doc.put("1", json.dumps({"title": "One", "content": "edited"}))
+    await doc.render_now()
+    second = _atom_entry({"atom": doc.served["atom"].body}, "One").findtext(f"{A}updated")
+    assert _rfc3339(second) > _rfc3339(first)
+    rss = feedparser.parse(doc.served["rss"].body)
+    assert rss.bozo == 0
+
+
+async def test_empty_document_updated_is_when_it_last_changed(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    doc = make_document(tmp_path, clock)
+    doc.load()
+    await doc.render_now()
+    assert not _rfc3339(safe_xml(doc.served["atom"].body).findtext(f"{A}updated") or "").year == 1970
+    doc.put("1", json.dumps({"title": "One"}))
+    clock.now += 100
+    doc.remove("1")
+    await doc.render_now()
+    assert _rfc3339(safe_xml(doc.served["atom"].body).findtext(f"{A}updated") or "").timestamp() == clock.now
+    # kept over a restart: the same bytes again
+    again = make_document(tmp_path, FakeClock(1_800_000_000.0))
+    again.load()
+    await again.render_now(first=True)
+    assert again.served["atom"].body == doc.served["atom"].body
+
+
+# ------------------------------------------------------------------ bounded state (issue 12 §4)
+
+
+async def test_state_file_bounded_by_the_window(tmp_path: Path) -> None:
+    doc = make_document(tmp_path, max_items=5)
+    doc.load()
+    for i in range(1000):
+        doc.put(str(i), json.dumps({"title": f"T{i}"}))
+    await doc.render_now()
+    state = json.loads(doc.state_path.read_bytes())
+    assert [i["id"] for i in state["items"]] == [str(i) for i in range(995, 1000)]
+    assert sorted(state["known"], key=int) == [str(i) for i in range(990, 995)]
+    assert len(doc.state_path.read_bytes()) < 4000
+    # a state file written before the bound is cut when read
+    state["known"] = {str(i): ["h", i + 1] for i in range(995)}
+    doc.state_path.write_text(json.dumps(state))
+    again = make_document(tmp_path, max_items=5)
+    again.load()
+    assert list(again.known) == [str(i) for i in range(990, 995)]
+    # an edit of a forgotten item changes nothing (taking it as new would put it on top)
+    assert again.put("3", json.dumps({"title": "T3 edited"}), edit=True) is False
+    assert "3" not in again.items
+
+
+# ------------------------------------------------------------------ outsiders' input and labels (issue 11 §6)
+
+
+async def test_unknown_formats_and_names_count_under_fixed_labels(harness) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import generate_latest
+
+    sink = make_sink(harness)
+    await sink.open()
+    for i in range(60):
+        assert (await get(f"{harness.base_url}/feeds/news.x{i}"))[0] == 404
+        assert (await get(f"{harness.base_url}/feeds/nope{i}.atom"))[0] == 404
+        assert (await get(f"{harness.base_url}/feeds/{i}"))[0] == 404
+    assert (await get(f"{harness.base_url}/feeds/news.atom"))[0] == 200
+    text = generate_latest(harness.context.metrics).decode()
+    formats = {line.split('format="')[1].split('"')[0] for line in text.splitlines()
+               if line.startswith("thoonk_bridge_feeds_requests_total{")}
+    assert formats == {"other", "atom"}
+    assert len(harness.plugin._stored) == 0  # noqa: SLF001 - nothing cached for names nobody stored
+
+
+# ------------------------------------------------------------------ failures an operator must see (issue 11 §7)
+
+
+async def test_unwritable_directory_degrades_keeps_serving_and_recovers(harness, capsys) -> None:  # type: ignore[no-untyped-def]
+    # Tests run as root, where chmod does not stop writes: the directory is replaced by a plain
+    # file instead, so every write fails with a real OS error (ENOTDIR / EEXIST).
+    out = harness.context.state_dir / "own"
+    sink = make_sink(harness, output_dir=str(out))
+    await sink.open()
+    await sink.apply(pub("1", {"title": "One"}))
+    await settle(sink)
+    for path in out.iterdir():
+        path.unlink()
+    out.rmdir()
+    out.write_bytes(b"not a directory")
+    capsys.readouterr()
+    for i in range(2, 40):
+        await sink.apply(pub(str(i), {"title": f"T{i}"}))
+        await asyncio.wait_for(settle(sink), 30)  # bounded: a render that keeps failing never settles
+    assert sink.problem() is not None and "Errno" in sink.problem()
+    health = harness.plugin.health()
+    assert health.status == "degraded" and "feeds:news" in health.detail and "Errno" in health.detail
+    status, _, body = await get(f"{harness.base_url}/feeds/news.atom")
+    assert status == 200 and b"T39" in body  # the current rendering, from memory
+    logged = capsys.readouterr().out
+    assert 1 <= logged.count("feed files cannot be written") <= 2  # backed off: not a line per event
+    # the disk is back: the retry writes the current documents, the degraded state ends
+    out.unlink()
+    for _ in range(400):
+        if sink.problem() is None:
+            break
+        await asyncio.sleep(0.05)
+    assert sink.problem() is None and harness.plugin.health().status == "ready"
+    assert b"T39" in (out / "news.atom").read_bytes()
+    assert "feed files written again" in capsys.readouterr().out
+
+
+async def test_write_error_at_open_still_serves(harness) -> None:  # type: ignore[no-untyped-def]
+    # A full disk, simulated in a real sink: every atomic write fails with ENOSPC.
+    import errno
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    sink = make_sink(harness)
+    original = document_module.atomic_write
+    document_module.atomic_write = full
+    try:
+        await sink.open()
+        await sink.apply(pub("1", {"title": "One"}))
+        await asyncio.wait_for(settle(sink), 30)
+        assert "No space left on device" in (sink.problem() or "")
+        status, _, body = await get(f"{harness.base_url}/feeds/news.rss")
+        assert status == 200 and b"One" in body
+    finally:
+        document_module.atomic_write = original
+
+
+async def test_left_over_temporary_files_removed_on_open(harness) -> None:  # type: ignore[no-untyped-def]
+    out = harness.context.state_dir
+    out.mkdir(parents=True, exist_ok=True)
+    mine = [".news.atom.k3j_9x0a.tmp", ".news.state.json.abcdefgh.tmp", ".news.json.ZZZZ1234.tmp"]
+    others = [".news.atom.atom.abcdefgh.tmp", ".other.atom.abcdefgh.tmp", "news.atom.tmp", ".news.atom.x.tmp"]
+    for name in mine + others:
+        (out / name).write_bytes(b"half a docu")
+    sink = make_sink(harness)
+    await sink.open()
+    left = {p.name for p in out.iterdir()}
+    assert not set(mine) & left
+    assert set(others) <= left

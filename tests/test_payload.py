@@ -12,6 +12,7 @@ import pytest
 
 from thoonk_bridge.payload import (
     ATOM_NS,
+    MAX_HTML_DEPTH,
     MAX_PAYLOAD_BYTES,
     XEP0335_NS,
     XHTML_NS,
@@ -26,6 +27,7 @@ from thoonk_bridge.payload import (
     entry_to_element,
     html_to_text,
     json_to_element,
+    limit_html_depth,
     parse,
     render,
     sanitize_html,
@@ -731,3 +733,52 @@ def test_element_to_payload_strips_forbidden_characters() -> None:
 )
 def test_sanitize_html(dirty: str, clean: str) -> None:
     assert sanitize_html(dirty) == clean
+
+
+def _html_depth(markup: str) -> int:
+    """Deepest element nesting of ``markup`` as an HTML parser builds it (void elements excluded)."""
+    from html.parser import HTMLParser
+
+    class Depth(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth = self.deepest = 0
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag not in ("br", "img", "hr"):
+                self.depth += 1
+                self.deepest = max(self.deepest, self.depth)
+
+        def handle_endtag(self, tag: str) -> None:
+            self.depth -= 1
+
+    parser = Depth()
+    parser.feed(markup)
+    return parser.deepest
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<div>" * 3000 + "deep" + "</div>" * 3000,
+        "<div>" * 3000 + "deep",  # never closed
+        "<div></x>" * 3000 + "deep",  # stray end tags must not hide the depth
+        "<div/>" * 3000 + "deep",  # "/>" does not close an HTML div
+        "<div x=a'>" + "<div>" * 3000 + "'>deep",  # a quote that does not start a value
+        '<div title=">">' * 3000 + "deep",  # ">" inside a quoted value
+    ],
+)
+def test_sanitize_html_caps_nesting_depth(hostile: str) -> None:
+    # html5ever's time grows with the square of the depth (50k nested divs: 8.5 s): the depth is cut
+    # by a linear scan first, keeping the text.
+    cleaned = sanitize_html(hostile)
+    assert "deep" in cleaned
+    assert _html_depth(cleaned) <= MAX_HTML_DEPTH
+    assert _html_depth(sanitize_html(hostile, max_depth=10)) <= 10
+    assert "deep" in html_to_text(hostile)
+
+
+def test_limit_html_depth_keeps_ordinary_markup() -> None:
+    ordinary = "<div><p>a<p>b<ul><li>x<li>y</ul><table><tr><td>c</td></tr></table></div>" * 300
+    assert limit_html_depth(ordinary, 8) is ordinary  # unclosed p/li are siblings, not nesting
+    assert limit_html_depth("<a><b><c>t</c></b></a>", 2) == "<a><b>t</b></a>"

@@ -1,15 +1,24 @@
 """One document set (``NAME.atom``/``.rss``/``.json``): its items, its files, its coalesced renders.
 
 State: the items the documents hold live in memory and in ``NAME.state.json`` beside the documents
-(written atomically with them). ``known`` keeps the id and content hash (and order) of items pushed
-out of the newest ``max_items``, so that ``Sink.ids()`` reports them and a restart does not
-re-deliver them; their payloads are not kept.
+(written atomically with them). ``known`` keeps the id and content hash (and order) of the newest
+``max_items`` items pushed out of the window, so that ``Sink.ids()`` reports them and a restart
+does not re-deliver them; their payloads are not kept. Older ones are forgotten: the sink's
+``capacity`` (``max_items``) makes the router send only the newest ``max_items`` items of a
+snapshot on reconcile, and those are in the window or in ``known``. The state file so holds at
+most ``2 * max_items`` ids, whatever went through the document.
 
 Rendering: ``apply`` only changes memory and wakes the render loop. The loop renders once no event
 came for ``quiet`` seconds, or at the latest ``max_staleness`` seconds after the first change it has
 not rendered yet, so a burst of 10,000 events costs a handful of renders. Renders run in a worker
 thread; files are written atomically (temp file in the same directory, fsync, rename, fsync of the
-directory) and only when their bytes changed.
+directory) and only when their bytes changed. Temporary files a killed process left behind are
+removed when the document opens.
+
+Disk trouble (a directory turned read-only, a full disk): the new rendering is served from memory
+all the same; ``write_error`` says what failed (the route shows it in ``/readyz``), the writes are
+retried with backoff, and the log says it once, then at most once per ``WRITE_LOG_INTERVAL``
+with a count, then when writing works again.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -32,11 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from thoonk_bridge.payload import Entry, PayloadError, content_hash, parse
+from thoonk_bridge.router import RetryPolicy
 
 from .render import CONTENT_TYPES, FeedMeta, StoredItem, render_documents
 
 EXTENSIONS = {"atom": "atom", "rss": "rss", "json": "json"}
 STATE_VERSION = 1
+WRITE_LOG_INTERVAL = 60.0  # seconds between log lines while the files cannot be written
+WRITE_RETRY = RetryPolicy(base=0.5, cap=30.0)
 
 
 class BadItem(ValueError):
@@ -63,7 +76,11 @@ class Served:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    The temporary file is ``.NAME.XXXXXXXX.tmp`` beside ``path`` (:func:`stale_temp_files` finds
+    those a killed process left).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -81,6 +98,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def stale_temp_files(directory: Path, names: list[str]) -> list[Path]:
+    """The temporary files :func:`atomic_write` may have left for files ``names`` of ``directory``.
+
+    Matched exactly (mkstemp's eight random characters), so that the document ``a`` never takes
+    the temporary files of a document ``a.atom`` for its own.
+    """
+    pattern = re.compile(
+        r"\.(?:" + "|".join(re.escape(name) for name in names) + r")\.[A-Za-z0-9_]{8}\.tmp"
+    )
+    try:
+        return [path for path in directory.iterdir() if pattern.fullmatch(path.name)]
+    except OSError:
+        return []
 
 
 def _entry_is_empty(entry: Entry) -> bool:
@@ -117,10 +149,19 @@ class FeedDocument:
         self.hub_provider: Callable[[], str | None] = lambda: None  # the WebSub hub to advertise
         self.guard: Callable[[], bool] | None = None  # several daemons: True while we own the route
         self.items: OrderedDict[str, StoredItem] = OrderedDict()  # oldest first (by seq)
-        self.known: dict[str, tuple[str, int]] = {}  # id -> (hash, seq), pushed out of the window
+        # id -> (hash, seq) of the newest max_items pushed out of the window, oldest first
+        self.known: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.seq = 0
+        self.changed_at = clock()  # the last change: the feed's ``updated`` while it is empty
         self.served: dict[str, Served] = {}
         self.renders = 0
+        self.write_error: str | None = None  # why the files on disk are behind (None: they are not)
+        self.on_write_state: Callable[[str | None], None] | None = None  # told when write_error changes
+        self._write_failures = 0
+        self._write_failures_logged = 0
+        self._write_logged_at = 0.0
+        self._write_retry_at = 0.0
+        self._write_retry_timer: asyncio.TimerHandle | None = None
         self._dirty = asyncio.Event()
         self._changed = asyncio.Event()
         self._rendered = asyncio.Event()
@@ -138,12 +179,27 @@ class FeedDocument:
     def state_path(self) -> Path:
         return self.directory / f"{self.meta.name}.state.json"
 
+    def file_names(self) -> list[str]:
+        """Every file of this document (its formats, all of them, and its state)."""
+        return [*(f"{self.meta.name}.{ext}" for ext in EXTENSIONS.values()), self.state_path.name]
+
     def load(self) -> None:
-        """Read the state file; a missing or broken one means "holds nothing" (the router refills)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Read the state file; a missing or broken one means "holds nothing" (the router refills).
+
+        Temporary files a killed write left behind are removed first. A directory that cannot be
+        created is not an error here: the documents are served from memory and the writes report it.
+        """
+        with contextlib.suppress(OSError):
+            self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in stale_temp_files(self.directory, self.file_names()):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                if self.log is not None:
+                    self.log.info("left-over temporary file removed", feed=self.meta.name, path=str(stale))
         self.items.clear()
         self.known.clear()
         self.seq = 0
+        self.changed_at = self.clock()
         try:
             raw = json.loads(self.state_path.read_bytes())
             if raw.get("version") != STATE_VERSION:
@@ -162,7 +218,13 @@ class FeedDocument:
                 items.append(item)
             known = {str(k): (str(v[0]), int(v[1])) for k, v in raw.get("known", {}).items()}
             seq = int(raw.get("seq", 0))
+            changed_at = float(raw.get("changed_at", self.changed_at))
         except FileNotFoundError:
+            return
+        except OSError as exc:
+            if self.log is not None:
+                self.log.warning("feed state unreadable, rebuilding from the feed", feed=self.meta.name,
+                                 path=str(self.state_path), error=f"{type(exc).__name__}: {exc}")
             return
         except (ValueError, KeyError, TypeError, AttributeError, PayloadError) as exc:
             if self.log is not None:
@@ -175,15 +237,21 @@ class FeedDocument:
             return
         for item in sorted(items, key=lambda i: i.seq):
             self.items[item.id] = item
-        self.known = known
+        # Oldest first, and only as many as can still matter (older states kept every id ever seen).
+        self.known = OrderedDict(sorted(known.items(), key=lambda kv: kv[1][1]))
         self.seq = max([seq, *(i.seq for i in items), *(s for _, s in known.values())])
+        self.changed_at = changed_at
+        self._trim()
 
-    def _state_bytes(self) -> bytes:
+    def _state_bytes(
+        self, seq: int, changed_at: float, items: list[StoredItem], known: list[tuple[str, tuple[str, int]]]
+    ) -> bytes:
         return json.dumps(
             {
                 "version": STATE_VERSION,
                 "name": self.meta.name,
-                "seq": self.seq,
+                "seq": seq,
+                "changed_at": changed_at,
                 "items": [
                     {
                         "id": i.id,
@@ -192,9 +260,9 @@ class FeedDocument:
                         "edited_at": i.edited_at,
                         "payload": i.payload,
                     }
-                    for i in self.items.values()
+                    for i in items
                 ],
-                "known": {k: [h, s] for k, (h, s) in self.known.items()},
+                "known": {k: [h, s] for k, (h, s) in known},
             },
             ensure_ascii=False,
         ).encode("utf-8", "surrogatepass")
@@ -228,11 +296,18 @@ class FeedDocument:
             raise BadItem(f"item {item_id!r}: no title, link, content or summary", "empty")
         return entry
 
-    def put(self, item_id: str, payload: str) -> bool:
-        """Add or replace an item; returns False when nothing changed. Raises :class:`BadItem`."""
+    def put(self, item_id: str, payload: str, *, edit: bool = False) -> bool:
+        """Add or replace an item; returns False when nothing changed. Raises :class:`BadItem`.
+
+        ``edit``: the event edits an existing item. An edit of an id the document no longer knows
+        (older than the window and ``known``) changes nothing: the item is long out of the
+        documents, and taking it as new would show it as the newest entry.
+        """
         digest = content_hash(payload)
         current = self.items.get(item_id)
         if current is not None and current.hash == digest:
+            return False
+        if edit and current is None and item_id not in self.known and self.seq > 0:
             return False
         entry = self.check(item_id, payload)
         now = self.clock()
@@ -272,8 +347,12 @@ class FeedDocument:
         while len(self.items) > self.max_items:
             _, oldest = self.items.popitem(last=False)
             self.known[oldest.id] = (oldest.hash, oldest.seq)
+            self.known.move_to_end(oldest.id)
+        while len(self.known) > self.max_items:
+            self.known.popitem(last=False)
 
     def _touch(self) -> None:
+        self.changed_at = self.clock()
         self._generation += 1
         self._rendered.clear()
         self._changed.set()
@@ -286,6 +365,9 @@ class FeedDocument:
             self._task = asyncio.create_task(self._loop(), name=f"feeds-render:{self.meta.name}")
 
     async def stop(self) -> None:
+        if self._write_retry_timer is not None:
+            self._write_retry_timer.cancel()
+            self._write_retry_timer = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -322,6 +404,7 @@ class FeedDocument:
 
         Returns the seconds each format took. ``first``: compare with the files on disk and keep
         their modification time when the bytes are the same (stable Last-Modified over restarts).
+        The new rendering is served even when the files cannot be written (see ``write_error``).
         """
         async with self._lock:
             generation = self._generation
@@ -333,13 +416,18 @@ class FeedDocument:
                 self._rendered_generation = generation
                 self._rendered.set()
                 return {}
+            loop = asyncio.get_running_loop()
             window = list(reversed(self.items.values()))
-            state = self._state_bytes()
-            meta = dataclasses.replace(self.meta, hub_url=self.hub_provider())
-            result = await asyncio.to_thread(self._render_and_write, meta, window, state, first)
-            timings, served, changed = result
+            state = self._state_snapshot()
+            meta = dataclasses.replace(self.meta, hub_url=self.hub_provider(), updated_when_empty=self.changed_at)
+            write = first or self.write_error is None or loop.time() >= self._write_retry_at
+            timings, served, changed, error = await asyncio.to_thread(
+                self._render_and_write, meta, window, state, first, write
+            )
             self.served.update(served)
             self.renders += 1
+            if write:
+                self._write_result(error)
             self._rendered_generation = generation
             if generation == self._generation:
                 self._rendered.set()
@@ -347,35 +435,44 @@ class FeedDocument:
             await self.on_render(timings, changed)
         return timings
 
+    def _state_snapshot(self) -> tuple[Any, ...]:
+        """What ``_state_bytes`` needs, copied on the loop; the bytes are made in the worker thread."""
+        return (self.seq, self.changed_at, list(self.items.values()), list(self.known.items()))
+
+    def _note(self, item_id: str, message: str) -> None:
+        """A field of an item left out of the documents (said once per item version)."""
+        if self.log is not None:
+            self.log.warning("item field left out of the feed", feed=self.meta.name, item=item_id, note=message)
+
     def _render_and_write(
-        self, meta: FeedMeta, window: list[StoredItem], state: bytes, first: bool
-    ) -> tuple[dict[str, float], dict[str, Served], list[str]]:
+        self, meta: FeedMeta, window: list[StoredItem], state: tuple[Any, ...], first: bool, write: bool
+    ) -> tuple[dict[str, float], dict[str, Served], list[str], OSError | None]:
+        """In a worker thread: the documents, then the files (when ``write``).
+
+        Returns (seconds per format, new renderings to serve, formats whose bytes changed, the error
+        that stopped the writes or None).
+        """
         timings: dict[str, float] = {}
         bodies: dict[str, bytes] = {}
         for fmt in self.formats:
             started = time.perf_counter()
-            bodies.update(render_documents(meta, window, (fmt,)))
+            bodies.update(render_documents(meta, window, (fmt,), self._note))
             timings[fmt] = time.perf_counter() - started
-        self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.state_path, state)
         served: dict[str, Served] = {}
         changed: list[str] = []
         now = self.clock()
+        behind = self.write_error is not None  # the files may hold older bytes than we served
         for fmt, body in bodies.items():
             previous = self.served.get(fmt)
             path = self.path(fmt)
-            if previous is not None and previous.body == body and path.exists():
+            if previous is not None and previous.body == body:
                 continue
             modified = now
-            on_disk: bytes | None = None
-            with contextlib.suppress(OSError):
-                on_disk = path.read_bytes() if first or previous is None else None
-            if on_disk == body:
-                modified = path.stat().st_mtime
-            else:
-                atomic_write(path, body)
-            if previous is None or previous.body != body:
-                changed.append(fmt)
+            if first or previous is None:
+                with contextlib.suppress(OSError):
+                    if path.read_bytes() == body:
+                        modified = path.stat().st_mtime
+            changed.append(fmt)
             served[fmt] = Served(
                 body=body,
                 gzipped=gzip.compress(body, compresslevel=6, mtime=0),
@@ -383,7 +480,59 @@ class FeedDocument:
                 last_modified=modified,
                 content_type=CONTENT_TYPES[fmt],
             )
-        return timings, served, changed
+        if not write:
+            return timings, served, changed, None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.state_path, self._state_bytes(*state))
+            for fmt, body in bodies.items():
+                path = self.path(fmt)
+                if fmt in changed or behind or first or not path.exists():
+                    with contextlib.suppress(OSError):
+                        if path.read_bytes() == body:
+                            continue
+                    atomic_write(path, body)
+        except OSError as exc:
+            return timings, served, changed, exc
+        return timings, served, changed, None
+
+    def _write_result(self, error: OSError | None) -> None:
+        """Record how the last write went: the state ``/readyz`` shows, the log (backed off), retries."""
+        loop = asyncio.get_running_loop()
+        if error is None:
+            if self.write_error is not None:
+                if self.log is not None:
+                    self.log.info("feed files written again", feed=self.meta.name, failures=self._write_failures)
+                self.write_error = None
+                self._write_failures = 0
+                if self.on_write_state is not None:
+                    self.on_write_state(None)
+            return
+        detail = f"cannot write in {self.directory}: {type(error).__name__}: {error}"
+        first_failure = self.write_error is None
+        self._write_failures += 1
+        self._write_retry_at = loop.time() + WRITE_RETRY.delay(self._write_failures)
+        if self._write_retry_timer is not None:
+            self._write_retry_timer.cancel()
+        # The rendering is in memory already; the retry only has to write it.
+        self._write_retry_timer = loop.call_at(self._write_retry_at, self._retry_write)
+        now = time.monotonic()
+        if first_failure or now - self._write_logged_at >= WRITE_LOG_INTERVAL:
+            if self.log is not None:
+                self.log.error("feed files cannot be written; serving the documents from memory, retrying",
+                               feed=self.meta.name, error=detail,
+                               failures_since_last_log=self._write_failures - self._write_failures_logged)
+            self._write_logged_at = now
+            self._write_failures_logged = self._write_failures
+        if detail != self.write_error:
+            self.write_error = detail
+            if self.on_write_state is not None:
+                self.on_write_state(detail)
+
+    def _retry_write(self) -> None:
+        self._write_retry_timer = None
+        if self._task is not None and self.write_error is not None:
+            self._dirty.set()
 
     async def wait_rendered(self) -> None:
         """Until everything applied so far is in the files."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gzip
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -29,13 +30,14 @@ from thoonk_bridge.plugin import (
 
 from .document import FeedDocument, Served
 from .render import CONTENT_TYPES, FeedMeta
-from .settings import FeedSinkOptions, FeedSourceOptions, FeedsSettings
+from .settings import FEED_NAME_PATTERN, FeedSinkOptions, FeedSourceOptions, FeedsSettings
 from .sink import FeedSink
 from .source import FeedSource
 
 __all__ = ["FEEDS_KIND", "FeedsPlugin", "stored_key"]
 
 STORED_FIELDS = ("etag", "last_modified", "content_type")
+_FEED_NAME = re.compile(FEED_NAME_PATTERN)
 
 
 def stored_key(name: str, fmt: str) -> str:
@@ -91,7 +93,9 @@ class FeedsMetrics:
     - ``thoonk_bridge_feeds_render_seconds{format}``: time to render one document.
     - ``thoonk_bridge_feeds_bad_items_total{feed,reason}``: items a document refused
       (``invalid``, ``too_large``, ``empty``); they go to the route's dead-letter feed.
-    - ``thoonk_bridge_feeds_requests_total{format,status}``: documents served over HTTP.
+    - ``thoonk_bridge_feeds_requests_total{format,status}``: documents served over HTTP; ``format``
+      is ``atom``, ``rss``, ``json`` or ``other`` (anything a client asked for that is none of
+      them), so that requests for made-up paths never add label values.
     - ``thoonk_bridge_feeds_fetches_total{route,result}``: polls of outside feeds (``ok``,
       ``not_modified``, ``timeout``, ``network``, ``refused``, ``redirects``, ``too_large``,
       ``bad_document``, ``http_429``, ``http_503``, ``http_4xx``, ``http_5xx``...).
@@ -190,6 +194,7 @@ class FeedsPlugin(Plugin):
         self._store_locks: dict[str, asyncio.Lock] = {}
         self._store_retry: dict[str, asyncio.Task[None]] = {}
         self._storing: set[asyncio.Task[bool]] = set()
+        self._write_problems: dict[str, str] = {}  # document name -> why its files cannot be written
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -248,6 +253,7 @@ class FeedsPlugin(Plugin):
             feed_id=options.id or self_urls["atom"],
             self_urls=self_urls,
             sanitize=options.sanitize_html,
+            max_html_depth=options.max_html_depth,
         )
         directory = Path(options.output_dir) if options.output_dir else self.output_dir
         document = FeedDocument(
@@ -261,6 +267,7 @@ class FeedsPlugin(Plugin):
             log=route.log.bind(feed=name),
         )
         document.on_render = self._rendered_callback(document, route.guard)
+        document.on_write_state = lambda problem: self._write_state(name, problem)
         document.guard = route.guard
         hub_path = self.public_path(name, "atom")  # hub topics are per feed name, whatever the format
         document.hub_provider = lambda: self.context.topics.hub_for(hub_path)  # type: ignore[attr-defined]
@@ -302,7 +309,22 @@ class FeedsPlugin(Plugin):
             formats=list(document.formats),
         )
 
+    def _write_state(self, name: str, problem: str | None) -> None:
+        """A document's files became unwritable (``problem``) or writable again (None): the plugin is
+        degraded in ``/readyz`` while any is (the route shows it too, through ``Sink.problem``)."""
+        if problem is None:
+            self._write_problems.pop(name, None)
+        else:
+            self._write_problems[name] = problem
+        if self._write_problems:
+            detail = "; ".join(f"feeds:{n}: {p}" for n, p in sorted(self._write_problems.items()))
+            self.set_health(Health.DEGRADED, detail)
+        elif self.health().status is Health.DEGRADED:
+            self.set_health(Health.READY)
+
     async def close_document(self, document: FeedDocument) -> None:
+        if document.write_error is not None:
+            self._write_state(document.meta.name, None)
         await document.stop()
         await self._finish_stores()
         self._open.discard(document)
@@ -450,7 +472,7 @@ class FeedsPlugin(Plugin):
 
     async def _read_stored_topic(self, path: str) -> tuple[bytes, str] | None:
         name, _, fmt = path[len(self.settings.path_prefix) + 1:].rpartition(".")
-        if not name or fmt not in CONTENT_TYPES or "/" in name:
+        if not _FEED_NAME.match(name) or fmt not in CONTENT_TYPES:
             return None
         served = await self._stored_document(name, fmt)
         return (served.body, served.content_type) if served is not None else None
@@ -459,21 +481,23 @@ class FeedsPlugin(Plugin):
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         name, _, fmt = request.match_info["file"].rpartition(".")
+        # Metrics labels and cache keys come from a fixed set, never from what a client sent.
+        label = fmt if fmt in CONTENT_TYPES else "other"
         document = self.documents.get(name)
         served: Served | None = None
         if document is not None and fmt in document.formats:
             served = document.served.get(fmt)  # the owner of the route: its own rendering
-        elif name and fmt in CONTENT_TYPES:
+        elif fmt in CONTENT_TYPES and _FEED_NAME.match(name):
             try:  # another daemon of the fleet owns the route: the copy it stored in Redis
                 served = await self._stored_document(name, fmt)
             except Exception as exc:  # noqa: BLE001 - Redis away
-                self.metrics.requests.labels(fmt, "503").inc()
+                self.metrics.requests.labels(label, "503").inc()
                 self.log.warning("stored feed document unreadable", feed=name, format=fmt,
                                  error=f"{type(exc).__name__}: {exc}")
                 raise web.HTTPServiceUnavailable(text="feed temporarily unavailable\n",
                                                  headers={"Retry-After": "1"}) from None
         if served is None:
-            self.metrics.requests.labels(fmt or "-", "404").inc()
+            self.metrics.requests.labels(label, "404").inc()
             raise web.HTTPNotFound(text="no such feed\n")
         headers = {
             "Content-Type": served.content_type,

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from thoonk_bridge.feedparse import MAX_FEED_BYTES, MAX_FEED_ENTRIES, Identity
 from thoonk_bridge.net import OutboundPolicy
+from thoonk_bridge.payload import MAX_HTML_DEPTH
 from thoonk_bridge.plugin import Settings
 
 FEED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -61,6 +62,8 @@ class FeedSinkOptions(Settings):
     - ``output_dir``: overrides the plugin's ``output_dir`` for this document.
     - ``sanitize_html``: clean HTML content and summaries with nh3 (default true); false publishes
       the HTML exactly as the payload has it.
+    - ``max_html_depth``: HTML elements nested deeper than this lose their tags (text kept) before
+      sanitising, which keeps its time linear in the size of the markup (default 256).
     - ``max_staleness``: overrides the plugin's ``max_staleness`` for this document.
     - ``max_payload_bytes``: larger payloads are refused (dead-lettered), default 1,000,000.
     """
@@ -77,6 +80,7 @@ class FeedSinkOptions(Settings):
     max_items: int = Field(default=50, ge=1, le=100_000)
     output_dir: Path | None = None
     sanitize_html: bool = True
+    max_html_depth: int = Field(default=MAX_HTML_DEPTH, ge=1, le=10_000)
     max_staleness: float | None = Field(default=None, gt=0, le=3600)
     max_payload_bytes: int = Field(default=1_000_000, gt=0)
 

@@ -24,6 +24,9 @@ class FeedSink(Sink):
     def __init__(self, plugin: FeedsPlugin, document: FeedDocument, route: RouteContext) -> None:
         self.plugin = plugin
         self.document = document
+        # The documents hold the newest max_items: a reconcile sends only those (and the state
+        # need not remember every id ever pushed out of the window).
+        self.capacity = document.max_items
         self.route = route
         self.log = route.log.bind(feed=document.meta.name)
         self._opened = False
@@ -34,6 +37,9 @@ class FeedSink(Sink):
         await self.plugin.open_document(self.document)
         self._opened = True
 
+    def problem(self) -> str | None:
+        return self.document.write_error
+
     async def ids(self) -> dict[str, str | None]:
         return self.document.ids()
 
@@ -43,7 +49,7 @@ class FeedSink(Sink):
             return
         assert event.payload is not None
         try:
-            self.document.put(event.id, event.payload)
+            self.document.put(event.id, event.payload, edit=event.kind is EventKind.EDIT)
         except BadItem as exc:
             self.plugin.metrics.bad_items.labels(self.document.meta.name, exc.reason).inc()
             self.log.warning("item refused by feed", item=event.id, reason=exc.reason, error=str(exc))
