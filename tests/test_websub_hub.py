@@ -349,6 +349,30 @@ async def test_failing_host_is_paused_and_others_still_served(redis_url: str) ->
         await bad.close()
 
 
+async def test_per_host_state_is_bounded(redis_url: str, sub: Subscriber) -> None:
+    """Delivery slots exist only while a host has deliveries in flight, and failing hosts are
+    remembered up to a cap: callbacks on ever new hosts leave nothing behind."""
+    from test_websub_support import StubResolver
+
+    hosts = [f"h{i}.test" for i in range(5)]
+    node = await start_node(redis_url, resolver=StubResolver(dict.fromkeys(hosts, "127.0.0.1")), retry_window=0)
+    node.plugin.distributor.max_breakers = 2
+    try:
+        topic = node.topic("/feeds/news.atom", ATOM1)
+        for host in hosts:
+            await subscribed(node, sub, sub.url().replace("127.0.0.1", host), topic)
+        await node.change("/feeds/news.atom", ATOM2)
+        await wait_for(lambda: node.metric("websub_deliveries_total", result="ok") == 5)
+        assert len(node.plugin.distributor.host_slots) == 0
+        sub.status = [500]
+        await node.change("/feeds/news.atom", ATOM3)
+        await wait_for(lambda: node.metric("websub_deliveries_total", result="failed") == 5)
+        assert len(node.plugin.distributor.breakers) == 2
+        assert len(node.plugin.distributor.host_slots) == 0
+    finally:
+        await node.stop()
+
+
 async def test_publish_ping_forms(node: Node, sub: Subscriber) -> None:
     topic = node.topic("/feeds/news.atom", ATOM1)
     other = node.topic("/feeds/other.atom", ATOM1)
@@ -375,3 +399,34 @@ async def test_publish_ping_forms(node: Node, sub: Subscriber) -> None:
     await wait_for(lambda: len(sub.deliveries) == 5)
     status, text, _ = await hub_post(node, {"hub.mode": "publish"})
     assert status == 400 and "hub.url" in text
+
+
+async def test_host_slots_limit_wait_and_cancel() -> None:
+    """HostSlots: at most ``limit`` per host, waiters served in order, a cancelled waiter gives up its
+    place (or passes on the slot it was just handed), and an idle host leaves no entry."""
+    import asyncio
+
+    from thoonk_bridge.plugins.websub.limits import HostSlots
+
+    slots = HostSlots(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def user(name: str) -> None:
+        async with slots.hold("h"):
+            order.append(name)
+            await release.wait()
+
+    first = asyncio.create_task(user("a"))
+    await wait_for(lambda: order == ["a"])
+    assert slots.busy("h") and not slots.try_take("h") and not slots.busy("other")
+    second, third = asyncio.create_task(user("b")), asyncio.create_task(user("c"))
+    await wait_for(lambda: len(slots._hosts["h"].waiters) == 2)  # noqa: SLF001 - both in line
+    second.cancel()  # waiting: leaves the line
+    release.set()
+    await asyncio.gather(first, third, return_exceptions=True)
+    assert order == ["a", "c"]
+    assert len(slots) == 0
+    assert slots.try_take("x") and slots.busy("x")
+    slots.release("x")
+    assert len(slots) == 0

@@ -210,6 +210,31 @@ async def test_pending_verifications_are_capped(redis_url: str, tarpits: list[Ta
         await node.stop()
 
 
+async def test_subscriptions_are_capped(redis_url: str, sub: Subscriber) -> None:
+    """At ``max_subscriptions`` new pairs are refused (429); a renewal of a stored one still goes
+    through; a request admitted before the cap was reached is not verified once it is."""
+    from thoonk_bridge.plugins.websub.hub import VerifyItem
+    from thoonk_bridge.plugins.websub.urls import normalize_url
+
+    node = await start_node(redis_url, max_subscriptions=2)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        await subscribed(node, sub, sub.url("/c0"), topic)
+        await subscribed(node, sub, sub.url("/c1"), topic)
+        status, text, headers = await _form(node, hub_mode="subscribe", hub_callback=sub.url("/c2"), hub_topic=topic)
+        assert status == 429 and "as many subscriptions" in text and int(headers["Retry-After"]) > 0
+        assert node.metric("websub_hub_refusals_total", reason="subscriptions_full") == 1
+        await subscribed(node, sub, sub.url("/c0"), topic)  # a renewal
+        late = VerifyItem(mode="subscribe", topic=topic, topic_key=normalize_url(topic), callback=sub.url("/c3"),
+                          lease=3600)
+        await node.plugin.hub.run_verification(late)  # queued while there was room
+        assert node.metric("websub_verifications_total", mode="subscribe", result="refused") == 1
+        assert len(await node.plugin.subscriptions()) == 2
+        assert [v["hub.mode"] for v in sub.verifications] == ["subscribe"] * 3  # no challenge for c2, c3
+    finally:
+        await node.stop()
+
+
 async def test_rate_limit_tables_are_bounded(redis_url: str, sub: Subscriber, raw_redis: Any) -> None:
     """Each window's table holds at most ``rate_limit_max_keys`` senders, and expires with the window:
     a flood from ever new addresses gets 429 instead of growing Redis."""

@@ -183,6 +183,11 @@ class Hub:
                 raise HubError(400, f"hub.secret must be less than {MAX_SECRET_BYTES} bytes")
             lease = self._lease(single(pairs, "hub.lease_seconds"))
         await self._admit(request, host, callback)
+        if mode == "subscribe" and not await self.store.has_room(sub_id(topic_key, callback),
+                                                                 self.settings.max_subscriptions):
+            self.plugin.metrics.refusals.labels(reason="subscriptions_full").inc()
+            raise HubError(429, "this hub holds as many subscriptions as it may; try again later",
+                           {"Retry-After": "3600"})
         deny = ""
         if mode == "subscribe" and not await self.plugin.serves(topic_key):
             deny = "this hub does not serve that topic"
@@ -336,6 +341,12 @@ class Hub:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.info("websub.denied", error=str(exc))
             m.verifications.labels(mode="denied", result="sent").inc()
+            return
+        if item.mode == "subscribe" and not await self.store.has_room(sub_id(item.topic_key, item.callback),
+                                                                      self.settings.max_subscriptions):
+            # the cap was reached after this request was admitted (it waited in the queue)
+            m.verifications.labels(mode=item.mode, result="refused").inc()
+            log.warning("websub.subscriptions_full", limit=self.settings.max_subscriptions)
             return
         challenge = secrets.token_urlsafe(32)  # 256 bits, single use
         params = [("hub.mode", item.mode), ("hub.topic", item.topic), ("hub.challenge", challenge)]

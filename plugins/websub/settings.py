@@ -52,6 +52,10 @@ class WebSubSettings(Settings):
       address (IPv6: per /64). Over a limit: ``429`` with ``Retry-After``. ``rate_limit_max_keys``:
       distinct clients (hosts, callbacks) counted per window; when that many have been seen, requests
       from new ones get ``429`` until the window ends (the tables are bounded).
+    - ``max_subscriptions``: verified subscriptions the hub keeps, fleet-wide; when reached, requests
+      for new (topic, callback) pairs get ``429`` (renewals and unsubscriptions still go through).
+      Checked on request and again before verifying; verifications finishing at the same moment may
+      pass it by a few (at most ``verify_concurrency`` per daemon).
     - ``trusted_proxies``: CIDR networks of reverse proxies whose ``X-Forwarded-For`` names the
       client (default none: the peer address is the client).
     - ``max_request_bytes`` / ``max_param_chars``: request body and single parameter limits.
@@ -111,6 +115,7 @@ class WebSubSettings(Settings):
     subscribe_rate_per_host: int = Field(default=60, ge=1)
     subscribe_rate_per_client: int = Field(default=60, ge=1)
     rate_limit_max_keys: int = Field(default=10000, ge=1)
+    max_subscriptions: int = Field(default=100_000, ge=1)
     trusted_proxies: tuple[str, ...] = ()
     max_request_bytes: int = Field(default=16384, ge=256)
     max_param_chars: int = Field(default=2048, ge=64)

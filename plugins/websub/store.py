@@ -215,6 +215,13 @@ class HubStore:
         await self.redis.zrem(SUBS, sid)
         return bool(deleted)
 
+    async def has_room(self, sid: str, limit: int) -> bool:
+        """Whether subscription ``sid`` may be stored: it exists already (a renewal), or there are
+        fewer than ``limit`` subscriptions."""
+        if await self.redis.zcard(SUBS) < limit:
+            return True
+        return await self.redis.zscore(SUBS, sid) is not None
+
     async def get(self, sid: str) -> Subscription | None:
         return Subscription.from_hash(sid, decode_hash(await self.redis.hgetall(sub_key(sid))))
 
