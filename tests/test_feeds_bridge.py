@@ -140,3 +140,42 @@ async def _eq(value: Any, expected: Any) -> bool:
 async def _title_of(feed: Any, item_id: str, title: str) -> bool:
     raw = await feed.get_item(item_id)
     return raw is not None and json.loads(raw).get("title") == title
+
+
+async def test_unwritable_output_dir_is_degraded_in_readyz_and_documents_still_served(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Tests run as root (chmod does not stop writes): the output directory is replaced by a plain
+    # file, so every write fails with a real OS error.
+    out = tmp_path / "docs"
+    config = {
+        "plugins": {"feeds": {**FAST, "output_dir": str(out)}},
+        "routes": [{"name": "news-public", "from": "thoonk:news", "to": "feeds:news"}],
+    }
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path) as daemon:
+        url = base_url(daemon) + "/feeds/news.atom"
+        await wait_until(lambda: daemon.routes["news-public"].ready, message="route ready")
+        feed = await daemon.thoonk.feed("news")
+        await feed.publish(json.dumps({"title": "Before"}), id="1")
+        await wait_until(lambda: _titles_are(url, ["Before"]), message="first entry")
+        for path in out.iterdir():
+            path.unlink()
+        out.rmdir()
+        out.write_bytes(b"")
+        await feed.publish(json.dumps({"title": "After"}), id="2")
+        await wait_until(lambda: _titles_are(url, ["After", "Before"]), message="served from memory")
+
+        async def degraded() -> bool:
+            status, body = await fetch(base_url(daemon) + "/readyz")
+            route = json.loads(body)["routes"]["news-public"]
+            return "Errno" in route.get("degraded", "") and route["sinks"]["feeds:news"]["state"] == "degraded"
+
+        await wait_until(degraded, message="route degraded in /readyz with the OS error")
+        out.unlink()
+
+        async def recovered() -> bool:
+            status, body = await fetch(base_url(daemon) + "/readyz")
+            return "degraded" not in json.loads(body)["routes"]["news-public"]
+
+        await wait_until(recovered, timeout=30, message="degraded state ends once the files are written")
+        assert _file_titles(out / "news.atom") == ["After", "Before"]

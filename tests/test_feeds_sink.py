@@ -802,3 +802,30 @@ async def test_left_over_temporary_files_removed_on_open(harness) -> None:  # ty
     left = {p.name for p in out.iterdir()}
     assert not set(mine) & left
     assert set(others) <= left
+
+
+async def test_large_payloads_and_stored_items_parsed_off_the_event_loop(harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    loop_thread = threading.get_ident()
+    parsed_on: list[tuple[int, int]] = []
+    original = document_module.parse
+
+    def recording_parse(payload: Any, *args: Any, **kwargs: Any) -> Any:
+        parsed_on.append((len(payload), threading.get_ident()))
+        return original(payload, *args, **kwargs)
+
+    def big_parses() -> list[int]:
+        return [thread for size, thread in parsed_on if size == len(big)]
+
+    big = json.dumps({"title": "Big", "content": "<p>" + "x" * 200_000 + "</p>", "content_type": "html"})
+    monkeypatch.setattr(document_module, "parse", recording_parse)
+    sink = make_sink(harness)
+    await sink.open()
+    await sink.apply(pub("big", big))
+    await settle(sink)
+    await sink.close()
+    assert big_parses() and loop_thread not in big_parses()
+    parsed_on.clear()
+    again = make_sink(harness)
+    await again.open()  # the state holds the big item: loading parses it
+    assert big_parses() and loop_thread not in big_parses()
+    await again.close()

@@ -296,12 +296,13 @@ class FeedDocument:
             raise BadItem(f"item {item_id!r}: no title, link, content or summary", "empty")
         return entry
 
-    def put(self, item_id: str, payload: str, *, edit: bool = False) -> bool:
+    def put(self, item_id: str, payload: str, *, edit: bool = False, entry: Entry | None = None) -> bool:
         """Add or replace an item; returns False when nothing changed. Raises :class:`BadItem`.
 
         ``edit``: the event edits an existing item. An edit of an id the document no longer knows
         (older than the window and ``known``) changes nothing: the item is long out of the
-        documents, and taking it as new would show it as the newest entry.
+        documents, and taking it as new would show it as the newest entry. ``entry``: what
+        :meth:`check` gave for this payload (parsed already, e.g. in a worker thread).
         """
         digest = content_hash(payload)
         current = self.items.get(item_id)
@@ -309,7 +310,8 @@ class FeedDocument:
             return False
         if edit and current is None and item_id not in self.known and self.seq > 0:
             return False
-        entry = self.check(item_id, payload)
+        if entry is None:
+            entry = self.check(item_id, payload)
         now = self.clock()
         if current is not None:
             item = StoredItem(item_id, payload, digest, current.seq, current.first_seen, now, entry)

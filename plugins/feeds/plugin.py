@@ -288,7 +288,7 @@ class FeedsPlugin(Plugin):
         if old is not None and old is not document:
             await old.stop()
             self._open.discard(old)
-        document.load()
+        await asyncio.to_thread(document.load)  # parses every item it holds: not on the loop
         await document.render_now(first=True)
         document.start()
         self.documents[name] = document

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
@@ -10,6 +11,10 @@ from .document import BadItem, FeedDocument
 
 if TYPE_CHECKING:
     from .plugin import FeedsPlugin
+
+# Payloads up to this size are parsed on the event loop (well under a millisecond); larger ones, up
+# to the document's max_payload_bytes, in a worker thread so the loop never waits on them.
+PARSE_ON_LOOP_BYTES = 32 * 1024
 
 
 class FeedSink(Sink):
@@ -49,7 +54,10 @@ class FeedSink(Sink):
             return
         assert event.payload is not None
         try:
-            self.document.put(event.id, event.payload, edit=event.kind is EventKind.EDIT)
+            entry = None
+            if len(event.payload) > PARSE_ON_LOOP_BYTES:
+                entry = await asyncio.to_thread(self.document.check, event.id, event.payload)
+            self.document.put(event.id, event.payload, edit=event.kind is EventKind.EDIT, entry=entry)
         except BadItem as exc:
             self.plugin.metrics.bad_items.labels(self.document.meta.name, exc.reason).inc()
             self.log.warning("item refused by feed", item=event.id, reason=exc.reason, error=str(exc))
