@@ -829,3 +829,15 @@ async def test_large_payloads_and_stored_items_parsed_off_the_event_loop(harness
     await again.open()  # the state holds the big item: loading parses it
     assert big_parses() and loop_thread not in big_parses()
     await again.close()
+
+
+async def test_redis_away_logged_once_per_interval_not_per_request(harness, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    async def redis_away(name: str, fmt: str) -> None:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(harness.plugin, "_stored_document", redis_away)
+    capsys.readouterr()
+    for i in range(50):
+        status, headers, _ = await get(f"{harness.base_url}/feeds/elsewhere{i}.atom")
+        assert status == 503 and headers["Retry-After"] == "1"
+    assert capsys.readouterr().out.count("stored feed document unreadable") == 1

@@ -38,6 +38,7 @@ __all__ = ["FEEDS_KIND", "FeedsPlugin", "stored_key"]
 
 STORED_FIELDS = ("etag", "last_modified", "content_type")
 _FEED_NAME = re.compile(FEED_NAME_PATTERN)
+UNREADABLE_LOG_INTERVAL = 10.0  # seconds between "stored feed document unreadable" log lines
 
 
 def stored_key(name: str, fmt: str) -> str:
@@ -195,6 +196,8 @@ class FeedsPlugin(Plugin):
         self._store_retry: dict[str, asyncio.Task[None]] = {}
         self._storing: set[asyncio.Task[bool]] = set()
         self._write_problems: dict[str, str] = {}  # document name -> why its files cannot be written
+        self._unreadable_logged_at = float("-inf")
+        self._unreadable_count = 0  # requests answered 503 since the last log line
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -492,8 +495,14 @@ class FeedsPlugin(Plugin):
                 served = await self._stored_document(name, fmt)
             except Exception as exc:  # noqa: BLE001 - Redis away
                 self.metrics.requests.labels(label, "503").inc()
-                self.log.warning("stored feed document unreadable", feed=name, format=fmt,
-                                 error=f"{type(exc).__name__}: {exc}")
+                # Once per interval, not once per request: anyone can send requests.
+                now = asyncio.get_running_loop().time()
+                self._unreadable_count += 1
+                if now - self._unreadable_logged_at >= UNREADABLE_LOG_INTERVAL:
+                    self.log.warning("stored feed document unreadable", feed=name, format=fmt,
+                                     error=f"{type(exc).__name__}: {exc}", requests=self._unreadable_count)
+                    self._unreadable_logged_at = now
+                    self._unreadable_count = 0
                 raise web.HTTPServiceUnavailable(text="feed temporarily unavailable\n",
                                                  headers={"Retry-After": "1"}) from None
         if served is None:
