@@ -1,5 +1,6 @@
 """The xmpp plugin inside a whole daemon: Thoonk -> node, node -> Thoonk, both ways, restarts of the
-daemon and of Prosody, readiness. Outside XMPP clients are independent slixmpp clients."""
+daemon and of the XMPP server, readiness. Every test runs against Prosody and against ejabberd, each
+with its own defaults. Outside XMPP clients are independent slixmpp clients."""
 # ruff: noqa: F811 - pytest fixtures imported from prosody_server are redefined as arguments
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ejabberd_server import EjabberdServer, ejabberd, fresh_ejabberd  # noqa: F401 - fixtures
 from prosody_server import (  # noqa: F401 - fixtures
     PUBSUB,
     Outsider,
@@ -26,10 +28,25 @@ from thoonk_bridge.testing import running_bridge, wait_until
 
 pytestmark = pytest.mark.xmpp
 
+XmppServer = ProsodyServer | EjabberdServer
+
+
+@pytest.fixture(params=["prosody", "ejabberd"])
+def xmpp_server(request: pytest.FixtureRequest) -> XmppServer:
+    """Each test runs against both servers as they are: Prosody and ejabberd (defaults differ)."""
+    server: XmppServer = request.getfixturevalue(request.param)
+    return server
+
+
+@pytest.fixture(params=["prosody", "ejabberd"])
+def fresh_xmpp_server(request: pytest.FixtureRequest) -> XmppServer:
+    server: XmppServer = request.getfixturevalue(f"fresh_{request.param}")
+    return server
+
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
-def config(server: ProsodyServer, routes: list[dict[str, Any]], **account: Any) -> dict[str, Any]:
+def config(server: XmppServer, routes: list[dict[str, Any]], **account: Any) -> dict[str, Any]:
     return {"plugins": {"xmpp": server.account("bridge", **account)}, "routes": routes}
 
 
@@ -61,7 +78,7 @@ def drain(queue: asyncio.Queue[Any]) -> list[Any]:
 
 
 async def test_thoonk_to_node_and_daemon_restart(
-    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+    xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
     routes = [
         {
@@ -72,8 +89,8 @@ async def test_thoonk_to_node_and_daemon_restart(
             "mirror": True,
         }
     ]
-    async with Outsider(prosody, "bob") as bob:
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+    async with Outsider(xmpp_server, "bob") as bob:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "out")
             await bob.ps.subscribe(PUBSUB, node_name)
             feed = await daemon.thoonk.feed("news")
@@ -100,7 +117,7 @@ async def test_thoonk_to_node_and_daemon_restart(
         await news.publish(json.dumps({"title": "while down"}), id="4")
         await news.retract("3")
         await client.aclose()
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "out")
             await wait_until(lambda: _equals(node_titles(bob, node_name), {"1": "one, edited", "4": "while down"}))
             await asyncio.sleep(0.3)
@@ -114,14 +131,14 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 
 async def test_node_to_thoonk_and_daemon_restart(
-    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+    xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
     routes = [{"name": "in", "from": f"xmpp:{PUBSUB}/{node_name}", "to": "thoonk:updates", "mirror": True}]
-    async with Outsider(prosody, "bridge", "admin") as admin, Outsider(prosody, "alice") as alice:
+    async with Outsider(xmpp_server, "bridge", "admin") as admin, Outsider(xmpp_server, "alice") as alice:
         await admin.create(node_name, max_items=20)
         await admin.ps.modify_affiliations(PUBSUB, node_name, [("alice@localhost", "publisher")])
         await alice.publish(node_name, "before", atom("before", "published before the bridge"))
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "in")
             await wait_until(lambda: _equals(feed_titles(daemon, "updates"), {"before": "published before the bridge"}))
             await alice.publish(node_name, "a", atom("a", "from alice"))
@@ -132,7 +149,7 @@ async def test_node_to_thoonk_and_daemon_restart(
         # while the daemon is down
         await alice.publish(node_name, "b", atom("b", "while the bridge was away"))
         await alice.ps.retract(PUBSUB, node_name, "a", notify=True)
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "in")
             await wait_until(lambda: _equals(feed_titles(daemon, "updates"), {"b": "while the bridge was away"}))
             feed = await daemon.thoonk.feed("updates")
@@ -144,20 +161,20 @@ async def _has(value: Any, key: str) -> bool:
 
 
 async def test_both_ways_converge_without_echo(
-    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+    xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
     node = f"xmpp:{PUBSUB}/{node_name}"
     routes = [
         {"name": "out", "from": "thoonk:mirror", "to": [{"endpoint": node, "max_items": 20}], "format": "atom"},
         {"name": "in", "from": node, "to": "thoonk:mirror", "format": "atom"},
     ]
-    async with Outsider(prosody, "bob") as bob:
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+    async with Outsider(xmpp_server, "bob") as bob:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "out", "in")
             await bob.ps.subscribe(PUBSUB, node_name)
             feed = await daemon.thoonk.feed("mirror")
             await feed.publish(json.dumps({"title": "from thoonk"}), id="t1")
-            async with Outsider(prosody, "bridge", "outside") as outside:
+            async with Outsider(xmpp_server, "bridge", "outside") as outside:
                 await outside.publish(node_name, "x1", atom("x1", "from xmpp"))
             want = {"t1": "from thoonk", "x1": "from xmpp"}
             await wait_until(lambda: _equals(feed_titles(daemon, "mirror"), want))
@@ -180,10 +197,10 @@ def _sample(daemon: Any, name: str, **labels: str) -> float:
     return daemon.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_prosody_restart_loses_nothing(
-    fresh_prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+async def test_server_restart_loses_nothing(
+    fresh_xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
-    server = fresh_prosody
+    server = fresh_xmpp_server
     out_node, in_node = f"{node_name}/out", f"{node_name}/in"
     routes = [
         {
@@ -208,7 +225,7 @@ async def test_prosody_restart_loses_nothing(
 
         server.stop()
         await wait_until(lambda: daemon.plugins["xmpp"].health().status.value == "degraded", message="degraded")
-        await out_feed.publish(json.dumps({"title": "while prosody was down"}), id="o2")
+        await out_feed.publish(json.dumps({"title": "while the server was down"}), id="o2")
         await out_feed.retract("o1")
         server.start()
         # published on the node right after the restart, maybe before the bridge is back
@@ -216,7 +233,7 @@ async def test_prosody_restart_loses_nothing(
             await admin.publish(in_node, "i2", atom("i2", "right after the restart"))
             await wait_until(lambda: _equals(_ids(in_feed), ["i1", "i2"]), timeout=20)
             await wait_until(
-                lambda: _equals(node_titles(admin, out_node), {"o2": "while prosody was down"}), timeout=20
+                lambda: _equals(node_titles(admin, out_node), {"o2": "while the server was down"}), timeout=20
             )
             await admin.publish(in_node, "i3", atom("i3", "later"))
             await wait_until(lambda: _equals(_ids(in_feed), ["i1", "i2", "i3"]))
@@ -230,10 +247,11 @@ async def _ids(feed: Any) -> Any:
 
 
 async def test_wrong_password_makes_the_daemon_not_ready(
-    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+    xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
     routes = [{"name": "in", "from": f"xmpp:{PUBSUB}/{node_name}", "to": "thoonk:in"}]
-    async with running_bridge(config(prosody, routes, password="wrong"), redis_url=redis_url, tmp_path=tmp_path) as d:
+    cfg = config(xmpp_server, routes, password="wrong")
+    async with running_bridge(cfg, redis_url=redis_url, tmp_path=tmp_path) as d:
         ok, body = await d.readiness()
         assert not ok
         assert body["plugins"]["xmpp"]["status"] == "failed"
@@ -241,7 +259,7 @@ async def test_wrong_password_makes_the_daemon_not_ready(
 
 
 async def test_reconcile_fills_a_small_node_with_the_newest_items_only(
-    prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+    xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
     from thoonk_bridge.thoonk import Thoonk
 
@@ -251,15 +269,15 @@ async def test_reconcile_fills_a_small_node_with_the_newest_items_only(
     routes = [{"name": "small", "from": "thoonk:many",
                "to": [{"endpoint": f"xmpp:{PUBSUB}/{node_name}", "max_items": 3}], "mirror": True,
                "format": "atom"}]
-    async with Outsider(prosody, "bob") as bob:
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+    async with Outsider(xmpp_server, "bob") as bob:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "small")
             await wait_until(lambda: _equals(node_titles(bob, node_name), {str(i): f"item {i}" for i in (7, 8, 9)}))
             worker = daemon.routes["small"].workers[0]
             await worker.wait_idle()
             assert worker.sink.capacity == 3
         # A restart does not refill the node with the seven older items it trimmed.
-        async with running_bridge(config(prosody, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+        async with running_bridge(config(xmpp_server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
             await ready(daemon, "small")
             worker = daemon.routes["small"].workers[0]
             await worker.wait_idle()
@@ -273,6 +291,7 @@ async def test_reconcile_fills_a_small_node_with_the_newest_items_only(
 async def test_node_keeping_no_items_is_followed_live_without_a_reconcile(
     prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
+    # Prosody only: ejabberd lists the items of a persist_items=false node like any other's
     from thoonk_bridge.thoonk import Thoonk
 
     with Thoonk(url=redis_url) as pubsub:  # delivered on an earlier run: no snapshot says it is gone
@@ -302,9 +321,9 @@ class _SlowRetry(RetryPolicy):
 
 
 async def test_sink_waiting_out_a_retry_delay_is_woken_when_the_server_is_back(
-    fresh_prosody: ProsodyServer, node_name: str, redis_url: str, tmp_path: Path
+    fresh_xmpp_server: XmppServer, node_name: str, redis_url: str, tmp_path: Path
 ) -> None:
-    server = fresh_prosody
+    server = fresh_xmpp_server
     routes = [{"name": "out", "from": "thoonk:out", "to": [{"endpoint": f"xmpp:{PUBSUB}/{node_name}"}],
                "format": "atom"}]
     async with running_bridge(
@@ -320,3 +339,46 @@ async def test_sink_waiting_out_a_retry_delay_is_woken_when_the_server_is_back(
         server.start()
         async with Outsider(server, "bridge", "admin") as admin:
             await wait_until(lambda: _equals(node_titles(admin, node_name), {"w1": "waited"}), timeout=30)
+
+
+async def test_node_deleted_silently_and_auto_created_gets_its_options_and_items_back(
+    ejabberd: EjabberdServer, node_name: str, redis_url: str, tmp_path: Path
+) -> None:
+    # ejabberd as it is: no delete notification (notify_delete: false), a publish to the missing node
+    # creates it with the server's defaults (max_items 1000, no title)
+    server = ejabberd
+    routes = [{"name": "out", "from": "thoonk:src", "format": "atom",
+               "to": [{"endpoint": f"xmpp:{PUBSUB}/{node_name}", "title": "Ours", "max_items": 5}]}]
+    async with Outsider(server, "bridge", "admin") as admin:
+        async with running_bridge(config(server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+            await ready(daemon, "out")
+            feed = await daemon.thoonk.feed("src")
+            await feed.publish(json.dumps({"title": "one"}), id="1")
+            await feed.publish(json.dumps({"title": "two"}), id="2")
+            await wait_until(lambda: _equals(node_titles(admin, node_name), {"1": "one", "2": "two"}))
+            await admin.ps.delete_node(PUBSUB, node_name)
+            await feed.publish(json.dumps({"title": "three"}), id="3")
+            await wait_until(lambda: _equals(_titles_if_any(admin, node_name), {"3": "three"}))
+            values = await _node_config(admin, node_name)
+            assert str(values["pubsub#max_items"]) != "5"  # auto-created: the server's defaults
+        # the next reconcile: the route's options again, and the items the node lost
+        async with running_bridge(config(server, routes), redis_url=redis_url, tmp_path=tmp_path) as daemon:
+            await ready(daemon, "out")
+            want = {"1": "one", "2": "two", "3": "three"}
+            await wait_until(lambda: _equals(node_titles(admin, node_name), want))
+            values = await _node_config(admin, node_name)
+            assert values["pubsub#title"] == "Ours" and str(values["pubsub#max_items"]) == "5"
+
+
+async def _titles_if_any(admin: Outsider, node: str) -> dict[str, str] | None:
+    from slixmpp.exceptions import IqError
+
+    try:
+        return await node_titles(admin, node)
+    except IqError:
+        return None  # not there (yet)
+
+
+async def _node_config(admin: Outsider, node: str) -> dict[str, Any]:
+    result = await admin.ps.get_node_config(PUBSUB, node)
+    return dict(result["pubsub_owner"]["configure"]["form"].get_values())
