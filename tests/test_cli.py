@@ -277,3 +277,59 @@ def test_daemon_runs_beside_a_broken_unused_plugin(
         assert warnings and "plugin 'broken' is installed but cannot be loaded" in warnings[0]["warning"]
     finally:
         assert bridge.stop() == 0, bridge.log()
+
+
+# --------------------------------------------------------------------------- Docker
+
+
+def test_docker_run_line_works_as_documented(tmp_path: Path) -> None:
+    """No container engine here: check what `docker run` would do, step by step, against the files.
+
+    README's line mounts the repository's config/ at /config and names a config there; the image's
+    ENV makes that config listen on every interface at the published port; its state goes to the
+    image's writable home.
+    """
+    import re
+    import shlex
+
+    repo = Path(__file__).resolve().parents[1]
+    dockerfile = (repo / "Dockerfile").read_text()
+    readme = (repo / "README.md").read_text()
+    documented = re.search(r"`(docker run [^`]+)`", readme)
+    assert documented, "README documents a docker run line"
+    line = documented.group(1)
+    assert line in dockerfile, "the Dockerfile's comment shows the same line"
+    args = shlex.split(line.replace('"$PWD/config', f'"{repo}/config'))
+    mount = args[args.index("-v") + 1]
+    host_dir, container_dir = mount.split(":")
+    published = args[args.index("-p") + 1].split(":")[1]
+    image_args = args[args.index("thoonk-bridge") + 1:]
+    assert image_args[0] == "run"
+    config_in_container = Path(image_args[1])
+    assert config_in_container.parent == Path(container_dir)
+    config_on_host = Path(host_dir) / config_in_container.name
+    assert config_on_host.is_file(), f"{config_on_host} does not exist"
+    cmd = re.search(r'^CMD \["run", "([^"]+)"\]', dockerfile, re.M)
+    assert cmd and cmd.group(1) == str(config_in_container), "the image's default runs the same config"
+
+    env = dict(re.findall(r"^ENV (\w+)=(\S+)$", dockerfile, re.M))
+    result = cli("check", str(config_on_host), env={**env, "REDIS_URL": ""})
+    assert result.returncode == 0, result.stderr
+    listen = re.search(r"^  http: (\S+) ", result.stdout, re.M)
+    assert listen, result.stdout
+    host, port = listen.group(1).rsplit(":", 1)
+    assert host in ("0.0.0.0", "[::]"), f"listens on {host}: unreachable through -p from outside the container"
+    assert port == published and f"EXPOSE {port}" in dockerfile
+    assert f"http://127.0.0.1:{port}/healthz" in dockerfile  # the HEALTHCHECK asks the same port
+    # Outside a container the same config stays on loopback.
+    plain = cli("check", str(config_on_host), env={"THOONK_BRIDGE_LISTEN": "", "REDIS_URL": ""})
+    assert "  http: 127.0.0.1:8080 " in plain.stdout, plain.stdout
+
+    # state_dir is relative to the config: in the container it must land in the image's writable home.
+    from thoonk_bridge.config import load_config
+
+    loaded = load_config(config_on_host, env={**env})
+    state_in_container = os.path.normpath(Path(container_dir) / os.path.relpath(loaded.state_dir, host_dir))
+    home = re.search(r"useradd .*--home (\S+)", dockerfile)
+    assert home and state_in_container == home.group(1), (state_in_container, home)
+    assert re.search(r"^USER bridge$", dockerfile, re.M) and f"WORKDIR {home.group(1)}" in dockerfile
