@@ -163,7 +163,8 @@ class Daemon:
         self.conflicts: dict[str, str] = {}  # route -> the daemon running another definition of it
         self._previous_error_handler: Any = None
         self._refusals: dict[str, int] = {}  # connections closed by the HTTP limits, not yet logged
-        self._refusals_logged = 0.0
+        self._refusals_logged = -10.0  # monotonic time of the last refusal line
+        self._refusals_flush: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -569,12 +570,17 @@ class Daemon:
     def _connection_refused(self, reason: str) -> None:
         self.metrics.http_refused.labels(reason).inc()
         self._refusals[reason] = self._refusals.get(reason, 0) + 1
-        now = time.monotonic()
-        if now - self._refusals_logged >= 10.0:  # at most one line per 10 s, however many clients
+        if self._refusals_flush is None:  # at most one line per 10 s, however many clients
+            delay = max(0.0, self._refusals_logged + 10.0 - time.monotonic())
+            self._refusals_flush = asyncio.get_running_loop().call_later(delay, self._log_refusals)
+
+    def _log_refusals(self) -> None:
+        self._refusals_flush = None
+        self._refusals_logged = time.monotonic()
+        if self._refusals:
             self.log.warning("http connections closed by the limits", counts=dict(self._refusals),
                              limits="http.max_connections, http.header_timeout")
             self._refusals.clear()
-            self._refusals_logged = now
 
     def _refresh_gauges(self) -> None:
         for name, plugin in self.plugins.items():
@@ -674,6 +680,9 @@ class Daemon:
                 await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+        if self._refusals_flush is not None:
+            self._refusals_flush.cancel()
+            self._log_refusals()
         if self.keeper is not None:  # started: so was the loop error log
             asyncio.get_running_loop().set_exception_handler(self._previous_error_handler)
             self.keeper = None
