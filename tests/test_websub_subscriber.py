@@ -439,3 +439,36 @@ def test_discovery_order() -> None:
     assert (hubs, me, where) == (["https://hdr-hub/"], None, "header")
     hubs, me, where = discover_links(CIMultiDict({"Content-Type": "text/xml"}), body, "https://t/")
     assert (hubs, me, where) == (["https://body-hub/"], "https://body-self/", "xml")
+
+
+async def test_a_huge_delivery_is_parsed_off_the_loop_and_capped(redis_url: str, outside: Outside) -> None:
+    node = await start_node(redis_url, renew_at=0.8, max_delivery_entries=15_000)
+    src = await open_source(node, outside.url("/topic/header"), name="huge")
+    try:
+        form = await verified(outside)
+        await wait_for(lambda: _state(src, "active"))
+        await src.snapshot()
+        follow = src.follow()
+        # 20,000 entries, newest first: seconds of parsing, which once ran on the event loop.
+        body = atom(entries=tuple((f"n{n}", "t") for n in range(20_000, 0, -1)))
+        assert await outside.deliver(form, body) in (200, 202)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        with structlog.testing.capture_logs() as logs:
+            first = await asyncio.wait_for(follow.__anext__(), 60)
+        ticker.cancel()
+        assert first.id == "urn:n5001"  # the oldest of the 15,000 newest; the rest ignored
+        assert ticks >= 10  # the loop ran while the document was parsed
+        notes = [line for line in logs if line["event"] == "websub.entries_ignored"]
+        assert len(notes) == 1 and notes[0]["ignored"] == 5000
+        await follow.aclose()
+    finally:
+        await src.close()
+        await node.stop()
