@@ -957,6 +957,8 @@ def limit_html_depth(markup: str, max_depth: int = MAX_HTML_DEPTH) -> str:
     lie above its match); other end tags change nothing. Markup within the limit is returned
     unchanged (the same object).
     """
+    if markup.count("<") <= max_depth:
+        return markup  # too few tags to nest that deep: the common case costs one count
     stack: list[str] = []
     drop: list[tuple[int, int]] = []
     for match in _TAG.finditer(markup):

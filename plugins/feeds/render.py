@@ -42,6 +42,7 @@ _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\ufff
 # An absolute IRI (RFC 3987) as far as an id needs: a scheme, then no space, control or the ASCII
 # characters IRIs exclude.
 _IRI = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"{}|\\^`\x00-\x1f\x7f]+$')
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 LINK_SCHEMES = frozenset({"http", "https"})
 """Schemes an entry's link may have; other links are left out (with a logged note)."""
 AUTHOR_URI_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -150,7 +151,7 @@ def safe_link(value: str | None, base: str, schemes: frozenset[str]) -> tuple[st
     if not text:
         return None, None
     try:
-        resolved = urljoin(base, text)
+        resolved = text if _SCHEME.match(text) else urljoin(base, text)
         parts = urlsplit(resolved)  # also drops tabs and line breaks, the way browsers do
         scheme = parts.scheme.lower()
         if scheme not in schemes:
@@ -184,6 +185,36 @@ class _Prepared:
     seen: datetime  # when this version reached the sink (never in the future)
     categories: list[str]
     notes: list[str] = field(default_factory=list)  # fields left out, for the log
+    rss: _RssFields | None = None  # made on the first RSS render, then reused
+
+
+@dataclass(frozen=True)
+class _RssFields:
+    """An item's fields as RSS needs them: URIs, and HTML where RSS means HTML."""
+
+    title: str
+    link: str | None
+    author_uri: str | None
+    description: str | None
+    content: str | None
+
+
+def _rss_fields(p: _Prepared) -> _RssFields:
+    if p.rss is None:
+        # RSS titles are plain text by the profile, but some readers take them as HTML.
+        title = html.escape(p.title, quote=False) if _looks_like_markup(p.title) else p.title
+        # <description> and <content:encoded> are HTML by definition: text goes in escaped.
+        content = None if p.content is None else _as_html(p.content, p.content_type)
+        if content is None and not p.link and p.summary is None:
+            content = html.escape(p.title, quote=False)
+        p.rss = _RssFields(
+            title=title,
+            link=None if p.link is None else _uri(p.link),
+            author_uri=None if p.author_uri is None else _uri(p.author_uri),
+            description=None if p.summary is None else _as_html(p.summary, p.summary_type),
+            content=content,
+        )
+    return p.rss
 
 
 def entry_atom_id(meta: FeedMeta, item: StoredItem) -> str:
@@ -319,12 +350,9 @@ def _generator(meta: FeedMeta, prepared: Sequence[_Prepared], fmt: str) -> FeedG
     for p in prepared:
         fe = fg.add_entry(order="append")
         fe.id(p.atom_id)
-        link = p.link if fmt != "rss" or p.link is None else _uri(p.link)
-        if fmt == "rss":
-            # RSS titles are plain text by the profile, but some readers take them as HTML.
-            fe.title(html.escape(p.title, quote=False) if _looks_like_markup(p.title) else p.title)
-        else:
-            fe.title(p.title)
+        rss = _rss_fields(p) if fmt == "rss" else None
+        link = rss.link if rss is not None else p.link
+        fe.title(rss.title if rss is not None else p.title)
         if link:
             fe.link(href=link, rel="alternate")
         fe.updated(p.updated)
@@ -334,19 +362,16 @@ def _generator(meta: FeedMeta, prepared: Sequence[_Prepared], fmt: str) -> FeedG
             if p.author_email:
                 author["email"] = p.author_email
             if p.author_uri:
-                author["uri"] = p.author_uri if fmt != "rss" else _uri(p.author_uri)
+                author["uri"] = rss.author_uri or p.author_uri if rss is not None else p.author_uri
             fe.author(author)
         for term in p.categories:
             fe.category({"term": term})
-        if fmt == "rss":
-            # <description> and <content:encoded> are HTML by definition: text goes in escaped.
-            # (No CDATA: a "]]>" in the content would break it; XML escaping says the same.)
-            if p.summary is not None:
-                fe.summary(_as_html(p.summary, p.summary_type))
-            if p.content is not None:
-                fe.content(_as_html(p.content, p.content_type))
-            elif not p.link and p.summary is None:
-                fe.content(html.escape(p.title, quote=False))
+        if rss is not None:
+            # No CDATA: a "]]>" in the content would break it; XML escaping says the same.
+            if rss.description is not None:
+                fe.summary(rss.description)
+            if rss.content is not None:
+                fe.content(rss.content)
             continue
         if p.summary is not None:
             fe.summary(p.summary, type=p.summary_type)
