@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import signal
 import threading
@@ -9,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
+import structlog
 from bridge_process import BridgeProcess, wait
 
 from thoonk_bridge.testing import FAST_RETRY, running_bridge, wait_until
@@ -263,3 +266,17 @@ def test_a_huge_outside_document_never_stalls_healthz_nor_loses_the_lease(tmp_pa
         bridge.stop()
         site.shutdown()
         raw.close()
+
+
+async def test_event_loop_lag_is_measured_and_logged(redis_url: str, tmp_path: Path) -> None:
+    async with running_bridge({"routes": [COPY]}, redis_url=redis_url, tmp_path=tmp_path, plugins={}) as daemon:
+        with structlog.testing.capture_logs() as logs:
+            time.sleep(1.5)  # work that blocks the loop
+            await asyncio.sleep(0.6)  # the watcher's next timers
+        lagged = [line for line in logs if line["event"] == "event loop lagged"]
+        assert len(lagged) == 1 and lagged[0]["seconds"] >= 1.2
+        lag = daemon.metrics.registry.get_sample_value("thoonk_bridge_event_loop_lag_seconds")
+        assert lag is not None and lag >= 1.2
+        async with aiohttp.ClientSession() as session, session.get(f"{daemon.base_url}/metrics") as resp:
+            status, text = resp.status, await resp.text()
+        assert status == 200 and "thoonk_bridge_event_loop_lag_seconds " in text
