@@ -36,7 +36,7 @@ Decisions:
   thread pool (:data:`PARSE_THREADS` threads, so many routes polling at once queue instead of
   multiplying the load). A thread, not a process: the loop still gets the GIL at every switch
   interval (5 ms); measured with a 30,000-entry document parsed in a thread, ``/healthz``
-  answered within 70 ms throughout (docs/operations.md, "Event loop").
+  answered within 70 ms throughout (README, "HTTP").
 * **Refused documents** raise :class:`FeedParseError` with a clear message: empty document, HTML
   page, XML whose root is not a feed, truncated or broken XML, hostile XML, JSON that is not a
   JSON Feed. An entry that cannot be used (no title, link, content or summary; no id under
