@@ -2,11 +2,14 @@
 
 State: the items the documents hold live in memory and in ``NAME.state.json`` beside the documents
 (written atomically with them). ``known`` keeps the id and content hash (and order) of the newest
-``max_items`` items pushed out of the window, so that ``Sink.ids()`` reports them and a restart
-does not re-deliver them; their payloads are not kept. Older ones are forgotten: the sink's
+``KNOWN_PER_WINDOW * max_items`` items pushed out of the window, so that ``Sink.ids()`` reports
+them and a restart does not re-deliver them; their payloads are not kept. Older ones are
+forgotten, so the state file holds at most ``(1 + KNOWN_PER_WINDOW) * max_items`` ids whatever
+went through the document. A reconcile needs only the newest ``max_items`` of them: the sink's
 ``capacity`` (``max_items``) makes the router send only the newest ``max_items`` items of a
-snapshot on reconcile, and those are in the window or in ``known``. The state file so holds at
-most ``2 * max_items`` ids, whatever went through the document.
+snapshot. The rest lets an edit of an item recently pushed out keep its place (out of the
+documents); an edit of a forgotten item is an upsert like any other (events are coalesced by id,
+so an edit may stand for a publish), and shows as a new entry.
 
 Rendering: ``apply`` only changes memory and wakes the render loop. The loop renders once no event
 came for ``quiet`` seconds, or at the latest ``max_staleness`` seconds after the first change it has
@@ -48,6 +51,7 @@ from .render import CONTENT_TYPES, FeedMeta, StoredItem, render_documents
 
 EXTENSIONS = {"atom": "atom", "rss": "rss", "json": "json"}
 STATE_VERSION = 1
+KNOWN_PER_WINDOW = 10  # ids of pushed-out items remembered, per item of the window
 WRITE_LOG_INTERVAL = 60.0  # seconds between log lines while the files cannot be written
 WRITE_RETRY = RetryPolicy(base=0.5, cap=30.0)
 
@@ -149,7 +153,7 @@ class FeedDocument:
         self.hub_provider: Callable[[], str | None] = lambda: None  # the WebSub hub to advertise
         self.guard: Callable[[], bool] | None = None  # several daemons: True while we own the route
         self.items: OrderedDict[str, StoredItem] = OrderedDict()  # oldest first (by seq)
-        # id -> (hash, seq) of the newest max_items pushed out of the window, oldest first
+        # id -> (hash, seq) of the newest items pushed out of the window, oldest first (bounded)
         self.known: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.seq = 0
         self.changed_at = clock()  # the last change: the feed's ``updated`` while it is empty
@@ -296,19 +300,14 @@ class FeedDocument:
             raise BadItem(f"item {item_id!r}: no title, link, content or summary", "empty")
         return entry
 
-    def put(self, item_id: str, payload: str, *, edit: bool = False, entry: Entry | None = None) -> bool:
+    def put(self, item_id: str, payload: str, *, entry: Entry | None = None) -> bool:
         """Add or replace an item; returns False when nothing changed. Raises :class:`BadItem`.
 
-        ``edit``: the event edits an existing item. An edit of an id the document no longer knows
-        (older than the window and ``known``) changes nothing: the item is long out of the
-        documents, and taking it as new would show it as the newest entry. ``entry``: what
-        :meth:`check` gave for this payload (parsed already, e.g. in a worker thread).
+        ``entry``: what :meth:`check` gave for this payload (parsed already, in a worker thread).
         """
         digest = content_hash(payload)
         current = self.items.get(item_id)
         if current is not None and current.hash == digest:
-            return False
-        if edit and current is None and item_id not in self.known and self.seq > 0:
             return False
         if entry is None:
             entry = self.check(item_id, payload)
@@ -350,7 +349,7 @@ class FeedDocument:
             _, oldest = self.items.popitem(last=False)
             self.known[oldest.id] = (oldest.hash, oldest.seq)
             self.known.move_to_end(oldest.id)
-        while len(self.known) > self.max_items:
+        while len(self.known) > KNOWN_PER_WINDOW * self.max_items:
             self.known.popitem(last=False)
 
     def _touch(self) -> None:

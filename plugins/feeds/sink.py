@@ -57,7 +57,7 @@ class FeedSink(Sink):
             entry = None
             if len(event.payload) > PARSE_ON_LOOP_BYTES:
                 entry = await asyncio.to_thread(self.document.check, event.id, event.payload)
-            self.document.put(event.id, event.payload, edit=event.kind is EventKind.EDIT, entry=entry)
+            self.document.put(event.id, event.payload, entry=entry)
         except BadItem as exc:
             self.plugin.metrics.bad_items.labels(self.document.meta.name, exc.reason).inc()
             self.log.warning("item refused by feed", item=event.id, reason=exc.reason, error=str(exc))
