@@ -20,7 +20,10 @@ import aiohttp
 import feedparser
 import pytest
 from defusedxml.ElementTree import fromstring as safe_xml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from thoonk_bridge.payload import PayloadError
 from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicRegistry
 from thoonk_bridge.plugins.feeds import document as document_module
 from thoonk_bridge.plugins.feeds.document import FeedDocument
@@ -841,3 +844,40 @@ async def test_redis_away_logged_once_per_interval_not_per_request(harness, monk
         status, headers, _ = await get(f"{harness.base_url}/feeds/elsewhere{i}.atom")
         assert status == 503 and headers["Retry-After"] == "1"
     assert capsys.readouterr().out.count("stored feed document unreadable") == 1
+
+
+_FUZZ_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+    ["<script>x</script>", "]]>", "javascript:alert(1)", "//x", "http://[::1", "http://a:99999/", "mailto:a@b",
+     "https://ü.example/ä b", "\x00\x1f", "&amp;", "<!--", "http://", "x:y", XSS]
+)
+_FUZZ_ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        **{key: _FUZZ_TEXT for key in ("id", "title", "link", "content", "summary", "author", "author_email",
+                                       "author_uri")},
+        "content_type": st.sampled_from(["text", "html", "xhtml"]),
+        "summary_type": st.sampled_from(["text", "html", "xhtml"]),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_FUZZ_ITEM, min_size=1, max_size=4))
+def test_any_items_render_well_formed_documents(objects: list[dict[str, str]]) -> None:
+    items = []
+    for n, obj in enumerate(objects):
+        payload = json.dumps(obj)
+        try:
+            stored_items = stored([(str(n), payload)])
+        except PayloadError:
+            continue  # refused at the door (dead-lettered), never rendered
+        items.append(dataclasses.replace(stored_items[0], seq=n))
+    docs = render_documents(META, list(reversed(items)), ("atom", "rss", "json"))
+    for fmt in ("atom", "rss"):
+        safe_xml(docs[fmt])
+        parsed = feedparser.parse(docs[fmt])
+        assert parsed.bozo == 0, (fmt, parsed.get("bozo_exception"))
+        assert len(parsed.entries) == len({p.get("id") or "" for p in parsed.entries})
+    for item in json.loads(docs["json"])["items"]:
+        assert isinstance(item["id"], str) and ("content_html" in item or "content_text" in item)
+        assert active_markup(item.get("content_html", "")) == []
