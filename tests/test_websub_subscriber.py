@@ -472,3 +472,24 @@ async def test_a_huge_delivery_is_parsed_off_the_loop_and_capped(redis_url: str,
     finally:
         await src.close()
         await node.stop()
+
+
+async def test_discovery_in_a_huge_topic_document_runs_off_the_loop(node: Node, outside: Outside) -> None:
+    outside.entries = tuple((f"n{n}", "t") for n in range(60_000))  # ~2 MB: a DOM of it takes a while
+    src = await open_source(node, outside.url("/topic/atom"), name="huge-topic")
+    try:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        hubs, self_url, where = await src.discover()
+        ticker.cancel()
+        assert hubs == [outside.url("/hub")] and where == "xml"
+        assert ticks >= 20, ticks  # the loop ran while the document was read (on the loop: 3)
+    finally:
+        await src.close()

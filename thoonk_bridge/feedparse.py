@@ -53,11 +53,12 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import feedparser
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
@@ -73,6 +74,7 @@ __all__ = [
     "Identity",
     "ParsedFeed",
     "entry_identity",
+    "in_parser_thread",
     "parse_feed",
     "parse_feed_async",
 ]
@@ -221,15 +223,20 @@ def parse_feed(
 
 
 _parse_pool: ThreadPoolExecutor | None = None
+_T = TypeVar("_T")
+
+
+async def in_parser_thread(work: Callable[[], _T]) -> _T:
+    """Run ``work`` (parsing an outsider's document) on the parser threads, off the event loop."""
+    global _parse_pool  # noqa: PLW0603 - one pool per process, made on first use
+    if _parse_pool is None:
+        _parse_pool = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="feedparse")
+    return await asyncio.get_running_loop().run_in_executor(_parse_pool, work)
 
 
 async def parse_feed_async(data: bytes, content_type: str | None = None, **options: Any) -> ParsedFeed:
     """:func:`parse_feed` on the parser threads, so the event loop keeps serving meanwhile."""
-    global _parse_pool  # noqa: PLW0603 - one pool per process, made on first use
-    if _parse_pool is None:
-        _parse_pool = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="feedparse")
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_parse_pool, lambda: parse_feed(data, content_type, **options))
+    return await in_parser_thread(lambda: parse_feed(data, content_type, **options))
 
 
 # --------------------------------------------------------------------------- XML

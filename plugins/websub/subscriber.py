@@ -37,7 +37,7 @@ import aiohttp
 from aiohttp import web
 from defusedxml import ElementTree as DET
 
-from thoonk_bridge.feedparse import FeedParseError, parse_feed_async
+from thoonk_bridge.feedparse import FeedParseError, in_parser_thread, parse_feed_async
 from thoonk_bridge.net import FetchError, fetch_limited
 from thoonk_bridge.payload import content_hash
 from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent, Resync, RouteContext, Source
@@ -295,7 +295,8 @@ class WebSubSource(Source):
         if not 200 <= res.status < 300:
             raise FetchError(f"topic {self.topic} answered {res.status}")
         base = str(res.url)
-        hubs, self_url, where = discover_links(res.headers, res.body, base)
+        # An outsider's document of up to max_delivery_bytes (a DOM of it, or HTML): off the loop.
+        hubs, self_url, where = await in_parser_thread(lambda: discover_links(res.headers, res.body, base))
         if not hubs:
             raise FetchError(f"topic {self.topic} advertises no WebSub hub")
         return hubs, self_url or base, where
