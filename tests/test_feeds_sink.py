@@ -881,3 +881,20 @@ def test_any_items_render_well_formed_documents(objects: list[dict[str, str]]) -
     for item in json.loads(docs["json"])["items"]:
         assert isinstance(item["id"], str) and ("content_html" in item or "content_text" in item)
         assert active_markup(item.get("content_html", "")) == []
+
+
+async def test_failing_render_logged_once_then_backed_off(harness, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    sink = make_sink(harness)
+    await sink.open()
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, bytes]:
+        raise ValueError("renderer bug")
+
+    monkeypatch.setattr(document_module, "render_documents", broken)
+    capsys.readouterr()
+    for i in range(20):
+        await sink.apply(pub(str(i), {"title": f"T{i}"}))
+        await asyncio.sleep(0.05)  # events keep coming while renders fail (max_staleness 0.05 s)
+    await asyncio.sleep(0.5)
+    assert capsys.readouterr().out.count("feed render failed") == 1
+    assert (await get(f"{harness.base_url}/feeds/news.atom"))[0] == 200  # the last good rendering

@@ -376,6 +376,8 @@ class FeedDocument:
                 await task
 
     async def _loop(self) -> None:
+        render_failures = 0  # in a row; logged once, then at most once per WRITE_LOG_INTERVAL
+        render_failure_logged = 0.0
         while True:
             await self._dirty.wait()
             first = asyncio.get_running_loop().time()
@@ -392,12 +394,17 @@ class FeedDocument:
             self._dirty.clear()
             try:
                 await self.render_now()
+                render_failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep serving the last good documents
-                if self.log is not None:
-                    self.log.error("feed render failed", feed=self.meta.name, error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(min(1.0, self.max_staleness))
+                render_failures += 1
+                now = time.monotonic()
+                if self.log is not None and (render_failures == 1 or now - render_failure_logged >= WRITE_LOG_INTERVAL):
+                    self.log.error("feed render failed", feed=self.meta.name, error=f"{type(exc).__name__}: {exc}",
+                                   failures=render_failures)
+                    render_failure_logged = now
+                await asyncio.sleep(max(min(1.0, self.max_staleness), WRITE_RETRY.delay(render_failures)))
                 self._dirty.set()
 
     async def render_now(self, *, first: bool = False) -> dict[str, float]:
