@@ -205,8 +205,14 @@ def test_unreachable_redis_log_line_masks_the_password(tmp_path: Path, secret_en
 def test_log_processor_redacts_every_field(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
+    import structlog
+
     from thoonk_bridge.logs import configure_logging, get_logger
 
+    # configure_logging is process-wide and binds the current (captured) stdout: put it all back after.
+    saved_structlog = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
     configure_logging("info", "json")
     try:
         url = f"https://{SECRETS['FEED_USER']}:{SECRETS['FEED_PW']}@example.org/f?token={SECRETS['FEED_TOKEN']}"
@@ -218,7 +224,9 @@ def test_log_processor_redacts_every_field(capsys: pytest.CaptureFixture[str]) -
             log.exception("crashed")
         logging.getLogger("somelib").warning("library says %s", url)
     finally:
-        configure_logging("info", "auto")
+        structlog.configure(**saved_structlog)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     out = capsys.readouterr().out
     assert out.count("https://***@example.org/f?token=***") >= 6, out
     assert_no_secret("log lines", out)
