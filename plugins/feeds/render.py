@@ -333,7 +333,7 @@ def _generator(meta: FeedMeta, prepared: Sequence[_Prepared], fmt: str) -> FeedG
     fg.description(xml_safe(meta.subtitle))
     fg.author({"name": xml_safe(meta.author), **({"email": meta.author_email} if meta.author_email else {})})
     # feedgen takes the RSS <link> from the last link added: the alternate one comes last.
-    fg.link(href=meta.self_urls[fmt], rel="self")
+    fg.link(href=meta.self_urls[fmt], rel="self", type=CONTENT_TYPES[fmt].split(";")[0])
     if meta.hub_url and fmt == "atom":
         fg.link(href=meta.hub_url, rel="hub")
     if meta.hub_url and fmt == "rss":
