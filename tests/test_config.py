@@ -442,7 +442,10 @@ BAD = [
         id="public-url-query",
     ),
     pytest.param(
-        "http:\n  port: 80\n", ["2:3: http.port: unknown key 'port' (allowed: listen, public_url)"], id="http-unknown"
+        "http:\n  port: 80\n",
+        ["2:3: http.port: unknown key 'port' (allowed: listen, public_url, header_timeout, keepalive_timeout, "
+         "max_connections)"],
+        id="http-unknown",
     ),
     pytest.param(
         "http: 8080\n",
