@@ -12,9 +12,11 @@ embedded Redis, then measures, for the same number of items:
    (``thoonk:a -> xmpp:node`` and ``xmpp:node -> thoonk:b``); timed until ``b`` holds every item.
 
 Nodes live on the SQLite-backed component when ``lua-dbi-sqlite3`` is installed, else on the file
-component with ``pubsub#persist_items = false``, so Prosody's file storage is not what is measured.
+component with ``pubsub#persist_items = false`` (``--storage none`` chooses that), so Prosody's file
+storage is not what is measured. Such nodes keep no items: the node -> Thoonk routes then follow their
+notifications without a snapshot (``NoSnapshot``), which is what this run measures anyway.
 
-    .venv/bin/python bench/xmpp.py [--items 2000] [--inflight 50]
+    .venv/bin/python bench/xmpp.py [--items 2000] [--inflight 50] [--storage auto|sql|none]
 """
 
 from __future__ import annotations
@@ -108,6 +110,17 @@ async def raw_ceiling(server: ProsodyServer, service: str, persist: bool, n: int
     return n / elapsed
 
 
+async def publish_feed(feed: Any, ids: list[str], inflight: int) -> None:
+    """Thoonk publishes, ``inflight`` outstanding: the feed is fed faster than a node takes items."""
+    gate = asyncio.Semaphore(inflight)
+
+    async def one(item_id: str) -> None:
+        async with gate:
+            await feed.publish(json.dumps({"title": f"item {item_id}", "content": ATOM_BODY}), id=item_id)
+
+    await asyncio.gather(*(one(i) for i in ids))
+
+
 async def wait_feed(thoonk: Any, name: str, n: int, timeout: float = 120) -> None:
     feed = await thoonk.feed(name)
     deadline = time.monotonic() + timeout
@@ -126,13 +139,18 @@ async def bridge_runs(
     for node in (in_node, relay_node):
         await admin.plugin["xep_0060"].create_node(service, node, config=node_form(admin, persist, 1000))
     settings = server.account("bridge", timeout=30, keepalive=0)
+    # Full-JID subscriptions: each notification goes to the one daemon that reads the node, as the raw
+    # subscriber gets one per item (a bare-JID one would reach every resource of the account).
     routes = [
-        {"name": "in", "from": f"xmpp:{service}/{in_node}", "to": "thoonk:in", "initial": "all"},
-        {"name": "relay-out", "from": "thoonk:a", "to": f"xmpp:{service}/{relay_node}", "format": "atom"},
+        {"name": "in", "from": {"endpoint": f"xmpp:{service}/{in_node}", "subscribe": "full"}, "to": "thoonk:in",
+         "initial": "all"},
+        {"name": "relay-out", "from": "thoonk:a", "format": "atom",
+         "to": [{"endpoint": f"xmpp:{service}/{relay_node}", "max_in_flight": inflight}]},
     ]
     # relay-in runs in a second daemon (same Redis, second resource of the account): one daemon
     # drops what it reads back from an endpoint it just wrote, as the echo of its own write.
-    routes2 = [{"name": "relay-in", "from": f"xmpp:{service}/{relay_node}", "to": "thoonk:b"}]
+    routes2 = [{"name": "relay-in", "from": {"endpoint": f"xmpp:{service}/{relay_node}", "subscribe": "full"},
+                "to": "thoonk:b"}]
     settings2 = {**settings, "resource": "bench-2"}
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
         cfg = {"plugins": {"xmpp": settings}, "routes": routes, "log_level": "warning"}
@@ -153,12 +171,10 @@ async def bridge_runs(
             node_to_thoonk = n / (time.perf_counter() - started)
             # thoonk -> node -> thoonk
             feed = await daemon.thoonk.feed("a")
-            for i in range(20):
-                await feed.publish(json.dumps({"title": f"warm {i}", "content": ATOM_BODY}), id=f"w{i}")
+            await publish_feed(feed, [f"w{i}" for i in range(20)], inflight)
             await wait_feed(daemon.thoonk, "b", 20)
             started = time.perf_counter()
-            for i in range(n):
-                await feed.publish(json.dumps({"title": f"item {i}", "content": ATOM_BODY}), id=f"t{i}")
+            await publish_feed(feed, [f"t{i}" for i in range(n)], inflight)
             await wait_feed(daemon.thoonk, "b", 20 + n)
             round_trip = n / (time.perf_counter() - started)
     await admin.disconnect()
@@ -169,13 +185,22 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--inflight", type=int, default=50)
+    parser.add_argument(
+        "--storage", choices=("auto", "sql", "none"), default="auto",
+        help="sql: the SQLite component (needs lua-dbi-sqlite3); none: nodes with persist_items=false "
+        "(no disk, so the least noisy on a busy machine); auto: sql when available, else none",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    if sqlite_available():
+    if args.storage == "sql" and not sqlite_available():
+        parser.error("--storage sql needs lua-dbi-sqlite3 (apt-get install lua-dbi-sqlite3)")
+    if args.storage == "sql" or (args.storage == "auto" and sqlite_available()):
         service, persist, storage = SQL_PUBSUB, True, "sql (SQLite)"
     else:
         service, persist, storage = PUBSUB, False, "internal, persist_items=false"
-    server = ProsodyServer().start()
+    # Prosody's data in memory when possible: SQLite's fsyncs on a shared disk would measure the disk
+    shm = Path("/dev/shm")
+    server = ProsodyServer(Path(tempfile.mkdtemp(prefix="prosody-", dir=shm)) if shm.is_dir() else None).start()
     redis = EmbeddedRedis(port=0, persistent=False).start()
     try:
         n, w = args.items, args.inflight

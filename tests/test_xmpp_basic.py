@@ -554,3 +554,42 @@ async def test_sink_retry_wait_ends_when_the_session_is_back(fresh_prosody: Pros
         slow.cancel()
     finally:
         await plugin.stop()
+
+
+async def test_sink_apply_many_pipelines_in_order_with_a_result_per_event(
+    bridge: Any, prosody: ProsodyServer, node_name: str
+) -> None:
+    sink = bridge.sink(endpoint(node_name, max_items=50, max_in_flight=8), make_route(fmt="atom"))
+    await sink.open()
+    conn = bridge.connection("default")
+    in_flight, most = 0, 0
+    call = conn.call
+
+    async def counting_call(make: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await call(make)
+        finally:
+            in_flight -= 1
+
+    conn.call = counting_call  # type: ignore[method-assign]
+    try:
+        events = [ItemEvent(EventKind.PUBLISH, f"e{i}", json.dumps({"title": f"item {i}"})) for i in range(30)]
+        events[10] = ItemEvent(EventKind.PUBLISH, "bad", "<entry xmlns='http://www.w3.org/2005/Atom'><oops")
+        events[20] = ItemEvent(EventKind.RETRACT, "never-there")
+        results = await sink.apply_many(events)
+    finally:
+        del conn.call
+    assert len(results) == len(events)  # one result per event: a failure does not stop the others
+    assert isinstance(results[10], DeliveryError) and not results[10].retryable  # dead-lettered alone
+    assert [r for i, r in enumerate(results) if i != 10] == [None] * (len(events) - 1)
+    assert 1 < most <= 8  # pipelined, within the window
+    published = [e.id for e in events if e.kind is EventKind.PUBLISH and e.id != "bad"]
+    async with Outsider(prosody, "bob") as bob:
+        assert [i for i, _ in await bob.items(node_name)] == published  # the node got them in order
+    held = await sink.ids()
+    assert set(held) == set(published)
+    assert all(held[e.id] == content_hash(e.payload) for e in events if e.id in held)  # one ledger write
+

@@ -149,6 +149,8 @@ class XmppSinkOptions(_EndpointOptions):
     - ``configure``: also apply the options below to a node that already exists (default false).
     - ``title``, ``max_items``, ``access_model``, ``publish_model``, ``notify_retract``: node
       configuration used on create (and on configure). Unset options keep the server's default.
+    - ``max_in_flight``: how many publishes/retracts may await the server's answer at once (default
+      50); they go out in order on the account's one stream.
     """
 
     create: bool = True
@@ -158,6 +160,7 @@ class XmppSinkOptions(_EndpointOptions):
     access_model: AccessModel | None = None
     publish_model: PublishModel | None = None
     notify_retract: bool = True
+    max_in_flight: int = Field(default=50, ge=1, le=1000)
 
     def node_config(self) -> dict[str, str | bool]:
         config: dict[str, str | bool] = {"pubsub#notify_retract": self.notify_retract}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from defusedxml import DefusedXmlException
@@ -110,6 +111,7 @@ class XmppSink(Sink):
         self._created_member = f"{self.service}/{self.node}"
         self._unlisted_logged = False
         self._lost_session: int | None = None  # the session whose loss made the last apply fail
+        self._node_lock = asyncio.Lock()
         # what this sink published: {id: (canonical hash of the element, hash of the router's payload)}
         # kept in Redis when there is one, so reconcile after a restart compares exactly
         self._ledger: dict[str, tuple[str, str]] = {}
@@ -318,31 +320,86 @@ class XmppSink(Sink):
             self._ledger.setdefault(key, (element_hash, payload_hash))
         self._ledger_loaded = True
 
-    async def _remember(self, item_id: str, entry: tuple[str, str] | None) -> None:
-        if entry is None:
-            self._ledger.pop(item_id, None)
-        else:
-            self._ledger[item_id] = entry
+    async def _remember(self, updates: dict[str, tuple[str, str] | None]) -> None:
+        """Record what was published (id -> (element hash, payload hash)) or retracted (None), in one
+        Redis round trip for a whole batch."""
+        if not updates:
+            return
+        for item_id, entry in updates.items():
+            if entry is None:
+                self._ledger.pop(item_id, None)
+            else:
+                self._ledger[item_id] = entry
         redis = self.plugin.context.redis
         if redis is None:
             return
+        present: dict[Any, Any] = {i: " ".join(entry) for i, entry in updates.items() if entry is not None}
+        gone = [item_id for item_id, entry in updates.items() if entry is None]
         try:
-            if entry is None:
-                await redis.hdel(self._ledger_key, item_id)
-            else:
-                await redis.hset(self._ledger_key, item_id, " ".join(entry))
+            pipe = redis.pipeline(transaction=False)
+            if present:
+                pipe.hset(self._ledger_key, mapping=present)
+            if gone:
+                pipe.hdel(self._ledger_key, *gone)
+            await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self.log.warning("cannot update the sink's ledger", error=str(exc))
 
     # ------------------------------------------------------------------ apply
     async def apply(self, event: ItemEvent) -> None:
         self._lost_session = None
+        await self._remember({event.id: await self._apply(event)})
+
+    async def apply_many(self, events: Sequence[ItemEvent]) -> list[BaseException | None]:
+        """Pipelined: up to ``max_in_flight`` publishes and retracts outstanding on the one stream.
+
+        They are sent in the order given and the server handles a stream's stanzas in that order, so
+        the node sees them in order. Each event gets its own result (retries and dead letters stay per
+        event); after a failure for want of a session nothing more is sent, and the list ends there
+        (the router sends the rest again). One ledger write for the whole batch.
+        """
+        self._lost_session = None
+        window = asyncio.Semaphore(self.options.max_in_flight)
+        tasks: list[asyncio.Task[tuple[str, str] | None]] = []
+
+        async def one(event: ItemEvent) -> tuple[str, str] | None:
+            try:
+                return await self._apply(event)
+            finally:
+                window.release()
+
+        try:
+            for event in events:
+                await window.acquire()
+                if self._lost_session is not None:  # the session is gone: the rest would fail alike
+                    window.release()
+                    break
+                tasks.append(asyncio.create_task(one(event)))
+            if tasks:
+                await asyncio.wait(tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        results: list[BaseException | None] = []
+        updates: dict[str, tuple[str, str] | None] = {}
+        for event, task in zip(events, tasks, strict=False):
+            failure = task.exception()
+            results.append(failure)
+            if failure is None:
+                updates[event.id] = task.result()
+        await self._remember(updates)
+        return results
+
+    async def _apply(self, event: ItemEvent) -> tuple[str, str] | None:
+        """Publish or retract one event; returns its ledger entry (None: retracted)."""
         if not self.conn.ready:
             self._lost_session = self.conn.generation
             raise DeliveryError(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}", retryable=True)
         if event.kind is EventKind.RETRACT:
             await self._retract(event.id)
-            return
+            return None
         try:
             element = payload_to_element(event.payload or "", self.format, event.id)
         except PayloadError as exc:
@@ -362,7 +419,7 @@ class XmppSink(Sink):
                 f"({limit} bytes, setting max_stanza_bytes)",
             )
         await self._publish(event.id, element, retry_missing=True)
-        await self._remember(event.id, (canonical_hash(element), content_hash(payload)))
+        return (canonical_hash(element), content_hash(payload))
 
     def _reject(self, reason: str, item_id: str, message: str) -> None:
         self.plugin.metrics.rejected.labels(self.route.name, reason).inc()
@@ -391,7 +448,8 @@ class XmppSink(Sink):
             if condition == "item-not-found" and retry_missing and self.options.create:
                 self.log.warning("node vanished, creating it again")
                 try:
-                    await self._ensure_node()
+                    async with self._node_lock:  # one look-up at a time when many publishes found it gone
+                        await self._ensure_node()
                 except XmppEndpointError as err:
                     raise DeliveryError(str(err), retryable=True) from None
                 await self._publish(item_id, element, retry_missing=False)
@@ -421,7 +479,6 @@ class XmppSink(Sink):
             raise DeliveryError(f"retract of {item_id!r}: no answer", retryable=True) from None
         except IqError as exc:
             if iq_condition(exc) == "item-not-found":
-                await self._remember(item_id, None)
                 return  # already gone: retract is idempotent
             message = describe_endpoint_error(
                 f"retract of item {item_id!r} from", self.service, self.node, self.conn.settings.bare_jid, exc
@@ -430,7 +487,6 @@ class XmppSink(Sink):
             self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
             raise DeliveryError(message, retryable=True) from None
         self.plugin.metrics.retracted.labels(self.route.name).inc()
-        await self._remember(item_id, None)
 
 
 class _Missing(Exception):
