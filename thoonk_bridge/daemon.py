@@ -73,6 +73,7 @@ class DaemonError(Exception):
 LOOP_TICK = 0.25  # seconds between the loop watcher's timers
 LOOP_LAG_WARNING = 1.0  # a timer this late is logged
 LOOP_LAG_WINDOW = 10.0  # the lag gauge shows the worst lateness over this many seconds
+RECONCILE_CONCURRENCY = 16  # routes reconciling at once; the others wait their turn (see RouteRunner)
 
 
 def route_fingerprint(spec: RouteSpec) -> str:
@@ -140,6 +141,9 @@ class Daemon:
         self.topics = TopicRegistry()
         self.topics.sinks = tuple(sink for route in config.routes for sink in route.sinks)  # hub topics
         self.echoes = EchoFilter()
+        self._reconcile_slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+        self._edges: dict[tuple[str, str], str] = {}  # (source, sink) -> route, see _reverse_ledger
+        self._edges_of: BridgeConfig | None = None
         self.plugins: dict[str, Plugin] = {}
         self.routes: dict[str, RouteRunner] = {}  # the routes this daemon owns and runs now
         self.leases: dict[str, Lease] = {}  # every configured route's lease, held or wanted
@@ -336,15 +340,17 @@ class Daemon:
             )
             for endpoint in spec.sinks
         ]
-        return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log)
+        return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log,
+                           reconcile_slots=self._reconcile_slots)
 
     def _reverse_ledger(self, spec: RouteSpec, sink: Endpoint) -> Ledger | None:
         """The ledger of the opposite route (from ``sink`` back to ``spec``'s source), if one exists."""
         assert self.redis is not None
-        for other in self.config.routes:
-            if str(other.source) == str(sink) and any(str(s) == str(spec.source) for s in other.sinks):
-                return Ledger(self.redis, other.name, str(spec.source))
-        return None
+        if self._edges_of is not self.config:  # an index per config: a lookup per sink, not a scan
+            self._edges = {(str(r.source), str(s)): r.name for r in self.config.routes for s in r.sinks}
+            self._edges_of = self.config
+        other = self._edges.get((str(sink), str(spec.source)))
+        return Ledger(self.redis, other, str(spec.source)) if other is not None else None
 
     async def _start_route(self, spec: RouteSpec) -> None:
         """Take the route's lease if it is free (run the route now), then keep owning or waiting."""

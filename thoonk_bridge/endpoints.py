@@ -66,7 +66,8 @@ class ThoonkSource(Source):
         # Pub/sub is server-wide: when another database of the server has a feed of this name, its
         # events reach us too, so each batch of events is checked against our database (one HMGET).
         shared = await self.thoonk.databases_sharing(self.feed_name)
-        self._events = self.thoonk.events(self.feed_name, confirm=bool(shared))
+        # One pub/sub connection for every route of the daemon (shared), not one per route.
+        self._events = self.thoonk.events(self.feed_name, confirm=bool(shared), shared=True)
         await self._events.__aenter__()
 
     async def snapshot(self) -> list[tuple[str, str]]:

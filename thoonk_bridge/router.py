@@ -566,9 +566,13 @@ class RouteRunner:
         metrics: BridgeMetrics,
         retry: RetryPolicy,
         log: structlog.typing.FilteringBoundLogger,
+        reconcile_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.context = context
         self.name = context.name
+        # Shared by the daemon's routes: how many reconcile at once (a thousand routes starting
+        # together would otherwise open as many Redis connections and fight for the CPU).
+        self.reconcile_slots = reconcile_slots
         self.source_endpoint = source_endpoint
         self.source = source
         self.workers = workers
@@ -622,7 +626,8 @@ class RouteRunner:
                 self._set("reconciling")
                 live_only = ""
                 try:
-                    await self._reconcile()
+                    async with self.reconcile_slots or contextlib.nullcontext():
+                        await self._reconcile()
                 except NoSnapshot as exc:
                     # Nothing to reconcile against: sinks keep what they hold, live events only.
                     live_only = f"following live events only (no snapshot): {exc}"

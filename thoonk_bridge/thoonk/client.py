@@ -29,6 +29,7 @@ from .job import Job
 from .keys import CONFFEED, DELFEED, FEED_TYPES, FEEDS, NEWFEED, FeedKeys
 from .queue import Queue
 from .scripts import AsyncExecutor, Batch, Cmd, Eval, Op, SyncExecutor, describe
+from .shared_events import EventConnection, SharedEvents
 from .sorted_feed import SortedFeed
 
 __all__ = ["ThoonkBase", "Thoonk", "AsyncThoonk", "DEFAULT_STATE_DIR"]
@@ -370,6 +371,7 @@ class AsyncThoonk(ThoonkBase):
         super().__init__(client, embedded, owns)
         self._executor = AsyncExecutor(client)
         self._run = self._executor.run
+        self._event_connection: EventConnection | None = None
 
     @classmethod
     async def connect(cls, *args: Any, **kwargs: Any) -> AsyncThoonk:
@@ -382,14 +384,23 @@ class AsyncThoonk(ThoonkBase):
             raise
         return self
 
-    def events(self, *feeds: str, lifecycle: bool = False, confirm: bool = False) -> AsyncEvents:
+    def events(self, *feeds: str, lifecycle: bool = False, confirm: bool = False, shared: bool = False
+               ) -> AsyncEvents:
         """Events of the named feeds (all feeds when none are named); with ``lifecycle`` also
         create/delete/config. Use as ``async with`` (subscribed on entry) and ``async for``.
 
         With ``confirm``, item events the database does not agree with are dropped (those of a
         same-named feed in another database of the server, and superseded ones), at one pipelined
-        round trip per batch of events that arrived together; see :class:`AsyncEvents`."""
+        round trip per batch of events that arrived together; see :class:`AsyncEvents`.
+
+        With ``shared``, the stream reads from the one pub/sub connection this client shares among
+        all its shared streams (see shared_events.py) instead of a connection of its own."""
         names = tuple(check_name(f) for f in feeds)
+        if shared:
+            if self._event_connection is None:
+                self._event_connection = EventConnection(self.redis, self.address)
+            return SharedEvents(self._event_connection, self.address, names, lifecycle, confirm=confirm,
+                                client=self.redis)
         return AsyncEvents(self.redis, self.address, names, lifecycle, confirm=confirm)
 
     async def databases_sharing(self, *names: str) -> dict[int, list[str]]:
@@ -403,6 +414,9 @@ class AsyncThoonk(ThoonkBase):
             return {}
 
     async def aclose(self) -> None:
+        connection, self._event_connection = self._event_connection, None
+        if connection is not None:
+            await connection.aclose()
         if self._owns_client:
             await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:

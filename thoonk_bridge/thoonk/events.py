@@ -192,10 +192,7 @@ class AsyncEvents:
             raise StopAsyncIteration
         await self.start()
         while not self._buffer:
-            try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-                raise self._lost(e) from e
+            message = await self._next_message(None)
             if message is None:
                 if self._closed:
                     raise StopAsyncIteration
@@ -205,17 +202,24 @@ class AsyncEvents:
                 await self._confirm_buffered()
         return self._buffer.popleft()
 
+    async def _next_message(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next pub/sub message (None: none within ``timeout``, 0 = only what has arrived)."""
+        try:
+            message: dict[str, Any] | None = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=timeout
+            )
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise self._lost(e) from e
+        return message
+
     async def _confirm_buffered(self) -> None:
         """Take in what else has already arrived (up to CONFIRM_BATCH), then keep only the events
         this database agrees with (see the class docstring)."""
-        try:
-            while len(self._buffer) < CONFIRM_BATCH:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-                if message is None:
-                    break
-                self._accept(message)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            raise self._lost(e) from e
+        while len(self._buffer) < CONFIRM_BATCH:
+            message = await self._next_message(0)
+            if message is None:
+                break
+            self._accept(message)
         by_feed: dict[str, list[str]] = {}
         for event in self._buffer:
             if event.kind in _CONFIRMED_KINDS and event.id is not None:
