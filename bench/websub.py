@@ -152,7 +152,7 @@ async def bridge(redis_url: str, rx: str, n: int, rounds: int, tmp: Path, prof: 
     # anonymous requests (per client, per callback host, pending verifications) are opened up
     websub = {"outbound": {"allow_loopback": True}, "subscribe_rate": 10**6, "per_host_concurrency": 1000,
               "subscribe_rate_per_client": 10**6, "subscribe_rate_per_host": 10**6,
-              "max_pending_verifications": 10**6, "verify_per_host": 50}
+              "max_pending_verifications": 10**6, "verify_per_host": 50, "rate_limit_max_keys": 10**6}
     config = {
         "log_level": "warning",
         "plugins": {"websub": websub},

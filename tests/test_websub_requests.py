@@ -435,3 +435,22 @@ def fuzz_node(redis_url: str):
     finally:
         loop.run_until_complete(node.stop())
         loop.close()
+
+
+def test_client_address_forms() -> None:
+    """The address a hub request counts against: IPv6 per /64, IPv4-mapped as IPv4, the forwarded
+    client only through trusted proxies (walking back over trusted hops, stopping at garbage)."""
+    import ipaddress
+
+    from thoonk_bridge.plugins.websub.limits import client_address
+
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    assert client_address("2001:db8:1:2:3:4:5:6", None, ()) == "2001:db8:1:2::/64"
+    assert client_address("::ffff:192.0.2.7", None, ()) == "192.0.2.7"
+    assert client_address("192.0.2.7", "198.51.100.1", ()) == "192.0.2.7"  # no trusted proxy
+    assert client_address("10.1.1.1", "198.51.100.1, 10.2.2.2", proxies) == "198.51.100.1"
+    # the left part is whatever the client wrote: ignored
+    assert client_address("10.1.1.1", "203.0.113.9, 198.51.100.1", proxies) == "198.51.100.1"
+    assert client_address("10.1.1.1", "not-an-ip", proxies) == "10.1.1.1"
+    assert client_address("10.1.1.1", "2001:db8::1", proxies) == "2001:db8::/64"
+    assert client_address(None, None, ()) == "-"
