@@ -99,6 +99,11 @@ class BridgeCommands(click.Group):
 @click.version_option(__version__, "--version", prog_name="thoonk-bridge", message="%(prog)s %(version)s")
 def main() -> None:
     """thoonk-bridge: Thoonk feeds on Redis, bridged to XMPP PubSub, WebSub and Atom/RSS."""
+    from thoonk_bridge.logs import configure_logging
+
+    # What the commands' libraries and plugins log (check --live...): warnings and worse, redacted
+    # like the daemon's log, on stderr so that stdout stays the command's output. `run` sets its own.
+    configure_logging("warning", "console", stream=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- run, check

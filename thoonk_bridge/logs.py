@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
@@ -34,10 +34,12 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
-    """Set up structlog (and the stdlib logging that libraries such as slixmpp use)."""
+def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
+    """Set up structlog (and the stdlib logging that libraries such as slixmpp use), writing to
+    ``stream`` (default: stdout)."""
+    out = sys.stdout if stream is None else stream
     numeric = logging.getLevelNamesMapping()[level.upper()]
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -52,11 +54,11 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the stdlib: route them through the same renderer, one level quieter.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
