@@ -1,22 +1,26 @@
 """Benchmark of the xmpp plugin against the raw slixmpp ceiling, in one run on one machine.
 
-Starts a throwaway Prosody on loopback (the test fixture in ``tests/prosody_server.py``) and an
-embedded Redis, then measures, for the same number of items:
+Starts a throwaway Prosody on loopback (the test fixture in ``tests/prosody_server.py``, its data in
+/dev/shm) and an embedded Redis, then, ``--rounds`` times with the same two daemons, measures for the
+same number of items:
 
 1. ``raw``: a bare slixmpp publisher and a bare slixmpp subscriber doing publish -> notification
-   round trips, ``--inflight`` publishes outstanding (the ceiling for node -> Thoonk), and the same
-   with 1 in flight (the ceiling for the router's one-at-a-time sink writes).
+   round trips, ``--inflight`` publishes outstanding: the ceiling.
 2. ``node -> thoonk``: an outside slixmpp client publishes to a node (``--inflight`` outstanding); a
    daemon route relays the node into a Thoonk feed; timed until the feed holds every item.
-3. ``thoonk -> node -> thoonk``: items published to a Thoonk feed go through two routes
-   (``thoonk:a -> xmpp:node`` and ``xmpp:node -> thoonk:b``); timed until ``b`` holds every item.
+3. ``thoonk -> node -> thoonk``: items published to a Thoonk feed (``--inflight`` outstanding) go
+   through two routes (``thoonk:a -> xmpp:node`` with ``max_in_flight: --inflight``, and
+   ``xmpp:node -> thoonk:b`` in a second daemon); timed until ``b`` holds every item.
+
+Each round's relay rates are compared with that round's raw rate (the machine's load changes from one
+minute to the next); medians are printed. The raw rate at 1 in flight is printed once, at the end.
 
 Nodes live on the SQLite-backed component when ``lua-dbi-sqlite3`` is installed, else on the file
 component with ``pubsub#persist_items = false`` (``--storage none`` chooses that), so Prosody's file
 storage is not what is measured. Such nodes keep no items: the node -> Thoonk routes then follow their
 notifications without a snapshot (``NoSnapshot``), which is what this run measures anyway.
 
-    .venv/bin/python bench/xmpp.py [--items 2000] [--inflight 50] [--storage auto|sql|none]
+    .venv/bin/python bench/xmpp.py [--items 2000] [--inflight 50] [--rounds 3] [--storage auto|sql|none]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -131,8 +136,10 @@ async def wait_feed(thoonk: Any, name: str, n: int, timeout: float = 120) -> Non
 
 
 async def bridge_runs(
-    server: ProsodyServer, redis_url: str, service: str, persist: bool, n: int, inflight: int
-) -> tuple[float, float]:
+    server: ProsodyServer, redis_url: str, service: str, persist: bool, n: int, inflight: int, rounds: int
+) -> list[tuple[float, float, float]]:
+    """``rounds`` times: raw ceiling at ``inflight``, node -> thoonk, thoonk -> node -> thoonk, one after
+    the other with the same daemons, so the three of a round share the machine's load of the moment."""
     run = uuid.uuid4().hex[:8]
     in_node, relay_node = f"bench/in/{run}", f"bench/relay/{run}"
     admin = await client(server, "bridge", f"admin-{run}")
@@ -152,6 +159,7 @@ async def bridge_runs(
     routes2 = [{"name": "relay-in", "from": {"endpoint": f"xmpp:{service}/{relay_node}", "subscribe": "full"},
                 "to": "thoonk:b"}]
     settings2 = {**settings, "resource": "bench-2"}
+    results: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
         cfg = {"plugins": {"xmpp": settings}, "routes": routes, "log_level": "warning"}
         cfg2 = {"plugins": {"xmpp": settings2}, "routes": routes2, "log_level": "warning"}
@@ -164,27 +172,31 @@ async def bridge_runs(
             # warm-up
             await publish_all(admin, service, in_node, [f"w{i}" for i in range(20)], inflight)
             await wait_feed(daemon.thoonk, "in", 20)
-            # node -> thoonk
-            started = time.perf_counter()
-            await publish_all(admin, service, in_node, [f"n{i}" for i in range(n)], inflight)
-            await wait_feed(daemon.thoonk, "in", 20 + n)
-            node_to_thoonk = n / (time.perf_counter() - started)
-            # thoonk -> node -> thoonk
             feed = await daemon.thoonk.feed("a")
             await publish_feed(feed, [f"w{i}" for i in range(20)], inflight)
             await wait_feed(daemon.thoonk, "b", 20)
-            started = time.perf_counter()
-            await publish_feed(feed, [f"t{i}" for i in range(n)], inflight)
-            await wait_feed(daemon.thoonk, "b", 20 + n)
-            round_trip = n / (time.perf_counter() - started)
+            for r in range(rounds):
+                raw = await raw_ceiling(server, service, persist, n, inflight)
+                # node -> thoonk
+                started = time.perf_counter()
+                await publish_all(admin, service, in_node, [f"n{r}-{i}" for i in range(n)], inflight)
+                await wait_feed(daemon.thoonk, "in", 20 + (r + 1) * n)
+                node_to_thoonk = n / (time.perf_counter() - started)
+                # thoonk -> node -> thoonk
+                started = time.perf_counter()
+                await publish_feed(feed, [f"t{r}-{i}" for i in range(n)], inflight)
+                await wait_feed(daemon.thoonk, "b", 20 + (r + 1) * n)
+                round_trip = n / (time.perf_counter() - started)
+                results.append((raw, node_to_thoonk, round_trip))
     await admin.disconnect()
-    return node_to_thoonk, round_trip
+    return results
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--inflight", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="raw/relay rounds; medians are reported")
     parser.add_argument(
         "--storage", choices=("auto", "sql", "none"), default="auto",
         help="sql: the SQLite component (needs lua-dbi-sqlite3); none: nodes with persist_items=false "
@@ -204,20 +216,25 @@ async def main() -> None:
     redis = EmbeddedRedis(port=0, persistent=False).start()
     try:
         n, w = args.items, args.inflight
-        raw_w = await raw_ceiling(server, service, persist, n, w)
+        rounds = await bridge_runs(server, redis.url, service, persist, n, w, max(1, args.rounds))
         raw_1 = await raw_ceiling(server, service, persist, n, 1)
-        n2t, t2t = await bridge_runs(server, redis.url, service, persist, n, w)
     finally:
         redis.stop()
         server.cleanup()
-    print(f"xmpp bench: {n} items (~200-byte Atom entries), pubsub storage {storage}, Prosody on loopback")
+    raw_w = statistics.median(r[0] for r in rounds)
+    n2t = statistics.median(r[1] for r in rounds)
+    t2t = statistics.median(r[2] for r in rounds)
+    n2t_ratio = statistics.median(r[1] / r[0] for r in rounds)
+    t2t_ratio = statistics.median(r[2] / r[0] for r in rounds)
+    print(f"xmpp bench: {n} items (~200-byte Atom entries), pubsub storage {storage}, Prosody on loopback, "
+          f"median of {len(rounds)} rounds (ratios: median of each round's ratio to that round's raw)")
     print(f"  raw slixmpp publish->notification, {w:>3} in flight: {raw_w:8.0f} items/s")
     print(f"  raw slixmpp publish->notification,   1 in flight: {raw_1:8.0f} items/s")
-    print(f"  node -> thoonk (outside publisher, {w} in flight):  {n2t:8.0f} items/s = {n2t / raw_w:5.0%} of raw@{w}")
-    print(
-        f"  thoonk -> node -> thoonk (two routes):            {t2t:8.0f} items/s = {t2t / raw_1:5.0%} of raw@1"
-        f" ({t2t / raw_w:.0%} of raw@{w})"
-    )
+    print(f"  node -> thoonk (outside publisher, {w} in flight):  {n2t:8.0f} items/s = {n2t_ratio:5.0%} of raw@{w}")
+    print(f"  thoonk -> node -> thoonk (two routes, {w} in flight): {t2t:6.0f} items/s = {t2t_ratio:5.0%} of raw@{w}")
+    for i, (raw, a, b) in enumerate(rounds, 1):
+        print(f"    round {i}: raw@{w} {raw:.0f}/s, node -> thoonk {a:.0f}/s ({a / raw:.0%}), "
+              f"thoonk -> node -> thoonk {b:.0f}/s ({b / raw:.0%})")
 
 
 if __name__ == "__main__":
