@@ -368,6 +368,12 @@ BAD = [
         id="redis-option-name",
     ),
     pytest.param(
+        "redis: rediss://h/0?ssl_cert_reqs=bogus\n",
+        ["1:8: redis: the query's options are refused by redis-py: Invalid SSL Certificate Requirements Flag: "
+         "bogus (in rediss://h/0?ssl_cert_reqs=bogus)"],
+        id="redis-option-refused-by-the-connection",
+    ),
+    pytest.param(
         "redis: redis://h/zero\n",
         ["1:8: redis: bad db number 'zero' after the host: a number from 0 (redis://host:6379/0) (in redis://h/zero)"],
         id="redis-db",

@@ -50,7 +50,9 @@ def _redis_failure(exc: Exception) -> str | None:
     where = f"redis {url}" if url else "redis"
     if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
         return f"{where}: access refused: {exc}"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | RedisUnavailable
+    if isinstance(exc, RedisUnavailable):
+        return f"{where} is unreachable: {exc.reason}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
                   | redis.exceptions.RedisClusterException):
         return f"{where} is unreachable: {exc}"
     return f"{where}: {type(exc).__name__}: {exc}"

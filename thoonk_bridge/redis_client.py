@@ -149,6 +149,11 @@ _OPTIONS = {
 }
 
 
+_CONNECTION_CLASSES: dict[str, type[Connection | UnixDomainSocketConnection]] = {
+    "tcp": Connection, "ssl": SSLConnection, "unix": UnixDomainSocketConnection,
+}
+
+
 def _check_options(options: dict[str, Any], transport: str) -> None:
     known = _OPTIONS[transport]
     for name in options:
@@ -156,6 +161,15 @@ def _check_options(options: dict[str, Any], transport: str) -> None:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown option {name!r} in the query{hint}")
+    # The connection object the clients will build, built now (it does not connect): what it
+    # refuses (ssl_cert_reqs=bogus, protocol=7...) is refused by `check` rather than by `run`.
+    kwargs = {k: v for k, v in options.items() if k not in _POOL_OPTIONS}
+    if transport != "unix":
+        kwargs.setdefault("host", "localhost")
+    try:
+        _CONNECTION_CLASSES[transport](**kwargs)
+    except Exception as exc:  # noqa: BLE001 - redis-py raises RedisError, ValueError, TypeError...
+        raise ValueError(f"the query's options are refused by redis-py: {exc}") from None
 
 
 def parse_target(url: str) -> RedisTarget:
