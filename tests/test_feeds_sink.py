@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import feedparser
 import pytest
+import structlog
 from defusedxml.ElementTree import fromstring as safe_xml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -738,7 +739,11 @@ async def test_unknown_formats_and_names_count_under_fixed_labels(harness) -> No
 # ------------------------------------------------------------------ failures an operator must see (issue 11 §7)
 
 
-async def test_unwritable_directory_degrades_keeps_serving_and_recovers(harness, capsys) -> None:  # type: ignore[no-untyped-def]
+def _count(logs: list[dict[str, Any]], event: str) -> int:
+    return sum(1 for line in logs if line["event"].startswith(event))
+
+
+async def test_unwritable_directory_degrades_keeps_serving_and_recovers(harness) -> None:  # type: ignore[no-untyped-def]
     # Tests run as root, where chmod does not stop writes: the directory is replaced by a plain
     # file instead, so every write fails with a real OS error (ENOTDIR / EEXIST).
     out = harness.context.state_dir / "own"
@@ -750,26 +755,26 @@ async def test_unwritable_directory_degrades_keeps_serving_and_recovers(harness,
         path.unlink()
     out.rmdir()
     out.write_bytes(b"not a directory")
-    capsys.readouterr()
-    for i in range(2, 40):
-        await sink.apply(pub(str(i), {"title": f"T{i}"}))
-        await asyncio.wait_for(settle(sink), 30)  # bounded: a render that keeps failing never settles
+    with structlog.testing.capture_logs() as logs:
+        for i in range(2, 40):
+            await sink.apply(pub(str(i), {"title": f"T{i}"}))
+            await asyncio.wait_for(settle(sink), 30)  # bounded: a render that keeps failing never settles
     assert sink.problem() is not None and "Errno" in sink.problem()
     health = harness.plugin.health()
     assert health.status == "degraded" and "feeds:news" in health.detail and "Errno" in health.detail
     status, _, body = await get(f"{harness.base_url}/feeds/news.atom")
     assert status == 200 and b"T39" in body  # the current rendering, from memory
-    logged = capsys.readouterr().out
-    assert 1 <= logged.count("feed files cannot be written") <= 2  # backed off: not a line per event
+    assert 1 <= _count(logs, "feed files cannot be written") <= 2  # backed off: not a line per event
     # the disk is back: the retry writes the current documents, the degraded state ends
     out.unlink()
-    for _ in range(400):
-        if sink.problem() is None:
-            break
-        await asyncio.sleep(0.05)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(400):
+            if sink.problem() is None:
+                break
+            await asyncio.sleep(0.05)
     assert sink.problem() is None and harness.plugin.health().status == "ready"
     assert b"T39" in (out / "news.atom").read_bytes()
-    assert "feed files written again" in capsys.readouterr().out
+    assert _count(logs, "feed files written again") == 1
 
 
 async def test_write_error_at_open_still_serves(harness) -> None:  # type: ignore[no-untyped-def]
@@ -834,16 +839,16 @@ async def test_large_payloads_and_stored_items_parsed_off_the_event_loop(harness
     await again.close()
 
 
-async def test_redis_away_logged_once_per_interval_not_per_request(harness, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_redis_away_logged_once_per_interval_not_per_request(harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     async def redis_away(name: str, fmt: str) -> None:
         raise ConnectionError("Connection refused")
 
     monkeypatch.setattr(harness.plugin, "_stored_document", redis_away)
-    capsys.readouterr()
-    for i in range(50):
-        status, headers, _ = await get(f"{harness.base_url}/feeds/elsewhere{i}.atom")
-        assert status == 503 and headers["Retry-After"] == "1"
-    assert capsys.readouterr().out.count("stored feed document unreadable") == 1
+    with structlog.testing.capture_logs() as logs:
+        for i in range(50):
+            status, headers, _ = await get(f"{harness.base_url}/feeds/elsewhere{i}.atom")
+            assert status == 503 and headers["Retry-After"] == "1"
+    assert _count(logs, "stored feed document unreadable") == 1
 
 
 _FUZZ_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
@@ -883,7 +888,7 @@ def test_any_items_render_well_formed_documents(objects: list[dict[str, str]]) -
         assert active_markup(item.get("content_html", "")) == []
 
 
-async def test_failing_render_logged_once_then_backed_off(harness, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_failing_render_logged_once_then_backed_off(harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     sink = make_sink(harness)
     await sink.open()
 
@@ -891,10 +896,10 @@ async def test_failing_render_logged_once_then_backed_off(harness, monkeypatch, 
         raise ValueError("renderer bug")
 
     monkeypatch.setattr(document_module, "render_documents", broken)
-    capsys.readouterr()
-    for i in range(20):
-        await sink.apply(pub(str(i), {"title": f"T{i}"}))
-        await asyncio.sleep(0.05)  # events keep coming while renders fail (max_staleness 0.05 s)
-    await asyncio.sleep(0.5)
-    assert capsys.readouterr().out.count("feed render failed") == 1
+    with structlog.testing.capture_logs() as logs:
+        for i in range(20):
+            await sink.apply(pub(str(i), {"title": f"T{i}"}))
+            await asyncio.sleep(0.05)  # events keep coming while renders fail (max_staleness 0.05 s)
+        await asyncio.sleep(0.5)
+    assert _count(logs, "feed render failed") == 1
     assert (await get(f"{harness.base_url}/feeds/news.atom"))[0] == 200  # the last good rendering
