@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from thoonk_bridge.feedparse import in_parser_thread
 from thoonk_bridge.plugin import (
     Endpoint,
     EndpointKind,
@@ -291,7 +292,7 @@ class FeedsPlugin(Plugin):
         if old is not None and old is not document:
             await old.stop()
             self._open.discard(old)
-        await asyncio.to_thread(document.load)  # parses every item it holds: not on the loop
+        await in_parser_thread(document.load)  # parses every item it holds: not on the loop
         await document.render_now(first=True)
         document.start()
         self.documents[name] = document

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
+from thoonk_bridge.feedparse import in_parser_thread
 from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
 
 from .document import BadItem, FeedDocument
@@ -56,7 +56,8 @@ class FeedSink(Sink):
         try:
             entry = None
             if len(event.payload) > PARSE_ON_LOOP_BYTES:
-                entry = await asyncio.to_thread(self.document.check, event.id, event.payload)
+                payload = event.payload
+                entry = await in_parser_thread(lambda: self.document.check(event.id, payload))
             self.document.put(event.id, event.payload, entry=entry)
         except BadItem as exc:
             self.plugin.metrics.bad_items.labels(self.document.meta.name, exc.reason).inc()
