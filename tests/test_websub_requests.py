@@ -194,6 +194,18 @@ async def test_subscription_requests_are_limited_per_callback_host(redis_url: st
         await node.stop()
 
 
+async def test_publish_pings_are_limited_per_client_address(redis_url: str, sub: Subscriber) -> None:
+    """Each ping renders and hashes the topics it names: pings count against the client's budget."""
+    node = await start_node(redis_url, subscribe_rate_per_client=2, subscribe_rate_window=3600)
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        codes = [(await hub_post(node, {"hub.mode": "publish", "hub.url": topic}))[0] for _ in range(3)]
+        assert codes == [204, 204, 429]
+        assert (await hub_post(node, {"hub.mode": "publish", "hub.url": topic}, source="127.0.0.2"))[0] == 204
+    finally:
+        await node.stop()
+
+
 async def test_pending_verifications_are_capped(redis_url: str, tarpits: list[Tarpit]) -> None:
     node = await start_node(redis_url, max_pending_verifications=3, verify_timeout=5.0)
     try:
@@ -429,7 +441,8 @@ def test_fuzz_hub_endpoint_never_errors(fuzz_node: tuple[asyncio.AbstractEventLo
 @pytest.fixture
 def fuzz_node(redis_url: str):
     loop = asyncio.new_event_loop()
-    node = loop.run_until_complete(start_node(redis_url, subscribe_rate=100000, verify_timeout=0.2))
+    node = loop.run_until_complete(start_node(redis_url, subscribe_rate=100000, verify_timeout=0.2,
+                                              subscribe_rate_per_client=10**6, subscribe_rate_per_host=10**6))
     try:
         yield loop, node
     finally:

@@ -148,7 +148,7 @@ class Hub:
             if mode in ("subscribe", "unsubscribe"):
                 return await self._subscription(mode, pairs, request)
             if mode == "publish":
-                return await self._publish(pairs)
+                return await self._publish(pairs, request)
             raise HubError(400, f"unsupported hub.mode {mode!r} (subscribe, unsubscribe or publish)")
         except HubError as err:
             self.plugin.metrics.requests.labels(result=str(err.status)).inc()
@@ -214,12 +214,15 @@ class Hub:
             self.plugin.metrics.refusals.labels(reason="pending_full").inc()
             raise HubError(429, "too many subscription requests waiting for verification; try again later",
                            {"Retry-After": str(max(1, math.ceil(2 * st.verify_timeout)))})
+        await self._check_rates(request, [("host", host, st.subscribe_rate_per_host),
+                                          ("callback", callback, st.subscribe_rate)])
+
+    async def _check_rates(self, request: web.Request, limits: list[tuple[str, str, int]]) -> None:
+        """Count the request against its client address, then ``limits``; 429 when over one."""
+        st = self.settings
         client = client_address(request.remote, request.headers.get("X-Forwarded-For"), self.proxies)
-        verdict = await self.limiter.check(st.subscribe_rate_window, st.rate_limit_max_keys, [
-            ("client", client, st.subscribe_rate_per_client),
-            ("host", host, st.subscribe_rate_per_host),
-            ("callback", callback, st.subscribe_rate),
-        ])
+        verdict = await self.limiter.check(st.subscribe_rate_window, st.rate_limit_max_keys,
+                                           [("client", client, st.subscribe_rate_per_client), *limits])
         if verdict.allowed:
             return
         window = st.subscribe_rate_window
@@ -227,9 +230,9 @@ class Hub:
         self.plugin.metrics.refusals.labels(reason=f"{verdict.kind}_table_full" if verdict.full
                                             else f"{verdict.kind}_rate").inc()
         if verdict.full:
-            text = "too many different subscribers right now; try again later"
+            text = "too many different senders in this window; try again later"
         else:
-            text = f"too many subscription requests for this {_WHAT[verdict.kind]}; try again later"
+            text = f"too many hub requests for this {_WHAT[verdict.kind]}; try again later"
         raise HubError(429, text, {"Retry-After": retry_after})
 
     def _lease(self, requested: str | None) -> float:
@@ -243,12 +246,15 @@ class Hub:
             raise HubError(400, "hub.lease_seconds must be a positive decimal integer")
         return float(min(max(value, st.lease_min), st.lease_max))
 
-    async def _publish(self, pairs: list[tuple[str, str]]) -> web.Response:
+    async def _publish(self, pairs: list[tuple[str, str]], request: web.Request) -> web.Response:
         urls = publish_urls(pairs)
         if not urls:
             raise HubError(400, "hub.url (or hub.topic) is required with hub.mode=publish")
         if len(urls) > 50:
             raise HubError(400, "at most 50 URLs per publish ping")
+        # each ping renders (or reads from Redis) and hashes every topic it names: counted per client
+        # like subscription requests, so that pings cannot be used to keep the daemon busy
+        await self._check_rates(request, [])
         for url in urls:
             try:
                 key = normalize_url(url)
