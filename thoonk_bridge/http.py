@@ -17,7 +17,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -139,17 +139,17 @@ class _GuardedProtocol(asyncio.Protocol):
         self.tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         if self.guard.active >= self.guard.limits.max_connections:
-            transport.write(_REFUSED)
-            transport.close()
+            self.transport.write(_REFUSED)
+            self.transport.close()
             self.guard._refused("max_connections")  # noqa: SLF001 - the guard's own callback
             return
         self.guard._changed(+1)  # noqa: SLF001
         self.timer = asyncio.get_running_loop().call_later(self.guard.limits.header_timeout, self._timed_out)
         self.inner = self.make()
-        self.inner.connection_made(transport)
+        self.inner.connection_made(self.transport)
 
     def _timed_out(self) -> None:
         self.timer = None
