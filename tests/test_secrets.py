@@ -161,11 +161,13 @@ def test_daemon_log_readyz_and_metrics_never_show_a_secret(
                 return None
             routes = body.get("routes", {})
             states = {n: r.get("state") for n, r in routes.items()}
-            if states.get("outside-feed") == "retrying" and states.get("outside-topic") == "retrying":
+            if (states.get("outside-feed") == "retrying" and states.get("outside-topic") == "retrying"
+                    and routes.get("news", {}).get("ready")):
                 return body
             return None
 
-        readyz = wait(routes_failing, message="both outside routes failing (their URLs in the details)")
+        # The news route ready (its hub topic advertised), both outside routes failing (URLs in details).
+        readyz = wait(routes_failing, message="news ready, both outside routes failing")
         # A third party subscribes with a secret and a callback whose query is a capability.
         form = urllib.parse.urlencode({
             "hub.mode": "subscribe", "hub.topic": f"{bridge.url}/feeds/news.atom",
