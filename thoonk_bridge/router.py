@@ -97,16 +97,14 @@ class Ledger:
         self.key = f"{KEY_PREFIX}{route}:ledger:{sink}"
         self.started_key = f"{KEY_PREFIX}{route}:started"
 
-    async def entries(self) -> dict[str, LedgerEntry]:
-        """Every delivered id, read in bounded HSCAN pages (a huge ledger never blocks Redis)."""
-        out: dict[str, LedgerEntry] = {}
-        async for key, value in self.redis.hscan_iter(self.key, count=LEDGER_PAGE):
-            out[_text(key)] = LedgerEntry.parse(_text(value))
-        return out
+    async def entries(self) -> dict[str, str]:
+        """Every delivered id with its raw value (``LedgerEntry.parse`` reads one), in bounded HSCAN
+        pages (a huge ledger never blocks Redis); parsed only where needed, which is seldom."""
+        return {_text(k): _text(v) async for k, v in self.redis.hscan_iter(self.key, count=LEDGER_PAGE)}
 
     async def items(self) -> dict[str, str | None]:
         """Delivered ids with their content hash (None where the ledger keeps none)."""
-        return {k: v.hash for k, v in (await self.entries()).items()}
+        return {k: LedgerEntry.parse(v).hash for k, v in (await self.entries()).items()}
 
     async def record_batch(self, updates: dict[str, str | None]) -> None:
         """Record deliveries: id -> ``LedgerEntry.value()``, ``None`` for an id now gone."""
@@ -269,7 +267,7 @@ class SinkWorker:
         self._reports_ids = held is not None
         ledger = await self.ledger.entries()
         if held is None:
-            held = {item_id: entry.hash for item_id, entry in ledger.items()}
+            held = {item_id: LedgerEntry.parse(value).hash for item_id, value in ledger.items()}
         reverse = await self.reverse.entries() if self.reverse is not None else {}
         initial_keep = None if await self.ledger.started() else _initial_keep(self.route.initial)
         return SinkReconcile(self, held, ledger, reverse, initial_keep)
@@ -449,8 +447,8 @@ class SinkReconcile:
         self,
         worker: SinkWorker,
         held: dict[str, str | None],
-        ledger: dict[str, LedgerEntry],
-        reverse: dict[str, LedgerEntry],
+        ledger: dict[str, str],
+        reverse: dict[str, str],
         initial_keep: int | None,
     ) -> None:
         self.worker = worker
@@ -498,8 +496,8 @@ class SinkReconcile:
         gone: dict[str, str | None] = {}
         if cut is not None:
             for delivered in (self.ledger, self.reverse):
-                for item_id, entry in delivered.items():
-                    if item_id in seen or entry.at <= cut:
+                for item_id, value in delivered.items():
+                    if item_id in seen or LedgerEntry.parse(value).at <= cut:
                         continue
                     if item_id in self.held:
                         retract.append(item_id)
@@ -509,10 +507,12 @@ class SinkReconcile:
         # that reports what it holds); for a sink that cannot tell, and a source whose absences say
         # nothing (an outside document), an id no longer in the source delivered over LEDGER_KEEP_US ago.
         old = int(time.time() * 1_000_000) - LEDGER_KEEP_US
-        for item_id, entry in self.ledger.items():
+        for item_id, value in self.ledger.items():
             if item_id in seen or item_id in gone:
                 continue
-            if (worker._reports_ids and item_id not in self.held) or (cut is None and entry.at < old):
+            if worker._reports_ids and item_id not in self.held:
+                gone[item_id] = None
+            elif cut is None and LedgerEntry.parse(value).at < old:
                 gone[item_id] = None
         for item_id in dict.fromkeys(retract):
             if item_id not in worker.pending:
@@ -544,7 +544,7 @@ class SinkReconcile:
         if absence != "window":
             return None
         # A window drops its oldest: an item delivered after the oldest one still there was retracted.
-        times = [e.at for d in (self.ledger, self.reverse) for i, e in d.items() if i in seen]
+        times = [LedgerEntry.parse(v).at for d in (self.ledger, self.reverse) for i, v in d.items() if i in seen]
         return min(times) if times else None
 
     async def _flush_skipped(self) -> None:

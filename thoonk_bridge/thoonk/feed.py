@@ -169,8 +169,13 @@ class FeedBase:
             return Page(items, None)
         if self._ids_kind != "zset":
             return Page(items, PageCursor(offset=cursor.offset + rows))
-        last = as_str(flat[-2])
-        same = sum(1 for i in range(1, len(flat), 3) if as_str(flat[i]) == last)
+        scores = flat[1::3]
+        same = 0  # the rows at the end of the page with the last score (sorted: they are together)
+        for score in reversed(scores):
+            if score != scores[-1]:
+                break
+            same += 1
+        last = as_str(scores[-1])
         # Every row of this page had the cursor's score: skip them too next time.
         offset = cursor.offset + same if same == rows and _same_score(last, cursor.min) else same
         return Page(items, PageCursor(last, offset))
