@@ -25,10 +25,20 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
 fi
 
+# The stamp holds pyproject.toml's hash and the extras installed with it; scripts/run and scripts/test
+# ask for different extras, so an install covering both is kept instead of redone on each switch.
 _stamp="$VENV/.thoonk-bridge-installed"
-_want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) ${BOOTSTRAP_EXTRAS:-}"
-if [[ ! -f "$_stamp" || "$(cat "$_stamp")" != "$_want" ]]; then
-  echo "installing thoonk-bridge into $VENV" >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT${BOOTSTRAP_EXTRAS:+[$BOOTSTRAP_EXTRAS]}" >&2
-  echo "$_want" > "$_stamp"
+_hash=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+read -r _have_hash _have_extras < "$_stamp" 2>/dev/null || true
+_extras=${BOOTSTRAP_EXTRAS:-}
+if [[ "${_have_hash:-}" == "$_hash" ]]; then
+  _missing=""
+  for _e in ${_extras//,/ }; do [[ ",${_have_extras:-}," == *",$_e,"* ]] || _missing=1; done
+  [[ -z "$_missing" ]] && _extras=""
+  [[ -n "$_extras" && -n "${_have_extras:-}" ]] && _extras="$_have_extras,$_extras"
+fi
+if [[ "${_have_hash:-}" != "$_hash" || -n "$_extras" ]]; then
+  echo "installing thoonk-bridge${_extras:+[$_extras]} into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT${_extras:+[$_extras]}" >&2
+  echo "$_hash $_extras" > "$_stamp"
 fi

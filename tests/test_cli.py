@@ -333,3 +333,20 @@ def test_docker_run_line_works_as_documented(tmp_path: Path) -> None:
     home = re.search(r"useradd .*--home (\S+)", dockerfile)
     assert home and state_in_container == home.group(1), (state_in_container, home)
     assert re.search(r"^USER bridge$", dockerfile, re.M) and f"WORKDIR {home.group(1)}" in dockerfile
+
+
+def test_the_daemon_runs_on_uvloop_when_installed_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from thoonk_bridge.cli import use_event_loop
+
+    uvloop = pytest.importorskip("uvloop")  # installed by scripts/test (the `fast` extra)
+    try:
+        monkeypatch.setenv("THOONK_BRIDGE_EVENT_LOOP", "asyncio")
+        assert use_event_loop() == "asyncio"
+        assert not isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+        monkeypatch.delenv("THOONK_BRIDGE_EVENT_LOOP")
+        assert use_event_loop() == "uvloop"
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(None)

@@ -135,7 +135,22 @@ def run(config: Path, env_file: Path | None) -> None:
     except OSError as exc:
         _fail(f"{config}: {exc.strerror or exc}")
     configure_logging(loaded.log_level, loaded.log_format)
+    use_event_loop()
     sys.exit(asyncio.run(serve(config, env_file=env_file)))
+
+
+def use_event_loop() -> str:
+    """uvloop when it is installed (``pip install 'thoonk-bridge[fast]'``), unless
+    ``THOONK_BRIDGE_EVENT_LOOP=asyncio``; returns the loop's name."""
+    if os.environ.get("THOONK_BRIDGE_EVENT_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return "uvloop"
+    return "asyncio"
 
 
 def _print_problems(exc: Any) -> None:
