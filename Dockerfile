@@ -15,7 +15,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY thoonk_bridge ./thoonk_bridge
 COPY plugins ./plugins
-RUN pip install --no-cache-dir . && useradd --system --home /data --create-home bridge
+RUN pip install --no-cache-dir ".[fast]" && useradd --system --home /data --create-home bridge
 
 USER bridge
 WORKDIR /data
