@@ -17,11 +17,16 @@ Sections:
   follows; events/s until the last one is in its sink. Baseline beside it: the core's own publish rate.
 - routes R: R routes with small feeds; time from start to ready, and the daemon's Redis connections
   (CLIENT LIST: every connection that is not the bench's own).
+- documents D: D routes to feeds documents (Atom, RSS, JSON Feed each); 100 items published to each;
+  time until every JSON document served over HTTP holds the last one.
+
+WebSub fan-out at 1k..20k subscribers has its own benchmark: bench/websub.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -102,10 +107,15 @@ class Daemon:
             self.proc.wait(120)
 
 
-def slowest_ms(raw: redis.Redis) -> float:
+def slowest(raw: redis.Redis) -> str:
+    """The slowest command SLOWLOG recorded since the last call (over SLOW_US), e.g. '12 ms (EVALSHA)'."""
     entries = raw.slowlog_get(1000)
     raw.slowlog_reset()
-    return max((e["duration"] for e in entries), default=0) / 1000
+    if not entries:
+        return f"none over {SLOW_US // 1000} ms"
+    worst = max(entries, key=lambda e: e["duration"])
+    command = worst["command"].decode(errors="replace") if isinstance(worst["command"], bytes) else worst["command"]
+    return f"{worst['duration'] / 1000:.0f} ms ({command.split(' ')[0]})"
 
 
 def redis_mib(raw: redis.Redis) -> float:
@@ -125,9 +135,9 @@ def bench_reconcile(url: str, raw: redis.Redis, size: int, workdir: Path) -> Non
     try:
         copied = daemon.wait(lambda: raw.zcard("feed.ids:out") == size and daemon.ready())
         rss = daemon.peak_rss_mib()
-        slow = slowest_ms(raw)
+        slow = slowest(raw)
         print(f"reconcile {size:>7,} items: copied in {copied:6.1f} s ({size / copied:,.0f}/s), daemon peak "
-              f"{rss:5.0f} MiB, Redis +{redis_mib(raw) - before:5.0f} MiB, slowest Redis command {slow:.0f} ms",
+              f"{rss:5.0f} MiB, Redis +{redis_mib(raw) - before:5.0f} MiB, slowest Redis command {slow}",
               flush=True)
     finally:
         daemon.stop()
@@ -136,10 +146,10 @@ def bench_reconcile(url: str, raw: redis.Redis, size: int, workdir: Path) -> Non
     try:
         ready = daemon.wait(daemon.ready)
         rss = daemon.peak_rss_mib()
-        slow = slowest_ms(raw)
+        slow = slowest(raw)
         sent = int(raw.get("feed.publishes:out") or 0) - publishes
         print(f"no-op restart {size:>7,} items: ready in {ready:6.1f} s, daemon peak {rss:5.0f} MiB, "
-              f"slowest Redis command {slow:.0f} ms, items re-sent {sent}", flush=True)
+              f"slowest Redis command {slow}, items re-sent {sent}", flush=True)
     finally:
         daemon.stop()
 
@@ -198,15 +208,52 @@ def bench_routes(url: str, raw: redis.Redis, routes: int, workdir: Path) -> None
         daemon.stop()
 
 
+def bench_documents(url: str, raw: redis.Redis, count: int, workdir: Path, items: int = 100) -> None:
+    """``count`` routes to Atom/RSS/JSON documents; ``items`` publishes each; until all are served."""
+    raw.flushall()
+    specs = [{"name": f"d{i}", "from": f"thoonk:in{i}", "to": f"feeds:d{i}"} for i in range(count)]
+    daemon = Daemon(workdir / f"documents-{count}", url, specs)
+    daemon.start()
+    try:
+        daemon.wait(daemon.ready)
+        json_item = json.dumps({"title": "item", "content": "x" * 180})
+        cpu0 = daemon.cpu_seconds()
+        started = time.perf_counter()
+        with Thoonk(url=url) as pubsub:
+            for i in range(count):
+                pubsub.feed(f"in{i}").publish_many([(f"e{n}", json_item) for n in range(items)])
+        last = f"e{items - 1}"
+
+        def served(i: int) -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/feeds/d{i}.json", timeout=5) as resp:
+                    return last in {item["id"] for item in json.load(resp)["items"]}
+            except (OSError, ValueError, KeyError):
+                return False
+
+        waiting = set(range(count))
+        while waiting:
+            waiting = {i for i in waiting if not served(i)}
+            time.sleep(0.02)
+        took = time.perf_counter() - started
+        print(f"documents {count:>4}: {count * items:,} items to {count} documents (x3 formats) served in "
+              f"{took:5.2f} s, daemon CPU {daemon.cpu_seconds() - cpu0:.1f} s, peak {daemon.peak_rss_mib():5.0f} MiB",
+              flush=True)
+    finally:
+        daemon.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reconcile", default="1000,10000,100000", help="feed sizes, comma-separated ('' skips)")
     parser.add_argument("--live", default="1,100", help="route counts for live throughput ('' skips)")
     parser.add_argument("--routes", default="1,100,1000", help="route counts for start-up ('' skips)")
+    parser.add_argument("--documents", default="1,10,100", help="feeds documents served ('' skips)")
     args = parser.parse_args()
     sizes = [int(x) for x in args.reconcile.split(",") if x]
     lives = [int(x) for x in args.live.split(",") if x]
     counts = [int(x) for x in args.routes.split(",") if x]
+    documents = [int(x) for x in args.documents.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="thoonk-scale-") as tmp:
         workdir = Path(tmp)
         server = EmbeddedRedis(workdir / "redis", port=0, persistent=False).start()
@@ -222,6 +269,8 @@ def main() -> None:
                 bench_live(server.url, raw, routes, workdir)
             for routes in counts:
                 bench_routes(server.url, raw, routes, workdir)
+            for count in documents:
+                bench_documents(server.url, raw, count, workdir)
         finally:
             raw.close()
             server.stop()
