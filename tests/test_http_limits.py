@@ -95,6 +95,18 @@ async def test_an_idle_keepalive_connection_is_closed(daemon: Any) -> None:
     writer.close()
 
 
+async def test_a_client_that_trickles_its_body_gets_408(redis_url: str, tmp_path: Path) -> None:
+    config = {"routes": [], "plugins": {"websub": {}}, "http": {"request_timeout": 0.5}}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path) as bridge:
+        reader, writer = await connect(bridge)
+        # A complete head announcing 100 bytes of body, then 12 of them and nothing more.
+        writer.write(b"POST /websub/hub HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     b"Content-Length: 100\r\n\r\nhub.mode=sub")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head
+        writer.close()
+
+
 def test_max_connections_is_kept_under_the_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))

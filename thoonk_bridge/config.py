@@ -183,6 +183,8 @@ class HttpSettings(BaseModel):
       (default 75).
     - ``max_connections``: open connections at most; more are answered 503 and closed at once. Kept
       below the process's open-file limit (``ulimit -n``), whatever is configured (default 512).
+    - ``request_timeout``: seconds from a request's headers to its answer, reading its body included;
+      then 408 (default 60).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -195,6 +197,8 @@ class HttpSettings(BaseModel):
                                      description="seconds an idle kept-alive connection is kept open")
     max_connections: int = Field(default=512, ge=1, le=1_000_000,
                                  description="open HTTP connections at most (also kept under ulimit -n)")
+    request_timeout: float = Field(default=60.0, gt=0, le=86400,
+                                   description="seconds from a request's headers to its answer, body included")
 
     @field_validator("listen")
     @classmethod

@@ -223,7 +223,8 @@ class Daemon:
         self._start_watchers()
         self.thoonk = AsyncThoonk(redis=self.redis)
         await self._warn_shared_feeds()
-        self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges)
+        self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges,
+                             request_timeout=self.config.http.request_timeout)
 
         await self._setup_plugins()
         http = self.config.http

@@ -28,9 +28,11 @@ MAX_REQUEST_BYTES = 1024 * 1024  # WebSub requests and pings are small; bigger b
 
 
 def build_app(
-    registry: CollectorRegistry, readiness: ReadinessProbe, *, before_metrics: Callable[[], None] | None = None
+    registry: CollectorRegistry, readiness: ReadinessProbe, *, before_metrics: Callable[[], None] | None = None,
+    request_timeout: float | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    middlewares = [request_deadline(request_timeout)] if request_timeout else []
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=middlewares)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"alive": True})
@@ -50,6 +52,28 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def request_deadline(seconds: float) -> Any:
+    """Middleware: a request gets ``seconds`` from its complete headers to its answer, reading
+    its body included; then ``408``. The header timeout bounds a slow head, this a slow body
+    (a client announcing a body and sending it a byte at a time would hold its connection for ever)."""
+
+    @web.middleware
+    async def deadline(request: web.Request, handler: Any) -> web.StreamResponse:
+        timer = asyncio.timeout(seconds)
+        try:
+            async with timer:
+                response: web.StreamResponse = await handler(request)
+                return response
+        except TimeoutError:
+            if not timer.expired():
+                raise  # the handler's own timeout, not ours
+            answer = web.HTTPRequestTimeout(text=f"request not complete within {seconds:g} s")
+            answer.force_close()  # aiohttp still reads what is left of the body for up to 10 s, then closes
+            raise answer from None
+
+    return deadline
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
