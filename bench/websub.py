@@ -80,7 +80,18 @@ def receiver_main(port: int, ready: multiprocessing.synchronize.Event) -> None: 
         ready.set()
         await asyncio.Event().wait()
 
+    _event_loop()
     asyncio.run(run())
+
+
+def _event_loop() -> str:
+    """The daemon's choice of event loop (uvloop when installed, unless
+    THOONK_BRIDGE_EVENT_LOOP=asyncio), for the bridge and the receiver alike."""
+    try:
+        from thoonk_bridge.cli import use_event_loop
+    except ImportError:
+        return "asyncio"
+    return use_event_loop()
 
 
 async def take(rx: str) -> list[float]:
@@ -179,10 +190,12 @@ async def bridge(redis_url: str, rx: str, n: int, rounds: int, tmp: Path, prof: 
         for attempt in range(5):  # a verification that timed out on a loaded machine is asked again
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as s:
                 await asyncio.gather(*(subscribe(s, base, topic, rx, i) for i in missing))
-            deadline = time.monotonic() + 30
-            while await plugin.store.count_active(topic_key) < n and time.monotonic() < deadline:
+            deadline, active = time.monotonic() + 30, -1
+            while (now_active := await plugin.store.count_active(topic_key)) < n and time.monotonic() < deadline:
                 if await plugin.queues["websub.verify"].length() == 0:
                     break
+                if now_active > active:  # still verifying: wait as long as it progresses
+                    deadline, active = time.monotonic() + 30, now_active
                 await asyncio.sleep(0.05)
             subs = await plugin.store.get_many([sub_id(topic_key, f"{rx}/cb/{i}") for i in range(n)])
             missing = [i for i in range(n) if sub_id(topic_key, f"{rx}/cb/{i}") not in subs]
@@ -249,7 +262,7 @@ async def main() -> None:
             raise SystemExit("receiver did not start")
         rx = f"http://127.0.0.1:{port}"
         print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"{platform.system()} {platform.release()}")
+              f"{platform.system()} {platform.release()}, event loop: {LOOP}")
         print(f"subscribers: {n}, rounds: {args.rounds}, body: {len(PAYLOAD)} bytes, receiver: own process; "
               "figures are medians over the rounds")
         prof = None
@@ -277,4 +290,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    LOOP = _event_loop()
     asyncio.run(main())
