@@ -162,6 +162,30 @@ async def test_tarpit_callbacks_do_not_delay_a_legitimate_verification(redis_url
         await node.stop()
 
 
+async def test_verifier_survives_a_redis_error(redis_url: str, sub: Subscriber, tarpits: list[Tarpit]) -> None:
+    """A Redis error while a job is put back (its host busy) costs that job a delay, not the verifier."""
+    node = await start_node(redis_url, verify_timeout=5.0, verify_per_host=1)
+    queue = node.plugin.queues["websub.verify"]
+    real_finish = queue.finish
+    failures = []
+
+    async def finish_failing_once(job_id: str) -> None:
+        if not failures:
+            failures.append(job_id)
+            raise ConnectionError("redis went away for a moment")
+        await real_finish(job_id)
+
+    queue.finish = finish_failing_once  # type: ignore[method-assign]
+    try:
+        topic = node.topic("/feeds/a.atom", ATOM)
+        for n in range(2):  # the second one finds its host busy and is put back: that finish fails
+            assert (await subscribe(node, tarpits[0].url(f"/cb?n={n}"), topic))[0] == 202
+        await wait_for(lambda: failures)
+        await subscribed(node, sub, sub.url(), topic)
+    finally:
+        await node.stop()
+
+
 async def test_subscription_requests_are_limited_per_client_address(redis_url: str, sub: Subscriber) -> None:
     node = await start_node(redis_url, subscribe_rate_per_client=3, subscribe_rate_window=3600)
     try:

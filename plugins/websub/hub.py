@@ -282,33 +282,35 @@ class Hub:
                 continue
             try:
                 got = await q.get(timeout=0.5)
+                if got is None:
+                    continue
+                sent_back = await self._dispatch(q, *got, sent_back)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - Redis trouble: wait and go on
+            except Exception as exc:  # noqa: BLE001 - Redis trouble: the job stays claimed (maintenance)
                 plugin.log.warning("websub.queue_error", queue=q.name, error=str(exc))
                 await asyncio.sleep(1)
-                continue
-            if got is None:
-                continue
-            job_id, text = got
-            try:
-                item = VerifyItem.loads(text)
-            except (ValueError, KeyError, TypeError) as exc:  # a malformed item: never retried
-                plugin.log.error("websub.bad_job", queue=q.name, error=f"{type(exc).__name__}: {exc}")
-                await q.finish(job_id)
-                continue
-            host = host_of(item.callback)
-            if not self.verify_hosts.try_take(host):
-                await q.put(text)  # put back before finishing: it never stops counting as pending
-                await q.finish(job_id)
-                sent_back += 1
-                if sent_back >= await q.length():  # a whole round of busy hosts: wait for a free one
-                    sent_back = 0
-                    await self._wait_freed()
-                continue
-            sent_back = 0
-            self.verifying += 1
-            plugin.spawn_job(self._verify_job(q, job_id, item, host), name="websub-verification")
+
+    async def _dispatch(self, q: JobQueue, job_id: str, text: str, sent_back: int) -> int:
+        """Start the verification of a claimed job, or put it back when its host is busy; returns
+        how many jobs in a row were put back."""
+        try:
+            item = VerifyItem.loads(text)
+        except (ValueError, KeyError, TypeError) as exc:  # a malformed item: never retried
+            self.plugin.log.error("websub.bad_job", queue=q.name, error=f"{type(exc).__name__}: {exc}")
+            await q.finish(job_id)
+            return sent_back
+        host = host_of(item.callback)
+        if not self.verify_hosts.try_take(host):
+            await q.put(text)  # put back before finishing: it never stops counting as pending
+            await q.finish(job_id)
+            if sent_back + 1 >= await q.length():  # a whole round of busy hosts: wait for a free one
+                await self._wait_freed()
+                return 0
+            return sent_back + 1
+        self.verifying += 1
+        self.plugin.spawn_job(self._verify_job(q, job_id, item, host), name="websub-verification")
+        return 0
 
     async def _wait_freed(self) -> None:
         self._freed.clear()
@@ -326,7 +328,10 @@ class Hub:
             except Exception as exc:  # noqa: BLE001 - left claimed: maintenance puts it back
                 self.plugin.log.error("websub.job_failed", queue=q.name, error=f"{type(exc).__name__}: {exc}")
                 return
-            await q.finish(job_id)
+            try:
+                await q.finish(job_id)
+            except Exception as exc:  # noqa: BLE001 - Redis away: maintenance puts it back (verified twice)
+                self.plugin.log.warning("websub.queue_error", queue=q.name, error=str(exc))
         finally:
             self.verifying -= 1
             self.verify_hosts.release(host)
