@@ -184,7 +184,9 @@ class WebSubPlugin(Plugin):
 
     async def start(self) -> None:
         st = self.settings
-        self.session = self.make_session(st.outbound, st.verify_timeout)
+        # verifications, denials and pings: room for every verification in flight besides the pings,
+        # so that a verification never waits for a connection (that wait would count in its timeout)
+        self.session = self.make_session(st.outbound, st.verify_timeout, limit=max(100, 2 * st.verify_concurrency))
         self.delivery_session = self.make_session(st.outbound, st.delivery_timeout,
                                                   limit=max(100, st.delivery_workers * st.delivery_batch))
         for q in self.queues.values():
