@@ -43,6 +43,32 @@ async def test_pings_every_configured_hub_with_retries(redis_url: str) -> None:
         await server.close()
 
 
+async def test_documents_without_a_websub_sink_are_not_pinged(redis_url: str) -> None:
+    pinged: list[str] = []
+
+    async def hub(request: web.Request) -> web.Response:
+        pinged.append((await request.post())["hub.url"])  # type: ignore[arg-type]
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/", hub)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    node = await start_node(redis_url, hub=False, publish_hubs=[str(server.make_url("/"))])
+    try:
+        private = node.topic("/feeds/private.atom", ATOM, hub=False)
+        news = node.topic("/feeds/news.atom", ATOM)
+        assert node.context.topics.hub_for("/feeds/private.atom") is None  # not advertised either
+        await node.change("/feeds/private.atom", ATOM)
+        await node.change("/feeds/news.atom", ATOM)
+        await wait_for(lambda: news in pinged)
+        await wait_for(node.idle)
+        assert private not in pinged
+    finally:
+        await node.stop()
+        await server.close()
+
+
 async def test_ping_given_up_after_the_window(redis_url: str) -> None:
     async def hub(request: web.Request) -> web.Response:
         return web.Response(status=500)
