@@ -460,5 +460,15 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "?"
 
 
+def _operator_commands() -> None:
+    """``deadletters`` and ``trace``: defined in their modules, which use this module's helpers."""
+    from thoonk_bridge import deadletters, trace
+
+    deadletters.register(main)
+    trace.register(main)
+
+
+_operator_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

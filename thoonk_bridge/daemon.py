@@ -57,6 +57,7 @@ from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, S
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+from thoonk_bridge.trace import RouteRecorder
 
 if TYPE_CHECKING:
     from thoonk_bridge.config import BridgeConfig, RouteSpec
@@ -151,6 +152,7 @@ class Daemon:
         self._specs: dict[str, RouteSpec] = {}
         self._started_at = time.time()
         self._heartbeat: asyncio.Task[None] | None = None
+        self.replays: Any = None  # deadletters.ReplayDesk: the replay requests of the routes we run
         self.phase = "starting"  # starting | running | draining | stopped
         self.embedded: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None
@@ -253,6 +255,10 @@ class Daemon:
         self.phase = "running"
         await self._beat()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        from thoonk_bridge.deadletters import ReplayDesk
+
+        self.replays = ReplayDesk(self.redis, self.thoonk, lambda: self.routes, self.instance_id, self.log)
+        self.replays.start()
         self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
                       plugins=sorted(self.plugins))
 
@@ -332,12 +338,13 @@ class Daemon:
             dead_letter=partial(store_dead_letter, self.thoonk, spec.name),
             guard=lease.held if lease is not None else None,
         )
+        recorder = RouteRecorder(self.thoonk, spec.name, str(spec.source), [str(s) for s in spec.sinks])
         source = self._source(spec.source, context)
         workers = [
             SinkWorker(
                 context, endpoint, self._sink(endpoint, context), Ledger(self.redis, spec.name, str(endpoint)),
                 self.echoes, self.metrics, self.retry, log, guard=lease.held if lease is not None else None,
-                origin=str(spec.source), reverse=self._reverse_ledger(spec, endpoint),
+                origin=str(spec.source), reverse=self._reverse_ledger(spec, endpoint), recorder=recorder,
             )
             for endpoint in spec.sinks
         ]
@@ -668,6 +675,8 @@ class Daemon:
         self.log.info("draining", drain_seconds=drain)
         await cancel_and_wait(self._maintenance)
         await cancel_and_wait(self._heartbeat)
+        if self.replays is not None:
+            await self.replays.stop()
         await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.leases)), return_exceptions=True)
         if self.keeper is not None:
             await asyncio.to_thread(self.keeper.stop)

@@ -74,6 +74,17 @@ class ThoonkSource(Source):
         feed = await self.thoonk.feed(self.feed_name)
         return list((await feed.get_all()).items())
 
+    async def version(self) -> str | None:
+        if self.thoonk.cluster:
+            return None  # a cluster's bus does not keep PUBLISH order across nodes: no barrier
+        return await (await self.thoonk.feed(self.feed_name)).version()  # type: ignore[no-any-return]
+
+    async def barrier(self) -> bool:
+        if self._events is None or self.thoonk.cluster:
+            return False
+        await (await self._events.barrier()).wait()
+        return True
+
     async def snapshot_pages(self) -> AsyncIterator[Sequence[tuple[str, str]]]:
         feed = await self.thoonk.feed(self.feed_name)
         cursor: PageCursor | None = PageCursor()
@@ -141,6 +152,11 @@ class ThoonkSink(Sink):
         if await feed.get_item(event.id) == event.payload:
             return
         await feed.publish(event.payload, id=event.id)
+
+    async def version(self) -> str | None:
+        if self.thoonk.cluster:
+            return None
+        return await (await self.thoonk.feed(self.feed_name)).version()  # type: ignore[no-any-return]
 
     async def apply_many(self, events: Sequence[ItemEvent]) -> list[BaseException | None]:
         """Runs of publishes and edits go out as one ``publish_many`` (what the feed already holds,

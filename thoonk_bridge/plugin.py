@@ -203,6 +203,18 @@ class Source(ABC):
     async def snapshot(self) -> list[tuple[str, str]]:
         """The current ``(id, payload)`` items, oldest first."""
 
+    async def version(self) -> str | None:
+        """A token that changes whenever the source's items change; None: the source cannot tell.
+
+        With :meth:`barrier`, it lets a route that stopped cleanly skip its next reconcile when
+        neither the source nor the sinks changed meanwhile (docs/reconcile.md, "Checkpoints")."""
+        return None
+
+    async def barrier(self) -> bool:
+        """Return True once ``follow()`` has yielded every event that happened before the call
+        (``follow()`` is being iterated meanwhile); False: this source cannot tell."""
+        return False
+
     async def snapshot_pages(self) -> AsyncIterator[Sequence[tuple[str, str]]]:
         """The snapshot in pages, oldest first, so a huge source is never held whole in memory.
 
@@ -267,6 +279,11 @@ class Sink(ABC):
                 break
             results.append(None)
         return results
+
+    async def version(self) -> str | None:
+        """A token that changes whenever what the sink holds changes, whoever writes it; None: the
+        sink cannot tell (then every start reconciles it)."""
+        return None
 
     async def wait_retry(self, delay: float) -> None:
         """Wait before the router retries an event that failed: ``delay`` seconds (backoff with jitter).

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from thoonk_bridge.metrics import BridgeMetrics
     from thoonk_bridge.thoonk import AsyncThoonk
+    from thoonk_bridge.trace import RouteRecorder
 
 __all__ = ["DEAD_LETTER_PREFIX", "EchoFilter", "Ledger", "RetryPolicy", "RouteRunner", "RouteState", "SinkWorker"]
 
@@ -106,16 +107,18 @@ class Ledger:
         """Delivered ids with their content hash (None where the ledger keeps none)."""
         return {k: LedgerEntry.parse(v).hash for k, v in (await self.entries()).items()}
 
-    async def record_batch(self, updates: dict[str, str | None]) -> None:
-        """Record deliveries: id -> ``LedgerEntry.value()``, ``None`` for an id now gone."""
+    async def record_batch(self, updates: dict[str, str | None], also: Callable[[Any], bool] | None = None) -> None:
+        """Record deliveries: id -> ``LedgerEntry.value()``, ``None`` for an id now gone. ``also(pipe)``
+        queues more writes on the same round trip (the trace ring) and says whether it did."""
         pipe = self.redis.pipeline(transaction=False)
+        more = also(pipe) if also is not None else False
         present: list[tuple[str, str]] = [(k, v) for k, v in updates.items() if v is not None]
         gone = [k for k, v in updates.items() if v is None]
         for i in range(0, len(present), LEDGER_PAGE):
             pipe.hset(self.key, mapping=dict[Any, Any](present[i : i + LEDGER_PAGE]))
         for i in range(0, len(gone), LEDGER_PAGE):
             pipe.hdel(self.key, *gone[i : i + LEDGER_PAGE])
-        if present or gone:
+        if present or gone or more:
             await pipe.execute()
 
     async def started(self) -> bool:
@@ -222,8 +225,10 @@ class SinkWorker:
         guard: Callable[[], bool] | None = None,
         origin: str = "",
         reverse: Ledger | None = None,
+        recorder: RouteRecorder | None = None,
     ) -> None:
         self.route = route
+        self.recorder = recorder  # the trace ring, console numbers and dead-letter replays (trace.py)
         # The opposite route's ledger for our source (``b -> a`` when we are ``a -> b``), if any.
         self.reverse = reverse
         self.guard = guard
@@ -250,6 +255,8 @@ class SinkWorker:
     # -- queue
 
     def offer(self, event: ItemEvent) -> None:
+        if self.recorder is not None:
+            self.recorder.offered(self.name, event, self.pending.get(event.id))
         self.pending[event.id] = event
         self.pending.move_to_end(event.id)
         self._idle.clear()
@@ -328,7 +335,10 @@ class SinkWorker:
 
     async def _flush_ledger(self) -> None:
         updates, self._ledger_updates = self._ledger_updates, {}
-        if updates:
+        if self.recorder is not None:
+            await self.ledger.record_batch(updates, also=self.recorder.write)
+            await self.recorder.settle()
+        elif updates:
             await self.ledger.record_batch(updates)
 
     async def _apply_batch(self, events: list[ItemEvent]) -> list[BaseException | None]:
@@ -362,6 +372,8 @@ class SinkWorker:
         self.metrics.items_out.labels(*labels).inc()
         self.metrics.last_success.labels(*labels).set(time.time())
         self._ledger_updates[event.id] = self.ledger_value(event)
+        if self.recorder is not None:
+            self.recorder.delivered(self.name, event)
         if self.state != "ready":
             self.log.info("sink recovered")
         self.state = "ready"
@@ -398,6 +410,8 @@ class SinkWorker:
                 reason = str(failure)
             else:
                 reason = f"{type(failure).__name__}: {failure}"
+            if self.recorder is not None:
+                self.recorder.failed(f"{self.name}: {reason}")
             failure = None
             delay = self.retry.delay(attempt)
             self.state = f"retrying: {reason}"
@@ -416,7 +430,10 @@ class SinkWorker:
     async def _dead_letter(self, event: ItemEvent, reason: str) -> None:
         self.metrics.dead_letters.labels(self.route.name, self.name).inc()
         self.log.error("undeliverable, sent to dead-letter feed", item=event.id, kind=str(event.kind), reason=reason)
-        await self.route.dead_letter(event.id, event.payload, f"{self.name}: {reason}")
+        if self.recorder is not None:  # with the sink and kind, so that it can be replayed
+            await self.recorder.dead_letter(self.name, event, f"{self.name}: {reason}")
+        else:
+            await self.route.dead_letter(event.id, event.payload, f"{self.name}: {reason}")
 
 
 def _initial_keep(initial: str) -> int | None:
@@ -745,11 +762,18 @@ class RouteRunner:
 
 
 async def store_dead_letter(
-    thoonk: AsyncThoonk, route: str, item_id: str, payload: str | None, reason: str
+    thoonk: AsyncThoonk, route: str, item_id: str, payload: str | None, reason: str, *,
+    sink: str | None = None, kind: str | None = None, entry_id: str | None = None,
 ) -> None:
-    """Append an undeliverable item to the route's dead-letter feed (JSON with id, reason, payload).
+    """Append an undeliverable item to the route's dead-letter feed (JSON with id, reason, payload,
+    and when known the refusing ``sink`` and the event ``kind``: what a replay needs). ``entry_id``:
+    rewrite that entry instead of adding one (a replay refused again; see deadletters.py).
 
     The feed keeps the newest ``DEAD_LETTER_MAX`` records (its ``max_length``, set when it is created)."""
     feed = await thoonk.feed(dead_letter_feed(route), {"max_length": DEAD_LETTER_MAX})
-    record = {"id": item_id, "reason": reason, "payload": payload, "at": time.time()}
-    await feed.publish(json.dumps(record, ensure_ascii=False))
+    record: dict[str, Any] = {"id": item_id, "reason": reason, "payload": payload, "at": time.time()}
+    if sink is not None:
+        record["sink"] = sink
+    if kind is not None:
+        record["kind"] = kind
+    await feed.publish(json.dumps(record, ensure_ascii=False), id=entry_id)

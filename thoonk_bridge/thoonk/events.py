@@ -12,9 +12,11 @@ nothing falls in between. When the connection drops, iteration raises :class:`Re
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,8 +137,14 @@ class AsyncEvents:
         self._buffer: collections.deque[Event] = collections.deque()
         self._started = False
         self._closed = False
+        self._marks: dict[str, asyncio.Event] = {}  # barrier() tokens waiting for their PONG
 
     def _accept(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "pong":
+            token = _text(message.get("data") or "")
+            if token in self._marks:  # a barrier: in line with the events that arrived before it
+                self._buffer.append(Event("mark", "", token))
+            return
         if message.get("type") not in ("message", "pmessage"):
             return
         event = parse(message["channel"], message["data"])
@@ -191,16 +199,39 @@ class AsyncEvents:
         if self._closed:
             raise StopAsyncIteration
         await self.start()
-        while not self._buffer:
-            message = await self._next_message(None)
-            if message is None:
-                if self._closed:
-                    raise StopAsyncIteration
-                continue
-            self._accept(message)
-            if self.confirm and self._buffer:
-                await self._confirm_buffered()
-        return self._buffer.popleft()
+        while True:
+            while not self._buffer:
+                message = await self._next_message(None)
+                if message is None:
+                    if self._closed:
+                        raise StopAsyncIteration
+                    continue
+                self._accept(message)
+                if self.confirm and self._buffer:
+                    await self._confirm_buffered()
+            event = self._buffer.popleft()
+            if event.kind != "mark":
+                return event
+            # Every event that arrived before the barrier's PONG has been handed out.
+            self._marks.pop(event.id or "", asyncio.Event()).set()
+
+    async def barrier(self) -> asyncio.Event:
+        """An event set once this stream has handed out every event published before the call.
+
+        A PING goes down the subscription's connection; Redis answers it in line with the messages,
+        so when its PONG comes out of the stream, everything published earlier on this server came
+        out before it (on one server: a Cluster's bus does not keep that order across nodes)."""
+        await self.start()
+        token = uuid.uuid4().hex
+        self._marks[token] = done = asyncio.Event()
+        await self._ping(token)
+        return done
+
+    async def _ping(self, token: str) -> None:
+        try:
+            await self._pubsub.ping(token)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise self._lost(e) from e
 
     async def _next_message(self, timeout: float | None) -> dict[str, Any] | None:
         """The next pub/sub message (None: none within ``timeout``, 0 = only what has arrived)."""

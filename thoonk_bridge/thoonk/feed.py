@@ -272,6 +272,15 @@ class Feed(FeedBase):
     def length(self) -> Op[int]:
         return int((yield Cmd("ZCARD", self.keys.ids)))
 
+    @op
+    def version(self) -> Op[str]:
+        """A token that changes with every publish, edit and retract: the publish counter (every
+        publish and edit adds one, as the contract says) and the size (a retract lowers it), read
+        together. Equal tokens read at two moments: the feed did not change in between (short of
+        being deleted and rebuilt to the same counts)."""
+        publishes, size = yield Batch([Cmd("GET", self.keys.publishes), Cmd("ZCARD", self.keys.ids)], atomic=True)
+        return f"{int(publishes or 0)}:{int(size)}"
+
     def get_channels(self) -> tuple[str, ...]:
         return (f"feed.publish:{self.name}", f"feed.edit:{self.name}", f"feed.retract:{self.name}")
 

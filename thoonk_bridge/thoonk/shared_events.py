@@ -43,6 +43,7 @@ class EventConnection:
         self._reader: asyncio.Task[None] | None = None
         self._streams: dict[str, set[SharedEvents]] = {}  # "c:CHANNEL" / "p:PATTERN" -> streams
         self._confirming: dict[str, list[asyncio.Future[None]]] = {}
+        self._pings: dict[str, SharedEvents] = {}  # PING token -> the stream that sent it
         self._lock = asyncio.Lock()
 
     @property
@@ -102,6 +103,17 @@ class EventConnection:
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                 await self._fail(e)
 
+    async def ping(self, stream: SharedEvents, token: str) -> None:
+        """PING down the connection; the PONG goes to ``stream``, in line with its events."""
+        if self._pubsub is None:
+            raise RedisUnavailable(self._address, "event connection closed")
+        self._pings[token] = stream
+        try:
+            await self._pubsub.ping(token)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            await self._fail(e)
+            raise RedisUnavailable(self._address, e) from e
+
     async def _read(self) -> None:
         pubsub = self._pubsub
         while True:
@@ -120,6 +132,11 @@ class EventConnection:
                 key = f"c:{_text(message['channel'])}"
             elif kind == "pmessage":
                 key = f"p:{_text(message['pattern'])}"
+            elif kind == "pong":
+                stream = self._pings.pop(_text(message.get("data") or ""), None)
+                if stream is not None:
+                    stream._receive(message)
+                continue
             else:
                 if kind in ("subscribe", "psubscribe"):
                     prefix = "c:" if kind == "subscribe" else "p:"
@@ -134,6 +151,7 @@ class EventConnection:
         """The connection is gone: every stream on it ends; the next attach opens a new one."""
         streams = {s for ss in self._streams.values() for s in ss}
         self._streams.clear()
+        self._pings.clear()
         for futures in self._confirming.values():
             for future in futures:
                 if not future.done():
@@ -188,6 +206,9 @@ class SharedEvents(AsyncEvents):
             raise
         self._started = True
         return self
+
+    async def _ping(self, token: str) -> None:
+        await self._connection.ping(self, token)
 
     def _receive(self, message: dict[str, Any]) -> None:
         self._messages.append(message)
