@@ -349,7 +349,7 @@ class Daemon:
             for endpoint in spec.sinks
         ]
         return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log,
-                           reconcile_slots=self._reconcile_slots)
+                           reconcile_slots=self._reconcile_slots, fingerprint=route_fingerprint(spec))
 
     def _reverse_ledger(self, spec: RouteSpec, sink: Endpoint) -> Ledger | None:
         """The ledger of the opposite route (from ``sink`` back to ``spec``'s source), if one exists."""

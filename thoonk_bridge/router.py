@@ -61,6 +61,7 @@ LEDGER_BATCH = 256  # events applied between two ledger writes (and most events 
 LEDGER_PAGE = 1000  # ledger fields per HSCAN/HSET/HDEL: bounded Redis commands whatever the size
 DEAD_LETTER_MAX = 10_000  # records a route's dead-letter feed keeps (the oldest go first)
 LEDGER_KEEP_US = 30 * 86_400 * 1_000_000  # see SinkReconcile.end: forgetting what can never matter again
+CHECKPOINT_WAIT = 2.0  # seconds a stopping route waits for its source's barrier (else no checkpoint)
 RECONCILE_WINDOW = 10_000  # events a reconcile queues for a working sink before waiting for it to drain
 _MISSING = object()
 
@@ -97,6 +98,7 @@ class Ledger:
         self.sink = sink
         self.key = f"{KEY_PREFIX}{route}:ledger:{sink}"
         self.started_key = f"{KEY_PREFIX}{route}:started"
+        self.checkpoint_key = f"{KEY_PREFIX}{route}:checkpoint"
 
     async def entries(self) -> dict[str, str]:
         """Every delivered id with its raw value (``LedgerEntry.parse`` reads one), in bounded HSCAN
@@ -121,6 +123,17 @@ class Ledger:
         if present or gone or more:
             await pipe.execute()
 
+    async def save_checkpoint(self, value: str) -> None:
+        await self.redis.hset(self.checkpoint_key, self.sink, value)
+
+    async def take_checkpoint(self) -> str | None:
+        """The checkpoint of the last clean stop, removed as it is read: it holds for one start only."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.checkpoint_key, self.sink)
+        pipe.hdel(self.checkpoint_key, self.sink)
+        value, _ = await pipe.execute()
+        return None if value is None else _text(value)
+
     async def started(self) -> bool:
         return bool(await self.redis.hexists(self.started_key, self.sink))
 
@@ -130,6 +143,7 @@ class Ledger:
     async def forget(self) -> None:
         await self.redis.delete(self.key)
         await self.redis.hdel(self.started_key, self.sink)
+        await self.redis.hdel(self.checkpoint_key, self.sink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,12 +598,14 @@ class RouteRunner:
         retry: RetryPolicy,
         log: structlog.typing.FilteringBoundLogger,
         reconcile_slots: asyncio.Semaphore | None = None,
+        fingerprint: str = "",
     ) -> None:
         self.context = context
         self.name = context.name
         # Shared by the daemon's routes: how many reconcile at once (a thousand routes starting
         # together would otherwise open as many Redis connections and fight for the CPU).
         self.reconcile_slots = reconcile_slots
+        self.fingerprint = fingerprint  # what the route does: a checkpoint holds for the same route only
         self.source_endpoint = source_endpoint
         self.source = source
         self.workers = workers
@@ -679,20 +695,55 @@ class RouteRunner:
                 await asyncio.sleep(delay)
 
     async def _reconcile(self) -> None:
-        """Stream the source's snapshot, page by page, through every sink's reconcile."""
+        """Stream the source's snapshot, page by page, through every sink's reconcile (but for sinks
+        that nothing changed since the checkpoint of a clean stop: see docs/reconcile.md)."""
+        workers = await self._workers_to_reconcile()
+        if not workers:
+            return
         seen: set[str] = set()
         plans: list[SinkReconcile] | None = None
         async for page in self.source.snapshot_pages():
             if plans is None:  # after the first page: a source without a snapshot raised NoSnapshot
-                plans = [await worker.begin_reconcile() for worker in self.workers]
+                plans = [await worker.begin_reconcile() for worker in workers]
             seen.update(item_id for item_id, _ in page)  # unconvertible ones too: still in the source
             converted = await self._convert_snapshot(page)
             for plan in plans:
                 await plan.page(converted)
         if plans is None:
-            plans = [await worker.begin_reconcile() for worker in self.workers]
+            plans = [await worker.begin_reconcile() for worker in workers]
         for plan in plans:
             await plan.end(seen, self.source.absence)
+
+    async def _workers_to_reconcile(self) -> list[SinkWorker]:
+        """The sinks to reconcile: all, but those whose checkpoint (written when the route last
+        stopped cleanly, with every event up to a source version applied) still matches the source's
+        and the sink's versions now: nothing changed on either side, nothing to compare."""
+        checkpoints = [await worker.ledger.take_checkpoint() for worker in self.workers]
+        if not any(checkpoints):
+            return self.workers
+        source = await self.source.version()
+        if source is None:
+            return self.workers
+        todo = []
+        for worker, checkpoint in zip(self.workers, checkpoints, strict=True):
+            sink = await worker.sink.version() if checkpoint is not None else None
+            if sink is not None and checkpoint == f"{self.fingerprint}|{source}|{sink}":
+                worker.log.info("reconcile skipped: neither side changed since the last clean stop")
+                continue
+            todo.append(worker)
+        return todo
+
+    async def _checkpoint_source(self) -> str | None:
+        """The source's version with every event up to it dispatched to the sinks, or None."""
+        if self.status.state != "following" or (self.context.guard is not None and not self.context.guard()):
+            return None
+        try:
+            version = await self.source.version()
+            if version is None or not await asyncio.wait_for(self.source.barrier(), CHECKPOINT_WAIT):
+                return None
+        except Exception:  # noqa: BLE001 - no checkpoint: the next start reconciles, that is all
+            return None
+        return version
 
     def _set(self, state: str, detail: str = "") -> None:
         self.status.state = state
@@ -740,21 +791,32 @@ class RouteRunner:
             worker.offer(event)
 
     async def stop(self, drain: float = 0.0) -> None:
-        """Stop reading; give the sinks up to ``drain`` seconds to finish what is queued; close."""
+        """Stop reading; give the sinks up to ``drain`` seconds to finish what is queued; close.
+
+        A route that drains completely leaves a checkpoint per sink (the source's and the sink's
+        versions), so that its next start can skip a reconcile where nothing changed."""
+        source_version = await self._checkpoint_source() if drain > 0 else None
         await cancel_and_wait(self._task)
         self._task = None
         with contextlib.suppress(Exception):
             await self.source.close()
+        drained = drain > 0
         if drain > 0:
             try:
                 await asyncio.wait_for(asyncio.gather(*(w.wait_idle() for w in self.workers)), drain)
             except TimeoutError:
+                drained = False
                 left = {w.name: len(w.pending) for w in self.workers if w.pending}
                 self.log.warning("drain time over, events left for the next start", pending=left)
         for worker in self.workers:
             await worker.stop()
             with contextlib.suppress(Exception):
                 await worker.sink.flush()
+            if source_version is not None and drained and not worker.pending:
+                with contextlib.suppress(Exception):
+                    sink_version = await worker.sink.version()
+                    if sink_version is not None:
+                        await worker.ledger.save_checkpoint(f"{self.fingerprint}|{source_version}|{sink_version}")
             with contextlib.suppress(Exception):
                 await worker.sink.close()
         self.metrics.route_ready.labels(self.name).set(0)
