@@ -11,8 +11,9 @@ Redis' memory from INFO and the slowest Redis command from SLOWLOG (threshold 10
 Sections:
 
 - reconcile N: a feed of N items (~250 B each) exists before the daemon starts; time until the route
-  is ready and the sink holds all N (copy), then the same daemon restarted (no-op restart: time until
-  /readyz is 200 again, nothing to send).
+  is ready and the sink holds all N (copy); then the daemon stopped with SIGTERM and started again
+  (no-op restart: its checkpoint says nothing changed, time until /readyz is 200); then SIGKILLed and
+  started again (no checkpoint: source and sink compared in full, nothing to send).
 - live R: R routes ``in-i -> out-i``; 20,000 events published (batched) across them while the daemon
   follows; events/s until the last one is in its sink. Baseline beside it: the core's own publish rate.
 - routes R: R routes with small feeds; time from start to ready, and the daemon's Redis connections
@@ -101,6 +102,11 @@ class Daemon:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(60)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -150,6 +156,17 @@ def bench_reconcile(url: str, raw: redis.Redis, size: int, workdir: Path) -> Non
         sent = int(raw.get("feed.publishes:out") or 0) - publishes
         print(f"no-op restart {size:>7,} items: ready in {ready:6.1f} s, daemon peak {rss:5.0f} MiB, "
               f"slowest Redis command {slow}, items re-sent {sent}", flush=True)
+    finally:
+        daemon.kill()
+    # Killed: no checkpoint, so this start compares everything (and still sends nothing).
+    daemon.start()
+    try:
+        ready = daemon.wait(daemon.ready)
+        rss = daemon.peak_rss_mib()
+        slow = slowest(raw)
+        sent = int(raw.get("feed.publishes:out") or 0) - publishes
+        print(f"restart after SIGKILL {size:>7,} items (full compare): ready in {ready:6.1f} s, daemon peak "
+              f"{rss:5.0f} MiB, slowest Redis command {slow}, items re-sent {sent}", flush=True)
     finally:
         daemon.stop()
 
