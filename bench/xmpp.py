@@ -1,8 +1,8 @@
 """Benchmark of the xmpp plugin against the raw slixmpp ceiling, in one run on one machine.
 
 Starts a throwaway Prosody on loopback (the test fixture in ``tests/prosody_server.py``, its data in
-/dev/shm) and an embedded Redis, then, ``--rounds`` times with the same two daemons, measures for the
-same number of items:
+/dev/shm unless ``--data disk``) and an embedded Redis, then, ``--rounds`` times with the same two
+daemons, measures for the same number of items:
 
 1. ``raw``: a bare slixmpp publisher and a bare slixmpp subscriber doing publish -> notification
    round trips, ``--inflight`` publishes outstanding: the ceiling.
@@ -21,6 +21,7 @@ storage is not what is measured. Such nodes keep no items: the node -> Thoonk ro
 notifications without a snapshot (``NoSnapshot``), which is what this run measures anyway.
 
     .venv/bin/python bench/xmpp.py [--items 2000] [--inflight 50] [--rounds 3] [--storage auto|sql|none]
+        [--data memory|disk]
 """
 
 from __future__ import annotations
@@ -202,6 +203,11 @@ async def main() -> None:
         help="sql: the SQLite component (needs lua-dbi-sqlite3); none: nodes with persist_items=false "
         "(no disk, so the least noisy on a busy machine); auto: sql when available, else none",
     )
+    parser.add_argument(
+        "--data", choices=("memory", "disk"), default="memory",
+        help="where Prosody keeps its data: memory (/dev/shm: the server is fast, the bridge's own CPU is "
+        "measured) or disk (a temp dir: SQLite's fsyncs set the pace, as on a real server)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.storage == "sql" and not sqlite_available():
@@ -212,7 +218,8 @@ async def main() -> None:
         service, persist, storage = PUBSUB, False, "internal, persist_items=false"
     # Prosody's data in memory when possible: SQLite's fsyncs on a shared disk would measure the disk
     shm = Path("/dev/shm")
-    server = ProsodyServer(Path(tempfile.mkdtemp(prefix="prosody-", dir=shm)) if shm.is_dir() else None).start()
+    in_memory = args.data == "memory" and shm.is_dir()
+    server = ProsodyServer(Path(tempfile.mkdtemp(prefix="prosody-", dir=shm)) if in_memory else None).start()
     redis = EmbeddedRedis(port=0, persistent=False).start()
     try:
         n, w = args.items, args.inflight
@@ -226,7 +233,8 @@ async def main() -> None:
     t2t = statistics.median(r[2] for r in rounds)
     n2t_ratio = statistics.median(r[1] / r[0] for r in rounds)
     t2t_ratio = statistics.median(r[2] / r[0] for r in rounds)
-    print(f"xmpp bench: {n} items (~200-byte Atom entries), pubsub storage {storage}, Prosody on loopback, "
+    print(f"xmpp bench: {n} items (~200-byte Atom entries), pubsub storage {storage} "
+          f"({'in memory' if in_memory else 'on disk'}), Prosody on loopback, "
           f"median of {len(rounds)} rounds (ratios: median of each round's ratio to that round's raw)")
     print(f"  raw slixmpp publish->notification, {w:>3} in flight: {raw_w:8.0f} items/s")
     print(f"  raw slixmpp publish->notification,   1 in flight: {raw_1:8.0f} items/s")
