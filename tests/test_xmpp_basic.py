@@ -539,15 +539,23 @@ async def test_sink_retry_wait_ends_when_the_session_is_back(fresh_prosody: Pros
         conn = plugin.connection("default")
         fresh_prosody.stop()
         await eventually(lambda: not conn.ready, 10)
-        with pytest.raises(DeliveryError):
-            await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
+        batch = [ItemEvent(EventKind.PUBLISH, i, f"text {i}") for i in ("a", "b", "c")]
+        results = await sink.apply_many(batch)
+        # no session: the first event fails (retryable), nothing more is sent
+        assert len(results) == 1 and isinstance(results[0], DeliveryError) and results[0].retryable
         waiting = asyncio.ensure_future(sink.wait_retry(300))
         await asyncio.sleep(0.2)
         assert not waiting.done()
         fresh_prosody.start()
         await asyncio.wait_for(waiting, 30)  # long before the 300 s delay
-        await sink.apply(ItemEvent(EventKind.PUBLISH, "a", "text"))
+        await sink.apply(batch[0])
+        # the other events that failed with that session do not wait either
+        await asyncio.wait_for(sink.wait_retry(300), 5)
+        await sink.apply_many(batch[1:])
+        assert set(await sink.ids()) == {"a", "b", "c"}
         # a failure on a live session waits out its delay
+        with pytest.raises(DeliveryError):
+            await sink.apply(ItemEvent(EventKind.PUBLISH, "big", "x" * 300_000))
         slow = asyncio.ensure_future(sink.wait_retry(300))
         await asyncio.sleep(0.3)
         assert not slow.done()

@@ -123,12 +123,13 @@ class XmppSink(Sink):
         await self._retry_offline(self._ensure_node)
 
     async def wait_retry(self, delay: float) -> None:
-        """The retry delay, cut short when the event failed for want of a session and one is back."""
+        """The retry delay, cut short when the last failure was for want of a session and a newer one
+        is up (at once when it already is: the other events of a batch that failed with it)."""
         lost = self._lost_session
         if lost is None:
             await asyncio.sleep(delay)
-        elif await self.conn.wait_session(after=lost, timeout=delay):
-            self._lost_session = None
+        else:
+            await self.conn.wait_session(after=lost, timeout=delay)
 
     async def _retry_offline(self, fn: Any) -> Any:
         while True:
@@ -347,8 +348,7 @@ class XmppSink(Sink):
 
     # ------------------------------------------------------------------ apply
     async def apply(self, event: ItemEvent) -> None:
-        self._lost_session = None
-        await self._remember({event.id: await self._apply(event)})
+        await self._remember({event.id: await self._tracked(event)})
 
     async def apply_many(self, events: Sequence[ItemEvent]) -> list[BaseException | None]:
         """Pipelined: up to ``max_in_flight`` publishes and retracts outstanding on the one stream.
@@ -358,20 +358,24 @@ class XmppSink(Sink):
         event); after a failure for want of a session nothing more is sent, and the list ends there
         (the router sends the rest again). One ledger write for the whole batch.
         """
-        self._lost_session = None
         window = asyncio.Semaphore(self.options.max_in_flight)
         tasks: list[asyncio.Task[tuple[str, str] | None]] = []
+        no_session = False
 
         async def one(event: ItemEvent) -> tuple[str, str] | None:
+            nonlocal no_session
             try:
-                return await self._apply(event)
+                return await self._tracked(event)
+            except _NoSession:
+                no_session = True
+                raise
             finally:
                 window.release()
 
         try:
             for event in events:
                 await window.acquire()
-                if self._lost_session is not None:  # the session is gone: the rest would fail alike
+                if no_session or (tasks and not self.conn.ready):  # the rest would fail alike
                     window.release()
                     break
                 tasks.append(asyncio.create_task(one(event)))
@@ -392,11 +396,21 @@ class XmppSink(Sink):
         await self._remember(updates)
         return results
 
+    async def _tracked(self, event: ItemEvent) -> tuple[str, str] | None:
+        """``_apply``, remembering whether a failure was for want of a session (see ``wait_retry``)."""
+        try:
+            return await self._apply(event)
+        except _NoSession:
+            raise
+        except BaseException:
+            self._lost_session = None  # failed on a live session: a retry waits its full delay
+            raise
+
     async def _apply(self, event: ItemEvent) -> tuple[str, str] | None:
         """Publish or retract one event; returns its ledger entry (None: retracted)."""
         if not self.conn.ready:
             self._lost_session = self.conn.generation
-            raise DeliveryError(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}", retryable=True)
+            raise _NoSession(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}")
         if event.kind is EventKind.RETRACT:
             await self._retract(event.id)
             return None
@@ -440,7 +454,7 @@ class XmppSink(Sink):
             if error is not None and "policy-violation" in error[1]:
                 self.conn.last_stream_error = None
                 self._reject("refused", item_id, f"the server closed the stream on this item: {error[1]}")
-            raise DeliveryError(str(exc), retryable=True) from None
+            raise _NoSession(str(exc)) from None
         except IqTimeout:
             raise DeliveryError(f"publish of {item_id!r} to {self.node!r}: no answer", retryable=True) from None
         except IqError as exc:
@@ -452,6 +466,9 @@ class XmppSink(Sink):
                         await self._ensure_node()
                 except XmppEndpointError as err:
                     raise DeliveryError(str(err), retryable=True) from None
+                except NotConnected as err:
+                    self._lost_session = self.conn.generation
+                    raise _NoSession(str(err)) from None
                 await self._publish(item_id, element, retry_missing=False)
                 return
             message = describe_endpoint_error(
@@ -474,7 +491,7 @@ class XmppSink(Sink):
             )
         except NotConnected as exc:
             self._lost_session = self.conn.generation
-            raise DeliveryError(str(exc), retryable=True) from None
+            raise _NoSession(str(exc)) from None
         except IqTimeout:
             raise DeliveryError(f"retract of {item_id!r}: no answer", retryable=True) from None
         except IqError as exc:
@@ -487,6 +504,13 @@ class XmppSink(Sink):
             self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
             raise DeliveryError(message, retryable=True) from None
         self.plugin.metrics.retracted.labels(self.route.name).inc()
+
+
+class _NoSession(DeliveryError):
+    """An event failed for want of a session (none, or it died before the answer): retryable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 class _Missing(Exception):
