@@ -493,3 +493,29 @@ async def test_discovery_in_a_huge_topic_document_runs_off_the_loop(node: Node, 
         assert ticks >= 20, ticks  # the loop ran while the document was read (on the loop: 3)
     finally:
         await src.close()
+
+
+async def test_the_seen_ids_of_a_topic_stay_bounded(redis_url: str, outside: Outside) -> None:
+    # Each push names new entries only (a diffing hub, or a busy topic): what the source remembers
+    # of the ids it saw must not grow with every push.
+    from thoonk_bridge.plugins.websub.subscriber import SEEN_PER_ENTRY_CAP, seen_key
+
+    node = await start_node(redis_url, max_delivery_entries=3)
+    src = await open_source(node, outside.url("/topic/header"))
+    try:
+        form = await verified(outside)
+        await wait_for(lambda: _state(src, "active"))
+        await src.snapshot()
+        follow = src.follow()
+        for push in range(20):
+            entries = tuple((f"p{push}-{i}", f"entry {push} {i}") for i in range(3))
+            assert await outside.deliver(form, atom(entries=entries)) in (200, 202)
+            for _ in range(3):
+                event = await asyncio.wait_for(follow.__anext__(), 5)
+                assert event.kind is EventKind.PUBLISH
+            held = await node.context.redis.hlen(seen_key(src.key))
+            assert held <= SEEN_PER_ENTRY_CAP * 3 + 3, (push, held)
+        await follow.aclose()
+    finally:
+        await src.close()
+        await node.stop()

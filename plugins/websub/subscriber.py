@@ -67,6 +67,9 @@ def inbox_key(key: str) -> str:
     return f"{P}inbox:{key}"
 
 
+SEEN_PER_ENTRY_CAP = 10  # the seen-ids hash keeps at most this many times max_delivery_entries ids
+
+
 def seen_key(key: str) -> str:
     return f"{P}seen:{key}"
 
@@ -411,6 +414,9 @@ class WebSubSource(Source):
             for gone in [i for i in known if i not in present]:
                 events.append(ItemEvent(EventKind.RETRACT, gone))
                 await self.redis.hdel(key, gone)
+        # Bounded: past SEEN_PER_ENTRY_CAP times the entries a document may carry, only what this
+        # document holds is kept (an entry forgotten and seen again is one idempotent upsert more).
+        replace = replace or len(known) > SEEN_PER_ENTRY_CAP * self.plugin.settings.max_delivery_entries
         async with self.redis.pipeline(transaction=True) as pipe:
             if replace:
                 pipe.delete(key)
