@@ -200,7 +200,7 @@ class XmppSink(Sink):
             raise self._fail("cannot configure", _Forbidden())
         if current is not None and (self.options.configure or await self._created()):
             await self._apply_options(current)
-        self.capacity = _max_items(current) if current is not None else self.options.max_items
+        self.capacity = (_max_items(current) if current is not None else None) or self.options.max_items
         self._node_ready = True
         self.plugin.clear_problem(self.key)
 
