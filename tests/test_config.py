@@ -450,7 +450,7 @@ BAD = [
     pytest.param(
         "http:\n  port: 80\n",
         ["2:3: http.port: unknown key 'port' (allowed: listen, public_url, header_timeout, keepalive_timeout, "
-         "max_connections)"],
+         "max_connections, request_timeout, console)"],
         id="http-unknown",
     ),
     pytest.param(

@@ -461,11 +461,13 @@ def _when(stamp: float | None) -> str:
 
 
 def _operator_commands() -> None:
-    """``deadletters`` and ``trace``: defined in their modules, which use this module's helpers."""
+    """``deadletters``, ``trace``, ``fleet``: defined in their modules, which use this module's helpers."""
     from thoonk_bridge import deadletters, trace
+    from thoonk_bridge.console import web
 
     deadletters.register(main)
     trace.register(main)
+    web.register(main)
 
 
 _operator_commands()

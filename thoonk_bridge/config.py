@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from thoonk_bridge.console.settings import ConsoleSettings
 from thoonk_bridge.endpoints import THOONK_KIND
 from thoonk_bridge.payload import Format
 from thoonk_bridge.plugin import Endpoint, EndpointKind, Plugin, Settings, discover_plugins
@@ -185,6 +186,7 @@ class HttpSettings(BaseModel):
       below the process's open-file limit (``ulimit -n``), whatever is configured (default 512).
     - ``request_timeout``: seconds from a request's headers to its answer, reading its body included;
       then 408 (default 60).
+    - ``console``: the operator's console page (:class:`~thoonk_bridge.console.settings.ConsoleSettings`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -199,6 +201,7 @@ class HttpSettings(BaseModel):
                                  description="open HTTP connections at most (also kept under ulimit -n)")
     request_timeout: float = Field(default=60.0, gt=0, le=86400,
                                    description="seconds from a request's headers to its answer, body included")
+    console: ConsoleSettings = Field(default_factory=lambda: ConsoleSettings(), description="the console page")
 
     @field_validator("listen")
     @classmethod

@@ -153,6 +153,7 @@ class Daemon:
         self._started_at = time.time()
         self._heartbeat: asyncio.Task[None] | None = None
         self.replays: Any = None  # deadletters.ReplayDesk: the replay requests of the routes we run
+        self.console: Any = None  # console.web.Console: this daemon's report, and the page when enabled
         self.phase = "starting"  # starting | running | draining | stopped
         self.embedded: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None
@@ -228,6 +229,10 @@ class Daemon:
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges,
                              request_timeout=self.config.http.request_timeout)
 
+        from thoonk_bridge.console.web import Console
+
+        self.console = Console(self)
+        self.console.mount(self.app)
         await self._setup_plugins()
         http = self.config.http
         limits = HttpLimits(http.header_timeout, http.keepalive_timeout, http.max_connections).fitted()
@@ -259,6 +264,7 @@ class Daemon:
 
         self.replays = ReplayDesk(self.redis, self.thoonk, lambda: self.routes, self.instance_id, self.log)
         self.replays.start()
+        self.console.start()
         self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
                       plugins=sorted(self.plugins))
 
@@ -677,6 +683,8 @@ class Daemon:
         await cancel_and_wait(self._heartbeat)
         if self.replays is not None:
             await self.replays.stop()
+        if self.console is not None:
+            await self.console.stop()
         await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.leases)), return_exceptions=True)
         if self.keeper is not None:
             await asyncio.to_thread(self.keeper.stop)
