@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from bridge_process import BridgeProcess, wait
+from prosody_server import ProsodyServer, prosody  # noqa: F401 - session fixture
 
 from thoonk_bridge.console import web as console_web
 from thoonk_bridge.testing import running_bridge, wait_until
@@ -254,3 +255,36 @@ async def test_the_cli_prints_the_document_the_page_polls(redis_url: str, tmp_pa
     assert [(r["name"], r["owner"], r["source"]) for r in from_cli["routes"]] == expected
     assert [(r["name"], r["owner"], r["source"]) for r in from_page["routes"]] == expected
     assert [d["instance"] for d in from_cli["daemons"]] == [daemon.instance_id]
+
+
+async def test_websub_topics_and_xmpp_sessions_without_secrets(
+    redis_url: str, tmp_path: Path, prosody: ProsodyServer  # noqa: F811
+) -> None:
+    import time
+
+    from thoonk_bridge.plugins.websub.store import HubStore
+
+    config = {"http": {"console": console()}, "plugins": {"websub": {}, "xmpp": prosody.account()},
+              "routes": [{"name": "news", "from": "thoonk:news", "to": "websub:news"}]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path) as daemon:
+        await wait_until(lambda: daemon.routes["news"].ready)
+        store = HubStore(daemon.redis)
+        topic = "https://example.org/topic.atom?apikey=s3cretkey"
+        failing = await store.activate(topic, "http://hooks.example.net/cb/s3cretpath?t=s3cretq", "s3cretsig",
+                                       3600, time.time())
+        await store.activate(topic, "http://ok.example.net/cb", None, 3600, time.time())
+        await store.record_results([(failing, 500, False)], time.time())
+        await daemon.console.report()
+        status, body = await fetch(daemon, "/console/state.json")
+        assert status == 200
+        state = json.loads(body)
+        assert state["websub"]["topics"] == [
+            {"topic": "https://example.org/topic.atom?apikey=***", "subscribers": 2, "failing": ["hooks.example.net"]}]
+        [account] = state["xmpp"]
+        assert account["account"] == "default" and account["state"] == "connected"
+        assert account["jid"] == prosody.account()["jid"]
+        _, page = await fetch(daemon, "/console")
+        assert "hooks.example.net" in page and "connected" in page
+        for text in (body, page):
+            for secret in ("s3cret", str(prosody.account()["password"]), TOKEN):
+                assert secret not in text, secret

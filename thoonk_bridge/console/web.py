@@ -93,7 +93,7 @@ def daemon_report(daemon: Daemon) -> dict[str, Any]:
         health = plugin.health()
         plugins[name] = {"status": str(health.status), "detail": redact_text(health.detail)}
         for account, conn in (getattr(plugin, "connections", None) or {}).items() if name == "xmpp" else ():
-            jid = getattr(getattr(conn, "account", None), "jid", "")
+            jid = getattr(getattr(conn, "settings", None), "bare_jid", "")  # never its password
             xmpp.append({"account": account, "jid": str(jid), "state": str(getattr(conn, "state", "?")),
                          "detail": redact_text(str(getattr(conn, "detail", "")))})
     return {"instance": daemon.instance_id, "version": __version__, "at": now, "routes": routes,
