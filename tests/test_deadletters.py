@@ -93,20 +93,51 @@ def test_list_show_replay_failing_again_then_delivered_after_the_fix(
     [(same_id, rewritten)] = entries(redis_url).items()
     assert same_id == entry_id and rewritten["at"] > record["at"]
 
-    # The operator raises the limit (SIGHUP restarts the route) and replays: delivered, entry gone.
+    # The operator raises the limit; SIGHUP restarts the route, whose reconcile sends the sink what it
+    # lacks: the item is delivered, and its dead letter goes with it (no stale entry to replay).
     bridge.write_config({**config(redis_url, tmp_path, limit=100_000), "log_format": "json",
                          "http": {"listen": f"127.0.0.1:{bridge.port}"}})
     bridge.signal(signal.SIGHUP)
     wait(lambda: any(e.get("event") == "reload done" for e in bridge.log_events()), message="reloaded")
     bridge.wait_ready()
-    done = cli("deadletters", "replay", "news", "--all", env=env)
-    assert done.returncode == 0, (done.stdout, done.stderr)
-    assert f"{entry_id}: delivered" in done.stdout
-    assert entries(redis_url) == {}
-    wait(lambda: "Big" in atom(bridge), message="the replayed item in the document")
+    wait(lambda: "Big" in atom(bridge), message="the item in the document")
+    wait(lambda: entries(redis_url) == {}, message="its dead letter settled")
     with Thoonk(url=redis_url) as pubsub:  # the other sink had it already: once, untouched
         assert pubsub.feed("copy").get_ids().count("big") == 1
     assert cli("deadletters", "list", env=env).stdout.strip() == "news  0"
+
+
+async def test_replay_delivers_once_the_sink_takes_it(redis_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from test_router import PLUGINS, SINKS, idle
+
+    from thoonk_bridge.plugin import DeliveryError
+    from thoonk_bridge.testing import running_bridge, wait_until
+
+    SINKS.clear()
+    env = {"THOONK_BRIDGE_REDIS": redis_url}
+    config = {"routes": [{"name": "r", "from": "thoonk:in", "to": ["memory:flaky", "memory:fine"]}]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        SINKS["flaky"].fail = DeliveryError("node refuses it", retryable=False)
+        await (await daemon.thoonk.feed("in")).publish("payload", id="x")
+        await wait_until(lambda: entries(redis_url, "r"), message="dead letter")
+        await wait_until(lambda: "x" in SINKS["fine"].items)
+        [entry_id] = entries(redis_url, "r")
+        # Refused again (an edit): the one entry of this item and sink is rewritten, not doubled.
+        await (await daemon.thoonk.feed("in")).publish("payload, edited", id="x")
+        await wait_until(lambda: entries(redis_url, "r").get(entry_id, {}).get("payload") == "payload, edited")
+        assert list(entries(redis_url, "r")) == [entry_id]
+        SINKS["flaky"].fail = None  # the node takes it now (no restart: no reconcile)
+        done = await asyncio.to_thread(cli, "deadletters", "replay", "r", "x", env=env)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert f"route r: 1 replayed by {daemon.instance_id}" in done.stdout
+        assert f"{entry_id}: delivered" in done.stdout
+        assert entries(redis_url, "r") == {}
+        assert [e.payload for e in SINKS["flaky"].applied] == ["payload, edited"]  # once, the newest
+        assert [e.payload for e in SINKS["fine"].applied] == ["payload", "payload, edited"]  # not sent again
+    SINKS.clear()
 
 
 def test_discard_by_item_or_all(bridge: BridgeProcess, redis_url: str, env: dict[str, str]) -> None:

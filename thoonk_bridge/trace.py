@@ -21,8 +21,11 @@ lag from the router receiving an event to its sink applying it) and follows dead
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,6 +99,12 @@ class RouteRecorder:
     delivered_total: int = 0
     last_error: tuple[float, str] | None = None
     replays: dict[tuple[str, str], Replay] = field(default_factory=dict)
+    # (sink, item id) -> its dead-letter entry: a later delivery of the id to that sink (an edit, a
+    # reconcile after a restart) settles the entry, a later refusal rewrites it instead of adding one.
+    dead_entries: dict[tuple[str, str], str] = field(default_factory=dict)
+    _loaded: bool = False  # dead_entries read from the feed (at the first batch written)
+    _loading: bool = False
+    _early: list[tuple[str, str]] = field(default_factory=list)  # delivered before that
     _settled: list[str] = field(default_factory=list)
 
     # -- called by SinkWorker (the hot path: no Redis, no encoding)
@@ -122,6 +131,13 @@ class RouteRecorder:
             self._lags.append((now, time.monotonic() - since))
         if self.replays:
             self._resolve(sink, event.id)
+        if not self._loaded:
+            if len(self._early) < TRACE_MAX:
+                self._early.append((sink, event.id))  # at most a batch per sink: read at its flush
+        elif self.dead_entries:
+            entry_id = self.dead_entries.pop((sink, event.id), None)
+            if entry_id is not None:
+                self._settled.append(entry_id)
 
     def note(self, sink: str, item_id: str, outcome: str) -> None:
         self._notes.append((time.time(), outcome, sink, item_id))
@@ -134,13 +150,18 @@ class RouteRecorder:
         rewritten in place (same entry id, the new reason), so it is neither lost nor doubled."""
         from thoonk_bridge.router import store_dead_letter
 
+        if not self._loaded and not self._loading:
+            with contextlib.suppress(Exception):  # then it is read at the next batch
+                await self.load_dead_entries()  # an entry of this item and sink is rewritten, not doubled
         self._since.pop((sink, event.id), None)
         self.note(sink, event.id, "dead-lettered")
         self.failed(reason)
         replay = self.replays.pop((sink, event.id), None) if self.replays else None
         entry_id = replay.entry_id if replay is not None and not replay.shared else None
+        entry_id = entry_id or self.dead_entries.get((sink, event.id)) or uuid.uuid4().hex
         await store_dead_letter(self.thoonk, self.route, event.id, event.payload, reason,
                                 sink=sink, kind=str(event.kind), entry_id=entry_id)
+        self.dead_entries[(sink, event.id)] = entry_id
         if replay is not None and replay.shared:
             self._finish(replay, sink)
 
@@ -171,16 +192,45 @@ class RouteRecorder:
             pipe.ltrim(key, -TRACE_MAX, -1)
         return True
 
-    async def settle(self) -> None:
-        """Remove the dead-letter entries whose replay was delivered everywhere."""
-        if not self._settled:
-            return
+    async def load_dead_entries(self) -> None:
+        """Read which (sink, item) pairs have a dead letter (once, at the first batch written), and
+        settle those delivered meanwhile (a reconcile after a restart sends a sink what it lacks)."""
+        from thoonk_bridge.deadletters import DeadLetter
         from thoonk_bridge.router import DEAD_LETTER_MAX, dead_letter_feed
 
-        settled, self._settled = self._settled, []
-        feed = await self.thoonk.feed(dead_letter_feed(self.route), {"max_length": DEAD_LETTER_MAX})
-        for entry_id in settled:
-            await feed.retract(entry_id)
+        self._loading = True
+        try:
+            if await self.thoonk.feed_exists(dead_letter_feed(self.route)):
+                feed = await self.thoonk.feed(dead_letter_feed(self.route), {"max_length": DEAD_LETTER_MAX})
+                for entry_id, raw in (await feed.get_all()).items():
+                    entry = DeadLetter.parse(entry_id, raw)
+                    if entry.sink is not None:
+                        self.dead_entries.setdefault((entry.sink, entry.item_id), entry_id)
+        finally:
+            self._loading = False
+        early, self._early = self._early, []
+        self._loaded = True
+        for pair in early:
+            entry_id = self.dead_entries.pop(pair, None)
+            if entry_id is not None:
+                self._settled.append(entry_id)
+
+    async def settle(self) -> None:
+        """Remove the dead-letter entries settled by a delivery (a replay, or the item delivered later).
+        Redis failing here costs nothing but time: what is not done is tried at the next batch."""
+        from thoonk_bridge.router import DEAD_LETTER_MAX, dead_letter_feed
+
+        try:
+            if not self._loaded and not self._loading:
+                await self.load_dead_entries()
+            while self._settled:
+                feed = await self.thoonk.feed(dead_letter_feed(self.route), {"max_length": DEAD_LETTER_MAX})
+                await feed.retract(self._settled[0])
+                self._settled.pop(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001, S110 - the worker must go on; the ledger write reports Redis trouble
+            pass
 
     # -- the console's numbers
 
