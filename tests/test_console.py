@@ -15,6 +15,7 @@ from bridge_process import BridgeProcess, wait
 from prosody_server import ProsodyServer, prosody  # noqa: F401 - session fixture
 
 from thoonk_bridge.console import web as console_web
+from thoonk_bridge.router import dead_letter_feed
 from thoonk_bridge.testing import running_bridge, wait_until
 from thoonk_bridge.thoonk import Thoonk
 
@@ -212,17 +213,25 @@ def test_console_in_a_browser(browser: Any, redis_url: str, tmp_path: Path) -> N
             ".then(r => done(r.status))")
         assert status == 401
 
-        # The operator fixes the sink's limit, enters the token and replays from the page.
-        bridge.write_config(config(100_000))
-        bridge.signal(signal.SIGHUP)
-        wait(lambda: any(e.get("event") == "reload done" for e in bridge.log_events()), message="reloaded")
-        bridge.wait_ready()
+        # With the token from the page: the route's daemon replays it (the sink still refuses it: the
+        # entry stays, rewritten with the new time).
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.ID, "trace-feed").click()  # the change event stores the token
+        def stored_at() -> list[float]:
+            return [json.loads(v)["at"] for v in pubsub.feed(dead_letter_feed("news")).get_all().values()]
+
+        [before] = stored_at()
         click("#deadletters button.replay")
         wait(lambda: "replayed 1" in text("#message"), message="replay accepted")
+        wait(lambda: stored_at() != [before], message="entry rewritten")
+        assert len(stored_at()) == 1
+        assert cell(".deadletters") == "1"
+        # The operator raises the sink's limit: the restarted route delivers it; the page follows.
+        bridge.write_config(config(100_000))
+        bridge.signal(signal.SIGHUP)
         wait(lambda: cell(".deadletters") == "0", message="the dead letter is gone")
         assert "Big" in bridge.get("/feeds/news.atom")[1]
+        assert browser.execute_script("return window.loadedOnce") == "yes"
 
         browser.find_element(By.ID, "trace-feed").send_keys("news")
         browser.find_element(By.ID, "trace-id").send_keys("big")
