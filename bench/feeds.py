@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
-from thoonk_bridge.plugins.feeds.render import FeedMeta, StoredItem, render_documents
-from thoonk_bridge.plugins.feeds.sink import FeedSink
 
 from thoonk_bridge.payload import parse
 from thoonk_bridge.plugin import ItemEvent
+from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
+from thoonk_bridge.plugins.feeds.render import FeedMeta, StoredItem, render_documents
+from thoonk_bridge.plugins.feeds.sink import FeedSink
 from thoonk_bridge.testing import running_bridge
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 

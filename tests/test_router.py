@@ -598,9 +598,7 @@ async def test_a_clean_stop_lets_the_next_start_skip_what_did_not_change(
 
 
 async def test_events_racing_a_clean_stop_are_not_lost_to_the_checkpoint(redis_url: str, tmp_path: Path) -> None:
-    from thoonk_bridge.thoonk import Thoonk
-
-    from thoonk_bridge.thoonk import AsyncThoonk
+    from thoonk_bridge.thoonk import AsyncThoonk, Thoonk
 
     config = {"routes": [route("race", "thoonk:in", "thoonk:out")]}
     other = AsyncThoonk(redis_url)  # another program, publishing through the daemon's stop
