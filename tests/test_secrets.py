@@ -248,3 +248,21 @@ def test_redact_url_keeps_what_is_not_secret() -> None:
     assert redact_url("redis://:p#ss@h/0") == "redis://***@h/0"  # an unescaped '#' in a password
     assert redact_url("https://h?TOKEN") == "https://h?***"
     assert redact_text("see (https://u:p@h/x?a=1), then") == "see (https://***@h/x?a=***), then"
+
+
+def test_logs_are_redacted_even_without_configure_logging(capsys: pytest.CaptureFixture[str]) -> None:
+    # A program embedding the daemon (or the test harness) that never calls configure_logging.
+    import structlog
+
+    from thoonk_bridge import logs
+
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        logs._redact_by_default()
+        logs.get_logger(route="r").info("polling", url="https://reader:s3cretpass@example.org/f?token=t0k3n")
+        out = capsys.readouterr().out
+        assert "polling" in out and "example.org" in out
+        assert "s3cretpass" not in out and "t0k3n" not in out
+    finally:
+        structlog.configure(**saved)

@@ -72,3 +72,17 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
 def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(**bound)
     return logger
+
+
+def _redact_by_default() -> None:
+    """A program that embeds the daemon (or a test harness) without calling configure_logging still
+    gets structlog's default output, but with secrets masked: the same processors, redaction added
+    just before the renderer."""
+    if structlog.is_configured():
+        return
+    processors = list(structlog.get_config()["processors"])
+    processors.insert(max(0, len(processors) - 1), redact_secrets)
+    structlog.configure(processors=processors)
+
+
+_redact_by_default()
