@@ -653,3 +653,35 @@ async def test_a_burst_just_before_a_clean_stop_is_in_the_sink_or_reconciled(
                 assert len(pubsub.feed("out").get_ids()) == 6000
     finally:
         await other.aclose()
+
+
+async def test_a_sink_worker_outlives_redis_failing_under_its_ledger_write(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen during a Sentinel failover: the ledger write after a batch failed and the worker task died
+    # silently, its events pending for ever.
+    from thoonk_bridge.router import Ledger
+
+    record = Ledger.record_batch
+    failures = {"left": 2}
+
+    async def flaky(self: Ledger, *args: Any, **kwargs: Any) -> None:
+        if failures["left"] and args and args[0]:
+            failures["left"] -= 1
+            raise redis.ConnectionError("Redis is failing over")
+        await record(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "record_batch", flaky)
+    config = {"routes": [route("r", "thoonk:in", ["thoonk:out", "memory:m"])]}
+    async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path, plugins=PLUGINS) as daemon:
+        await idle(daemon)
+        feed = await daemon.thoonk.feed("in")
+        for i in range(5):
+            await feed.publish(f"v{i}", id=str(i))
+        expected = {str(i): f"v{i}" for i in range(5)}
+        await wait_until(lambda: _eq(items(daemon, "out"), expected), message="out has every item")
+        await wait_until(lambda: SINKS["m"].items == expected, message="memory sink has every item")
+        await idle(daemon)
+        assert failures["left"] == 0
+        for worker in daemon.routes["r"].workers:
+            assert set(await worker.ledger.items()) == set(expected), worker.name

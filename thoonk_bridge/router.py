@@ -321,8 +321,30 @@ class SinkWorker:
 
     async def _run(self) -> None:
         self.state = "ready"
+        failures = 0
+        while True:
+            try:
+                await self._run_batches()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis away while recording: the worker lives on
+                # Nothing is lost: undelivered events stay pending, unrecorded deliveries stay in
+                # _ledger_updates, and both are tried again.
+                self.metrics.errors.labels(self.route.name, self.name).inc()
+                delay = self.retry.delay(failures)
+                failures += 1
+                reason = f"{type(exc).__name__}: {exc}"
+                self.state = f"retrying: {reason}"
+                self._room.set()
+                self.log.warning("sink worker failed, will retry", error=reason, retry_in=round(delay, 3))
+                await asyncio.sleep(delay)
+            else:
+                failures = 0
+
+    async def _run_batches(self) -> None:
         while True:
             if not self.pending:
+                await self._flush_ledger()  # what a failed flush left behind
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
@@ -349,11 +371,15 @@ class SinkWorker:
 
     async def _flush_ledger(self) -> None:
         updates, self._ledger_updates = self._ledger_updates, {}
-        if self.recorder is not None:
-            await self.ledger.record_batch(updates, also=self.recorder.write)
-            await self.recorder.settle()
-        elif updates:
-            await self.ledger.record_batch(updates)
+        try:
+            if self.recorder is not None:
+                await self.ledger.record_batch(updates, also=self.recorder.write)
+                await self.recorder.settle()
+            elif updates:
+                await self.ledger.record_batch(updates)
+        except BaseException:
+            self._ledger_updates = {**updates, **self._ledger_updates}  # newer entries win; retried
+            raise
 
     async def _apply_batch(self, events: list[ItemEvent]) -> list[BaseException | None]:
         """One ``Sink.apply_many``: a result per event tried (fewer: the rest was not tried)."""
