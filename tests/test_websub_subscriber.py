@@ -13,8 +13,10 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from loop_probe import LoopProbe
 from test_websub_support import Node, start_node, wait_for
 
+from thoonk_bridge import feedparse
 from thoonk_bridge.plugin import Endpoint, EventKind, Resync, RouteContext
 from thoonk_bridge.plugins.websub.settings import WebSubSourceOptions
 from thoonk_bridge.plugins.websub.subscriber import WebSubSource, discover_links, parse_link_header
@@ -441,7 +443,9 @@ def test_discovery_order() -> None:
     assert (hubs, me, where) == (["https://body-hub/"], "https://body-self/", "xml")
 
 
-async def test_a_huge_delivery_is_parsed_off_the_loop_and_capped(redis_url: str, outside: Outside) -> None:
+async def test_a_huge_delivery_is_parsed_off_the_loop_and_capped(
+    redis_url: str, outside: Outside, monkeypatch: pytest.MonkeyPatch
+) -> None:
     node = await start_node(redis_url, renew_at=0.8, max_delivery_entries=15_000)
     src = await open_source(node, outside.url("/topic/header"), name="huge")
     try:
@@ -452,20 +456,12 @@ async def test_a_huge_delivery_is_parsed_off_the_loop_and_capped(redis_url: str,
         # 20,000 entries, newest first: seconds of parsing, which once ran on the event loop.
         body = atom(entries=tuple((f"n{n}", "t") for n in range(20_000, 0, -1)))
         assert await outside.deliver(form, body) in (200, 202)
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        with structlog.testing.capture_logs() as logs:
-            first = await asyncio.wait_for(follow.__anext__(), 60)
-        ticker.cancel()
+        async with LoopProbe() as probe:
+            monkeypatch.setattr(feedparse, "parse_feed", probe.wrap(feedparse.parse_feed))
+            with structlog.testing.capture_logs() as logs:
+                first = await asyncio.wait_for(follow.__anext__(), 60)
         assert first.id == "urn:n5001"  # the oldest of the 15,000 newest; the rest ignored
-        assert ticks >= 10  # the loop ran while the document was parsed
+        assert probe.off_loop  # the loop ran while the document was parsed
         notes = [line for line in logs if line["event"] == "websub.entries_ignored"]
         assert len(notes) == 1 and notes[0]["ignored"] == 5000
         await follow.aclose()
@@ -474,23 +470,19 @@ async def test_a_huge_delivery_is_parsed_off_the_loop_and_capped(redis_url: str,
         await node.stop()
 
 
-async def test_discovery_in_a_huge_topic_document_runs_off_the_loop(node: Node, outside: Outside) -> None:
+async def test_discovery_in_a_huge_topic_document_runs_off_the_loop(
+    node: Node, outside: Outside, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from thoonk_bridge.plugins.websub import subscriber
+
     outside.entries = tuple((f"n{n}", "t") for n in range(60_000))  # ~2 MB: a DOM of it takes a while
     src = await open_source(node, outside.url("/topic/atom"), name="huge-topic")
     try:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        hubs, self_url, where = await src.discover()
-        ticker.cancel()
+        async with LoopProbe() as probe:
+            monkeypatch.setattr(subscriber, "discover_links", probe.wrap(subscriber.discover_links))
+            hubs, self_url, where = await src.discover()
         assert hubs == [outside.url("/hub")] and where == "xml"
-        assert ticks >= 20, ticks  # the loop ran while the document was read (on the loop: 3)
+        assert probe.off_loop  # the loop ran while the document was read
     finally:
         await src.close()
 
