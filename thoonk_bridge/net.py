@@ -98,15 +98,22 @@ class OutboundPolicy(BaseModel):
     @field_validator("allowed_networks")
     @classmethod
     def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a CIDR network: {item!r} ({exc})") from None
+        cidr_networks(value)
         return value
 
     def networks(self) -> tuple[IPNetwork, ...]:
-        return tuple(ipaddress.ip_network(item, strict=False) for item in self.allowed_networks)
+        return cidr_networks(self.allowed_networks)
+
+
+def cidr_networks(items: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """CIDR strings as networks; ValueError naming the first that is not one (settings validators)."""
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"not a CIDR network: {item!r} ({exc})") from None
+    return tuple(networks)
 
 
 def _parse_ip(ip: str | IPAddress) -> IPAddress:

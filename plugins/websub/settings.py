@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from thoonk_bridge.feedparse import MAX_FEED_ENTRIES
-from thoonk_bridge.net import OutboundPolicy
+from thoonk_bridge.net import OutboundPolicy, cidr_networks
 from thoonk_bridge.plugin import Settings
 
 SignatureMethod = Literal["sha1", "sha256", "sha384", "sha512"]
@@ -145,15 +145,11 @@ class WebSubSettings(Settings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a CIDR network: {item!r} ({exc})") from None
+        cidr_networks(value)
         return value
 
     def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
+        return cidr_networks(self.trusted_proxies)
 
     @model_validator(mode="after")
     def _bounds(self) -> WebSubSettings:

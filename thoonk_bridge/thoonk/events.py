@@ -164,6 +164,12 @@ class AsyncEvents:
         if self._started:
             return self
         channels, patterns = subscription(self.feeds, self.lifecycle)
+        await self._subscribe(channels, patterns)
+        self._started = True
+        return self
+
+    async def _subscribe(self, channels: list[str], patterns: list[str]) -> None:
+        """Subscribe on a connection of this stream's own; return once Redis confirmed it all."""
         try:
             self._own = await _dedicated_client(self._client)
             self._pubsub = (self._own or self._client).pubsub()
@@ -183,8 +189,6 @@ class AsyncEvents:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             await self.aclose()
             raise RedisUnavailable(self._address, e) from e
-        self._started = True
-        return self
 
     async def __aenter__(self) -> AsyncEvents:
         return await self.start()

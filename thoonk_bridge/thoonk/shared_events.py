@@ -22,7 +22,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .events import AsyncEvents, _dedicated_client, subscription
+from .events import AsyncEvents, _dedicated_client
 from .exceptions import RedisUnavailable
 
 __all__ = ["EventConnection", "SharedEvents"]
@@ -193,19 +193,12 @@ class SharedEvents(AsyncEvents):
         self._error: BaseException | None = None
         self._keys: list[str] = []  # what this stream is subscribed to on the connection
 
-    async def start(self) -> SharedEvents:
-        if self._closed:
-            raise RuntimeError("this event stream is closed; ask pubsub.events() for a new one")
-        if self._started:
-            return self
-        channels, patterns = subscription(self.feeds, self.lifecycle)
+    async def _subscribe(self, channels: list[str], patterns: list[str]) -> None:
         try:
             await self._connection.attach(self, channels, patterns)
         except RedisUnavailable:
             self._closed = True
             raise
-        self._started = True
-        return self
 
     async def _ping(self, token: str) -> None:
         await self._connection.ping(self, token)
