@@ -47,10 +47,9 @@ import redis
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from websub_receiver import Receiver  # noqa: E402
-
+from tests.plugins.websub.receiver import Receiver  # noqa: E402
 from thoonk_bridge.thoonk import Thoonk  # noqa: E402
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Benchmark of the xmpp plugin against the raw slixmpp ceiling, in one run on one machine.
 
-Starts a throwaway Prosody on loopback (the test fixture in ``tests/prosody_server.py``, its data in
+Starts a throwaway Prosody on loopback (the test fixture in ``tests/support/prosody_server.py``, its data in
 /dev/shm unless ``--data disk``) and an embedded Redis, then, ``--rounds`` times with the same two
 daemons, measures for the same number of items:
 
@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from prosody_server import PUBSUB, SQL_PUBSUB, ProsodyServer, password, sqlite_available  # noqa: E402
 from slixmpp import ClientXMPP  # noqa: E402
 
+from tests.support.prosody_server import PUBSUB, SQL_PUBSUB, ProsodyServer, password, sqlite_available  # noqa: E402
 from thoonk_bridge.payload import Entry, entry_to_element  # noqa: E402
 from thoonk_bridge.testing import running_bridge  # noqa: E402
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis  # noqa: E402

@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
-from redis_topologies import redis_cluster  # noqa: F401 - session fixture, used by redis_url
 
 from thoonk_bridge.redis_client import sync_client
 from thoonk_bridge.thoonk import AsyncThoonk, Thoonk
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+
+# Fixtures of the servers the tests run against, shared with every test module one way: as plugins.
+pytest_plugins = ["tests.support.redis_topologies", "tests.support.prosody_server", "tests.support.ejabberd_server"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
