@@ -5,11 +5,23 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${THOONK_BRIDGE_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 
+quietly() {  # quietly COMMAND...: run it with its output kept in a log, shown only when it fails
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "failed: $*" >&2
+    return 1
+  fi
+  rm -f "$log"
+}
+
 apt_install() {  # apt_install PACKAGE...: install Debian packages (as root, or with sudo)
   local sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  if [[ -z "${_APT_UPDATED:-}" ]]; then $sudo apt-get update -qq >&2; _APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >&2
+  if [[ -z "${_APT_UPDATED:-}" ]]; then quietly $sudo apt-get update -qq; _APT_UPDATED=1; fi
+  quietly $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
 need_command() {  # need_command COMMAND DEBIAN_PACKAGE
@@ -17,12 +29,14 @@ need_command() {  # need_command COMMAND DEBIAN_PACKAGE
 }
 
 if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "creating a Python virtual environment in $VENV" >&2
   if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
     rm -rf "$VENV"
+    echo "installing python3-venv" >&2
     apt_install python3-venv
     "$PY" -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  quietly "$VENV/bin/python" -m pip install --upgrade pip
 fi
 
 # The stamp holds pyproject.toml's hash and the extras installed with it; scripts/run and scripts/test
@@ -38,7 +52,7 @@ if [[ "${_have_hash:-}" == "$_hash" ]]; then
   [[ -n "$_extras" && -n "${_have_extras:-}" ]] && _extras="$_have_extras,$_extras"
 fi
 if [[ "${_have_hash:-}" != "$_hash" || -n "$_extras" ]]; then
-  echo "installing thoonk-bridge${_extras:+[$_extras]} into $VENV" >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT${_extras:+[$_extras]}" >&2
+  echo "installing thoonk-bridge${_extras:+[$_extras]} and its dependencies into $VENV (once; again only when pyproject.toml changes)" >&2
+  quietly "$VENV/bin/python" -m pip install -e "$ROOT${_extras:+[$_extras]}"
   echo "$_hash $_extras" > "$_stamp"
 fi

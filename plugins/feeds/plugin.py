@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from thoonk_bridge import __version__
 from thoonk_bridge.feedparse import in_parser_thread
 from thoonk_bridge.plugin import (
     Endpoint,
@@ -177,7 +178,7 @@ class FeedsPlugin(Plugin):
     """Atom/RSS/JSON Feed documents served at ``<path_prefix>/NAME.atom|.rss|.json``; outside feeds polled."""
 
     name = "feeds"
-    version = "0.1.0"
+    version = __version__  # the built-in plugins are released with the bridge
     description = "Atom/RSS/JSON Feed documents from Thoonk feeds, and outside feeds polled into Thoonk"
     settings_model = FeedsSettings
     endpoint_kinds = (FEEDS_KIND,)

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from prometheus_client import Counter, Histogram
 
+from thoonk_bridge import __version__
 from thoonk_bridge.net import OutboundPolicy, make_session
 from thoonk_bridge.plugin import (
     Endpoint,
@@ -119,7 +120,7 @@ class WebSubSink(Sink):
 
 class WebSubPlugin(Plugin):
     name = "websub"
-    version = "1.0"
+    version = __version__  # the built-in plugins are released with the bridge
     description = "WebSub hub for served documents, subscriber to outside hubs, publish pings"
     settings_model = WebSubSettings
     cli = websub_cli

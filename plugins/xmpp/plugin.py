@@ -10,6 +10,7 @@ from typing import ClassVar
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
+from thoonk_bridge import __version__
 from thoonk_bridge.plugin import (
     Endpoint,
     EndpointKind,
@@ -44,7 +45,7 @@ XMPP_KIND = EndpointKind(
 
 class XmppPlugin(Plugin):
     name = "xmpp"
-    version = "1"
+    version = __version__  # the built-in plugins are released with the bridge
     description = "XMPP PubSub nodes (XEP-0060) as sources and sinks, one connection per account"
     settings_model: ClassVar[type[Settings]] = XmppSettings
     endpoint_kinds = (XMPP_KIND,)
