@@ -79,7 +79,7 @@ class BridgeCommands(click.Group):
             _fail(message)
 
     def _plugin_commands(self) -> dict[str, click.Command]:
-        from thoonk_bridge.plugin import discover_plugins
+        from thoonk_bridge.discovery import discover_plugins
 
         # A plugin that cannot be loaded has no commands; `thoonk-bridge plugins` says why.
         plugins = discover_plugins({})
@@ -205,12 +205,14 @@ async def _check_live(config: Any) -> list[str]:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from thoonk_bridge.discovery import discover_plugins
     from thoonk_bridge.logs import get_logger
-    from thoonk_bridge.plugin import PluginContext, TopicRegistry, discover_plugins
+    from thoonk_bridge.plugin import PluginContext
     from thoonk_bridge.redact import redact_url
     from thoonk_bridge.redis_client import async_client
     from thoonk_bridge.thoonk import AsyncThoonk
     from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
+    from thoonk_bridge.topics import TopicRegistry
 
     problems: list[str] = []
     client: Any  # one server, Sentinel or Cluster client
@@ -254,8 +256,8 @@ async def _check_live(config: Any) -> list[str]:
 @main.command()
 def plugins() -> None:
     """List installed plugins with their endpoint kinds and versions."""
+    from thoonk_bridge.discovery import discover_plugins
     from thoonk_bridge.endpoints import THOONK_KIND
-    from thoonk_bridge.plugin import discover_plugins
 
     broken: dict[str, str] = {}
     found = discover_plugins(broken)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from thoonk_bridge.discovery import discover_plugins, start_order
 from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
 from thoonk_bridge.http import ConnectionGuard, HttpLimits, LimitedTCPSite, LoopErrorLog, build_app, parse_listen
 from thoonk_bridge.lease import Lease, LeaseKeeper
@@ -46,17 +47,15 @@ from thoonk_bridge.plugin import (
     RouteContext,
     Sink,
     Source,
-    TopicRegistry,
-    cancel_and_wait,
-    discover_plugins,
-    start_order,
 )
 from thoonk_bridge.redact import redact_data, redact_url
 from thoonk_bridge.redis_client import async_client, sync_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
+from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+from thoonk_bridge.topics import TopicRegistry
 from thoonk_bridge.trace import RouteRecorder
 
 if TYPE_CHECKING:

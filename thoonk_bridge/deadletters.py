@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from thoonk_bridge.plugin import EventKind, ItemEvent, cancel_and_wait
+from thoonk_bridge.plugin import EventKind, ItemEvent
 from thoonk_bridge.router import DEAD_LETTER_MAX, DEAD_LETTER_PREFIX, dead_letter_feed, store_dead_letter
+from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.trace import Replay
 
 if TYPE_CHECKING:

@@ -25,11 +25,15 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+# Moved to their own modules; re-exported here, where third-party plugins import them from.
+from thoonk_bridge.discovery import ENTRY_POINT_GROUP, PluginLoadError, discover_plugins, start_order
+from thoonk_bridge.tasks import cancel_and_wait
+from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicRegistry
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -60,11 +64,10 @@ __all__ = [
     "Topic",
     "TOPICS_KEY",
     "TopicRegistry",
+    "cancel_and_wait",
     "discover_plugins",
+    "start_order",
 ]
-
-ENTRY_POINT_GROUP = "thoonk_bridge.plugins"
-
 
 class Settings(BaseModel):
     """Base for plugin settings and endpoint options: unknown keys are errors."""
@@ -329,131 +332,6 @@ class HealthState:
         return self.status is Health.READY
 
 
-# --------------------------------------------------------------------------- topics
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A document the bridge serves that outsiders may subscribe to (WebSub).
-
-    ``path`` is the URL path on the daemon's HTTP application (``/feeds/news.atom``);
-    ``render`` returns the current full body.
-    """
-
-    path: str
-    content_type: str
-    render: Callable[[], Awaitable[bytes]]
-
-
-TopicListener = Callable[[str], Awaitable[None]]
-TopicReader = Callable[[str], Awaitable["tuple[bytes, str] | None"]]
-
-TOPICS_KEY = "bridge.topics"  # Redis set: every path some daemon of the fleet has registered
-
-
-class TopicRegistry:
-    """Documents served by one plugin that another plugin distributes (feeds -> websub).
-
-    The serving plugin ``register``s each topic and calls ``changed(path)`` after every update;
-    a distributing plugin ``listen``s for changes and sets ``hub_url`` and ``hub_topic`` (which
-    paths it distributes), so that servers advertise the hub (``Link: <hub>; rel="hub"``) on those
-    documents only: ``hub_for(path)``. ``sinks`` holds the sink endpoints of every configured route
-    (kept current by the daemon, reloads included), from which a distributing plugin tells which
-    documents a route asked it to distribute.
-
-    Several daemons: a topic is registered (held in memory) only on the daemon that renders it
-    (the owner of its route). With ``redis`` set, ``register`` also records the path in the Redis
-    set ``bridge.topics``, so that every daemon of the fleet can tell it is served (``served``);
-    and a serving plugin may add a ``reader`` for a path prefix (``add_reader``) that fetches a
-    document this daemon does not hold from where the owner stored it, for ``render``. Paths stay
-    in the set after ``unregister`` (the route moves to another daemon; it does not end).
-    """
-
-    def __init__(self, redis: redis.asyncio.Redis | None = None) -> None:
-        self._topics: dict[str, Topic] = {}
-        self._listeners: list[TopicListener] = []
-        self._readers: list[tuple[str, TopicReader]] = []
-        self._announcing: dict[str, asyncio.Task[None]] = {}
-        self.redis = redis
-        self.hub_url: str | None = None
-        self.hub_topic: Callable[[str], bool] = lambda _path: True
-        self.sinks: tuple[Endpoint, ...] = ()
-
-    def hub_for(self, path: str) -> str | None:
-        """The hub to advertise on the document at ``path``; None when it is no hub topic."""
-        if self.hub_url is None or not self.hub_topic(path):
-            return None
-        return self.hub_url
-
-    def register(self, topic: Topic) -> None:
-        self._topics[topic.path] = topic
-        if self.redis is None or topic.path in self._announcing:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (a sync unit test): nothing to tell the fleet
-        task = loop.create_task(self._announce(topic.path), name=f"topic-announce:{topic.path}")
-        self._announcing[topic.path] = task
-        task.add_done_callback(lambda _t, path=topic.path: self._announcing.pop(path, None))
-
-    async def _announce(self, path: str) -> None:
-        delay = 0.1
-        while path in self._topics and self.redis is not None:
-            try:
-                await self.redis.sadd(TOPICS_KEY, path)
-                return
-            except Exception:  # noqa: BLE001 - Redis away: retry while the topic is ours
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-
-    async def settle(self) -> None:
-        """Until every registered path is recorded in Redis (tests, and plugins that must be sure)."""
-        tasks = list(self._announcing.values())
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def unregister(self, path: str) -> None:
-        self._topics.pop(path, None)
-
-    def get(self, path: str) -> Topic | None:
-        return self._topics.get(path)
-
-    def paths(self) -> list[str]:
-        return sorted(self._topics)
-
-    async def served(self, path: str) -> bool:
-        """True when this daemon or another daemon of the fleet serves ``path``."""
-        if path in self._topics:
-            return True
-        if self.redis is None:
-            return False
-        return bool(await self.redis.sismember(TOPICS_KEY, path))
-
-    def add_reader(self, prefix: str, reader: TopicReader) -> None:
-        """``reader(path)`` returns ``(body, content_type)`` of a topic under ``prefix`` held elsewhere."""
-        self._readers.append((prefix, reader))
-
-    async def render(self, path: str) -> tuple[bytes, str] | None:
-        """The current body and content type of ``path``: local when held here, else from a reader."""
-        topic = self._topics.get(path)
-        if topic is not None:
-            return await topic.render(), topic.content_type
-        for prefix, reader in self._readers:
-            if path.startswith(prefix):
-                found = await reader(path)
-                if found is not None:
-                    return found
-        return None
-
-    def listen(self, listener: TopicListener) -> None:
-        self._listeners.append(listener)
-
-    async def changed(self, path: str) -> None:
-        for listener in list(self._listeners):
-            await listener(path)
-
-
 # --------------------------------------------------------------------------- contexts
 
 
@@ -565,76 +443,3 @@ class Plugin(ABC):
 
     def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
         raise NotImplementedError(f"plugin {self.name!r} offers no sink for {endpoint.kind!r}")
-
-
-class PluginLoadError(Exception):
-    """An installed plugin's entry point could not be loaded or is not a Plugin subclass."""
-
-
-def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plugin]]:
-    """Every plugin installed in the ``thoonk_bridge.plugins`` entry-point group, by name.
-
-    An entry point that cannot be loaded (import error, not a Plugin subclass, wrong name):
-    with ``broken`` given, it is left out and ``broken[name]`` says why (``"module:attr: reason"``),
-    so one broken third-party plugin does not stop the others (the config reports it where a route
-    uses it, the commands warn); without, :class:`PluginLoadError` names every such entry point.
-    """
-    found: dict[str, type[Plugin]] = {}
-    problems: dict[str, tuple[str, str]] = {}  # name -> (entry point value, reason)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken third-party plugin must name itself
-            problems[ep.name] = (ep.value, f"{type(exc).__name__}: {exc}")
-            continue
-        if not (isinstance(obj, type) and issubclass(obj, Plugin)):
-            problems[ep.name] = (ep.value, "not a thoonk_bridge.plugin.Plugin subclass")
-            continue
-        if getattr(obj, "name", None) != ep.name:
-            problems[ep.name] = (ep.value, f"plugin class name is {getattr(obj, 'name', None)!r}")
-            continue
-        found[ep.name] = obj
-    if broken is not None:
-        broken.update({name: f"{value}: {reason}" for name, (value, reason) in problems.items()})
-    elif problems:
-        raise PluginLoadError(
-            "cannot load plugins: " + "; ".join(f"{n} ({v}): {r}" for n, (v, r) in problems.items())
-        )
-    return found
-
-
-def start_order(plugins: dict[str, type[Plugin]]) -> list[str]:
-    """Plugin names in dependency order (dependencies first); raises ValueError on a cycle."""
-    order: list[str] = []
-    state: dict[str, Literal["visiting", "done"]] = {}
-
-    def visit(name: str, chain: tuple[str, ...]) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            raise ValueError("plugin dependency cycle: " + " -> ".join((*chain, name)))
-        state[name] = "visiting"
-        for dep in plugins[name].depends_on:
-            if dep in plugins:
-                visit(dep, (*chain, name))
-        state[name] = "done"
-        order.append(name)
-
-    for name in sorted(plugins):
-        visit(name, ())
-    return order
-
-
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a task and wait for it to end, swallowing its cancellation (for ``stop``/``close``).
-
-    The cancellation is repeated while the task lives: a library awaiting inside a timeout (redis-py's
-    pub/sub does) can swallow one cancellation on Python 3.11, which would leave us waiting forever.
-    """
-    if task is None:
-        return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log "exception was never retrieved"

@@ -42,8 +42,8 @@ from thoonk_bridge.plugin import (
     RouteContext,
     Sink,
     Source,
-    cancel_and_wait,
 )
+from thoonk_bridge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import redis.asyncio

@@ -38,9 +38,9 @@ from aiohttp import web
 
 from thoonk_bridge import __version__
 from thoonk_bridge.deadletters import REQUESTS_KEY, DeadLetter, replay_reply_key, replay_request_key
-from thoonk_bridge.plugin import cancel_and_wait
 from thoonk_bridge.redact import redact_text, redact_url
 from thoonk_bridge.router import DEAD_LETTER_MAX, dead_letter_feed
+from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.trace import TRACE_PREFIX, TraceRecord, trace_key
 
 if TYPE_CHECKING:
