@@ -60,9 +60,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from thoonk_bridge.console.settings import ConsoleSettings
+from thoonk_bridge.discovery import discover_plugins
 from thoonk_bridge.endpoints import THOONK_KIND
 from thoonk_bridge.payload import Format
-from thoonk_bridge.plugin import Endpoint, EndpointKind, Plugin, Settings, discover_plugins
+from thoonk_bridge.plugin import Endpoint, EndpointKind, Plugin, Settings
 from thoonk_bridge.redact import redact_text, redact_url, shorten
 from thoonk_bridge.redis_client import parse_target
 
