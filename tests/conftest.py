@@ -1,4 +1,6 @@
-"""Shared fixtures: a real redis-server on a free loopback port for the whole session.
+"""Shared fixtures: those of the pytest plugin third-party plugins use (thoonk_bridge.testing.pytest_plugin:
+a real redis-server on a free loopback port for the whole session, ``redis_url``, ``thoonk``, ``bridge``,
+``plugin_harness``), and this repository's extras.
 
 Each test that asks for ``redis_url`` gets an empty database (FLUSHALL before the test).
 Tests needing a server of their own (restarts, kills) build an ``EmbeddedRedis`` themselves.
@@ -21,7 +23,12 @@ from thoonk_bridge.thoonk import AsyncThoonk, Thoonk
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 
 # Fixtures of the servers the tests run against, shared with every test module one way: as plugins.
-pytest_plugins = ["tests.support.redis_topologies", "tests.support.prosody_server", "tests.support.ejabberd_server"]
+pytest_plugins = [
+    "thoonk_bridge.testing.pytest_plugin",
+    "tests.support.redis_topologies",
+    "tests.support.prosody_server",
+    "tests.support.ejabberd_server",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,17 +49,9 @@ def redis_topology(request: pytest.FixtureRequest) -> str:
     return getattr(request, "param", "single")
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(port=0, persistent=False).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest, redis_topology: str) -> str:
+    """The plugin's ``redis_url`` (its session server, flushed), or the session's Redis Cluster."""
     if redis_topology == "cluster":
         cluster = request.getfixturevalue("redis_cluster")
         cluster.flush()
