@@ -14,7 +14,8 @@ Two levels:
 - :func:`plugin_context`: a real :class:`~thoonk_bridge.plugin.PluginContext` (Redis, Thoonk client,
   an aiohttp application served on loopback) to drive one plugin's sources and sinks directly.
 
-Both need a real Redis URL; ``tests/conftest.py``'s ``redis_url`` fixture gives one.
+Both need a real Redis URL; the pytest plugin's ``redis_url`` fixture gives one
+(``pytest_plugins = ["thoonk_bridge.testing.pytest_plugin"]`` in your ``conftest.py``).
 """
 
 from __future__ import annotations
