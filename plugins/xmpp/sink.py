@@ -18,17 +18,16 @@ from thoonk_bridge.payload import (
     content_hash,
     convert,
     detect_format,
-    element_to_payload,
     entry_to_element,
-    json_to_element,
     parse,
 )
 from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
 
 from .connection import Connection, NotConnected, describe_iq_error, iq_condition
+from .json_container import json_to_element
 from .settings import XmppSinkOptions
 from .source import XmppEndpointError, describe_endpoint_error
-from .xml import canonical
+from .xml import canonical, element_to_payload
 
 if TYPE_CHECKING:
     from .plugin import XmppPlugin

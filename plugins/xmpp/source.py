@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp.exceptions import IqError, IqTimeout
 
-from thoonk_bridge.payload import Format, PayloadError, content_hash, element_to_payload, parse
+from thoonk_bridge.payload import Format, PayloadError, content_hash, parse
 from thoonk_bridge.plugin import EventKind, ItemEvent, NoSnapshot, Resync, RouteContext, Source
 
 from .connection import Connection, NodeEvent, NotConnected, describe_iq_error, iq_condition
 from .settings import XmppSourceOptions
-from .xml import canonical
+from .xml import canonical, element_to_payload
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET

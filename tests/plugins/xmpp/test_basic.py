@@ -23,9 +23,10 @@ from tests.support.prosody_server import (
     make_route,
     metric,
 )
-from thoonk_bridge.payload import Entry, Format, content_hash, entry_to_element, json_to_element, render
+from thoonk_bridge.payload import Entry, Format, content_hash, entry_to_element, render
 from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, Health, ItemEvent, NoSnapshot, Resync
 from thoonk_bridge.plugins.xmpp import plugin as XmppPlugin
+from thoonk_bridge.plugins.xmpp.json_container import json_to_element
 from thoonk_bridge.plugins.xmpp.settings import XmppSettings, XmppSinkOptions, XmppSourceOptions, split_address
 
 pytestmark = pytest.mark.xmpp
