@@ -30,7 +30,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from thoonk_bridge.discovery import discover_plugins, start_order
@@ -49,7 +48,7 @@ from thoonk_bridge.plugin import (
     Source,
 )
 from thoonk_bridge.redact import redact_data, redact_url
-from thoonk_bridge.redis_client import async_client, sync_client
+from thoonk_bridge.redis_client import AsyncRedis, async_client, sync_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
 from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.thoonk import AsyncThoonk
@@ -155,7 +154,7 @@ class Daemon:
         self.console: Any = None  # console.web.Console: this daemon's report, and the page when enabled
         self.phase = "starting"  # starting | running | draining | stopped
         self.embedded: EmbeddedRedis | None = None
-        self.redis: aioredis.Redis | None = None
+        self.redis: AsyncRedis | None = None
         self.thoonk: AsyncThoonk | None = None
         self.app: web.Application | None = None
         self.http_port: int | None = None

@@ -4,7 +4,7 @@ order they start in."""
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from thoonk_bridge.plugin import Plugin
@@ -18,7 +18,7 @@ class PluginLoadError(Exception):
     """An installed plugin's entry point could not be loaded or is not a Plugin subclass."""
 
 
-def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plugin]]:
+def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plugin[Any]]]:
     """Every plugin installed in the ``thoonk_bridge.plugins`` entry-point group, by name.
 
     An entry point that cannot be loaded (import error, not a Plugin subclass, wrong name):
@@ -28,7 +28,7 @@ def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plu
     """
     from thoonk_bridge.plugin import Plugin  # here: plugin.py re-exports this module's names
 
-    found: dict[str, type[Plugin]] = {}
+    found: dict[str, type[Plugin[Any]]] = {}
     problems: dict[str, tuple[str, str]] = {}  # name -> (entry point value, reason)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -52,7 +52,7 @@ def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plu
     return found
 
 
-def start_order(plugins: dict[str, type[Plugin]]) -> list[str]:
+def start_order(plugins: dict[str, type[Plugin[Any]]]) -> list[str]:
     """Plugin names in dependency order (dependencies first); raises ValueError on a cycle."""
     order: list[str] = []
     state: dict[str, Literal["visiting", "done"]] = {}

@@ -16,6 +16,11 @@ Endpoints: a plugin offers one or more :class:`EndpointKind` (``feeds``, ``xmpp`
 asks ``plugin.source(endpoint, route)`` / ``plugin.sink(endpoint, route)`` for each route using that
 kind, and drives the returned :class:`Source` / :class:`Sink`. Plugins never import each other:
 they talk through the router, the Thoonk core and the :class:`TopicRegistry`.
+
+Typing: ``class MyPlugin(Plugin[MySettings])`` gets ``self.settings: MySettings``; the config hands
+``source()`` / ``sink()`` an :class:`Endpoint` whose ``options`` are already an instance of the
+kind's ``source_options`` / ``sink_options`` model, so a plugin annotates
+``sink(self, endpoint: Endpoint[MySinkOptions], route)`` and never checks them again.
 """
 
 from __future__ import annotations
@@ -26,21 +31,21 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 # Moved to their own modules; re-exported here, where third-party plugins import them from.
 from thoonk_bridge.discovery import ENTRY_POINT_GROUP, PluginLoadError, discover_plugins, start_order
 from thoonk_bridge.tasks import cancel_and_wait
-from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicRegistry
+from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicChange, TopicRegistry
 
 if TYPE_CHECKING:
-    import redis.asyncio
     import structlog
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from thoonk_bridge.redis_client import AsyncRedis
     from thoonk_bridge.thoonk import AsyncThoonk
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "Sink",
     "Source",
     "Topic",
+    "TopicChange",
     "TOPICS_KEY",
     "TopicRegistry",
     "cancel_and_wait",
@@ -77,6 +83,13 @@ class Settings(BaseModel):
 
 class NoSettings(Settings):
     """A plugin or endpoint that takes no options."""
+
+
+SettingsT = TypeVar("SettingsT", bound=Settings)  # a plugin's settings model
+# Covariant: an Endpoint[FeedSinkOptions] is an Endpoint[Settings] (the engine holds them mixed).
+OptionsT = TypeVar("OptionsT", bound=Settings, covariant=True)
+SourceOptionsT = TypeVar("SourceOptionsT", bound=Settings, covariant=True)
+SinkOptionsT = TypeVar("SinkOptionsT", bound=Settings, covariant=True)
 
 
 # --------------------------------------------------------------------------- events
@@ -139,21 +152,32 @@ class DeliveryError(Exception):
 # --------------------------------------------------------------------------- endpoints
 
 
+def _no_options() -> Any:
+    # Any: an Endpoint built by hand without options (old tests) holds NoSettings whatever its OptionsT.
+    return NoSettings()
+
+
 @dataclass(frozen=True)
-class Endpoint:
-    """An endpoint reference from the config: ``KIND:ADDRESS`` plus its validated options."""
+class Endpoint(Generic[OptionsT]):
+    """An endpoint reference from the config: ``KIND:ADDRESS`` plus its options.
+
+    - ``kind``, ``address``: the two halves of ``KIND:ADDRESS``.
+    - ``options``: an instance of the kind's options model for this endpoint's role (the config
+      parses them: ``EndpointKind.source_options`` for a route's ``from``, ``sink_options`` for a
+      ``to``), so ``options.address`` is the address when the model declares it.
+    """
 
     kind: str
     address: str
-    options: Settings = field(default_factory=NoSettings)
+    options: OptionsT = field(default_factory=_no_options)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.address}"
 
 
 @dataclass(frozen=True)
-class EndpointKind:
-    """An endpoint kind a plugin offers.
+class EndpointKind(Generic[SourceOptionsT, SinkOptionsT]):
+    """An endpoint kind a plugin offers; its type parameters are its two options models.
 
     - ``name``: the ``KIND`` in ``KIND:ADDRESS``.
     - ``source_options`` / ``sink_options``: the options model when this kind can be a route's
@@ -166,10 +190,10 @@ class EndpointKind:
     """
 
     name: str
-    source_options: type[Settings] | None = None
-    sink_options: type[Settings] | None = None
+    source_options: type[SourceOptionsT] | None = None
+    sink_options: type[SinkOptionsT] | None = None
     description: str = ""
-    resource: Callable[[Endpoint], str] = field(default=str)
+    resource: Callable[[Endpoint[Settings]], str] = field(default=str)
 
     @property
     def can_source(self) -> bool:
@@ -339,7 +363,8 @@ class HealthState:
 class PluginContext:
     """What the daemon gives every plugin.
 
-    - ``thoonk``: the shared asyncio Thoonk client; ``redis``: its redis.asyncio client.
+    - ``thoonk``: the shared asyncio Thoonk client; ``redis``: its redis.asyncio client (one server,
+      Sentinel's master, or a ``RedisCluster``: :data:`thoonk_bridge.redis_client.AsyncRedis`).
     - ``http``: the one aiohttp application; add routes in ``setup()`` (it is frozen after start).
     - ``public_url``: the base URL outsiders use to reach ``http`` (no trailing slash).
     - ``metrics``: the Prometheus registry to register collectors with.
@@ -350,7 +375,7 @@ class PluginContext:
     """
 
     thoonk: AsyncThoonk
-    redis: redis.asyncio.Redis
+    redis: AsyncRedis
     http: web.Application
     public_url: str
     metrics: CollectorRegistry
@@ -387,13 +412,16 @@ class RouteContext:
 # --------------------------------------------------------------------------- the plugin
 
 
-class Plugin(ABC):
+class Plugin(ABC, Generic[SettingsT]):
     """Base class of every plugin. Class attributes describe it; instances run it.
+
+    ``Plugin[SettingsT]``: ``SettingsT`` is its settings model (``self.settings: SettingsT``).
 
     - ``name``: the key under ``plugins:`` in the config.
     - ``version``: shown by ``thoonk-bridge plugins``.
     - ``description``: one line for ``thoonk-bridge plugins``.
-    - ``settings_model``: the schema of its ``plugins.<name>`` settings (extra keys forbidden).
+    - ``settings_model``: the schema of its ``plugins.<name>`` settings (extra keys forbidden); the
+      same model as ``SettingsT`` (a ClassVar cannot name a type parameter).
     - ``endpoint_kinds``: the endpoint kinds it offers.
     - ``depends_on``: names of plugins that must start before this one (when enabled).
     - ``cli``: a click command or group added to ``thoonk-bridge`` under its own name (optional);
@@ -404,12 +432,12 @@ class Plugin(ABC):
     version: ClassVar[str] = "0"
     description: ClassVar[str] = ""
     settings_model: ClassVar[type[Settings]] = NoSettings
-    endpoint_kinds: ClassVar[tuple[EndpointKind, ...]] = ()
+    endpoint_kinds: ClassVar[tuple[EndpointKind[Settings, Settings], ...]] = ()
     depends_on: ClassVar[tuple[str, ...]] = ()
     cli: ClassVar[Any] = None
 
-    def __init__(self, settings: Settings, context: PluginContext) -> None:
-        self.settings = settings
+    def __init__(self, settings: SettingsT, context: PluginContext) -> None:
+        self.settings: SettingsT = settings
         self.context = context
         self._health = HealthState(Health.STARTING)
 
@@ -438,8 +466,12 @@ class Plugin(ABC):
     def set_health(self, status: Health, detail: str = "") -> None:
         self._health = HealthState(status, detail)
 
-    def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
+    # Endpoint[Any]: a plugin narrows it to its kind's options model (``Endpoint[MySinkOptions]``);
+    # the config guarantees the model, so the override is sound although mypy cannot prove it.
+    def source(self, endpoint: Endpoint[Any], route: RouteContext) -> Source:
+        """A source for a route's ``from`` of one of this plugin's kinds (``endpoint.options`` parsed)."""
         raise NotImplementedError(f"plugin {self.name!r} offers no source for {endpoint.kind!r}")
 
-    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+    def sink(self, endpoint: Endpoint[Any], route: RouteContext) -> Sink:
+        """A sink for a route's ``to`` of one of this plugin's kinds (``endpoint.options`` parsed)."""
         raise NotImplementedError(f"plugin {self.name!r} offers no sink for {endpoint.kind!r}")

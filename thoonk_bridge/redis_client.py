@@ -30,7 +30,7 @@ import difflib
 import inspect
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
@@ -47,6 +47,7 @@ from thoonk_bridge.redact import redact_url
 
 __all__ = [
     "CLUSTER_MIN_CONNECTIONS",
+    "AsyncRedis",
     "RedisTarget",
     "async_client",
     "async_pubsub_client",
@@ -71,6 +72,10 @@ class AsyncBlockingSentinelConnectionPool(
     redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
 ):
     """The asyncio twin of :class:`BlockingSentinelConnectionPool`."""
+
+
+# What async_client returns: one server (or Sentinel's master) or a cluster; PluginContext.redis is one.
+AsyncRedis: TypeAlias = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
@@ -260,7 +265,7 @@ def _cluster_kwargs(target: RedisTarget, extra: dict[str, Any], max_connections:
 
 
 def async_client(url: str, *, max_connections: int = 100, timeout: float | None = None,
-                 **kwargs: Any) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+                 **kwargs: Any) -> AsyncRedis:
     """An asyncio client for ``url``. ``max_connections``/``timeout``: the blocking pool's size and
     wait (None: wait as long as it takes); other keyword arguments go to redis-py's connections."""
     target = parse_target(url)

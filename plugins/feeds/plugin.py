@@ -24,6 +24,7 @@ from thoonk_bridge.plugin import (
     EndpointKind,
     Health,
     Plugin,
+    PluginContext,
     RouteContext,
     Sink,
     Source,
@@ -174,7 +175,7 @@ def _accepts_gzip(header: str) -> bool:
     return bool(star_q)
 
 
-class FeedsPlugin(Plugin):
+class FeedsPlugin(Plugin[FeedsSettings]):
     """Atom/RSS/JSON Feed documents served at ``<path_prefix>/NAME.atom|.rss|.json``; outside feeds polled."""
 
     name = "feeds"
@@ -183,9 +184,7 @@ class FeedsPlugin(Plugin):
     settings_model = FeedsSettings
     endpoint_kinds = (FEEDS_KIND,)
 
-    settings: FeedsSettings
-
-    def __init__(self, settings: FeedsSettings, context: Any) -> None:  # type: ignore[override]
+    def __init__(self, settings: FeedsSettings, context: PluginContext) -> None:
         super().__init__(settings, context)
         self.documents: dict[str, FeedDocument] = {}
         self.metrics = FeedsMetrics(context.metrics)
@@ -241,10 +240,8 @@ class FeedsPlugin(Plugin):
     def public_url(self, name: str, fmt: str) -> str:
         return self.context.public_url.rstrip("/") + self.public_path(name, fmt)
 
-    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+    def sink(self, endpoint: Endpoint[FeedSinkOptions], route: RouteContext) -> Sink:
         options = endpoint.options
-        if not isinstance(options, FeedSinkOptions):
-            options = FeedSinkOptions(address=endpoint.address)
         name = options.address
         self_urls = {fmt: self.public_url(name, fmt) for fmt in ("atom", "rss", "json")}
         meta = FeedMeta(
@@ -275,14 +272,11 @@ class FeedsPlugin(Plugin):
         document.on_write_state = lambda problem: self._write_state(name, problem)
         document.guard = route.guard
         hub_path = self.public_path(name, "atom")  # hub topics are per feed name, whatever the format
-        document.hub_provider = lambda: self.context.topics.hub_for(hub_path)  # type: ignore[attr-defined]
+        document.hub_provider = lambda: self.context.topics.hub_for(hub_path)
         return FeedSink(self, document, route)
 
-    def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
-        options = endpoint.options
-        if not isinstance(options, FeedSourceOptions):
-            options = FeedSourceOptions(address=endpoint.address)
-        return FeedSource(self, options, route)
+    def source(self, endpoint: Endpoint[FeedSourceOptions], route: RouteContext) -> Source:
+        return FeedSource(self, endpoint.options, route)
 
     # ----------------------------------------------------------------- documents
 

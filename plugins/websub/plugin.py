@@ -86,9 +86,9 @@ _FORMAT_TYPES = {"json": "application/json", "atom": "application/atom+xml", "te
 class WebSubSink(Sink):
     """``to: websub:NAME``: see :class:`WebSubSinkOptions` for what it does."""
 
-    def __init__(self, plugin: WebSubPlugin, endpoint: Endpoint, route: RouteContext) -> None:
+    def __init__(self, plugin: WebSubPlugin, endpoint: Endpoint[WebSubSinkOptions], route: RouteContext) -> None:
         self.plugin = plugin
-        self.options: WebSubSinkOptions = endpoint.options  # type: ignore[assignment]
+        self.options = endpoint.options
         self.route = route
         self.name = self.options.address
         self.path = f"{plugin.settings.topics_path}/{self.name}"
@@ -118,7 +118,7 @@ class WebSubSink(Sink):
         await self.plugin.distribute(self.plugin.topic_url(self.path))
 
 
-class WebSubPlugin(Plugin):
+class WebSubPlugin(Plugin[WebSubSettings]):
     name = "websub"
     version = __version__  # the built-in plugins are released with the bridge
     description = "WebSub hub for served documents, subscriber to outside hubs, publish pings"
@@ -134,9 +134,7 @@ class WebSubPlugin(Plugin):
         ),
     )
 
-    settings: WebSubSettings
-
-    def __init__(self, settings: WebSubSettings, context: PluginContext) -> None:  # type: ignore[override]
+    def __init__(self, settings: WebSubSettings, context: PluginContext) -> None:
         super().__init__(settings, context)
         self.log = context.log
         self.store = HubStore(context.redis)
@@ -402,10 +400,10 @@ class WebSubPlugin(Plugin):
 
     # ----------------------------------------------------------------- endpoints
 
-    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
+    def sink(self, endpoint: Endpoint[WebSubSinkOptions], route: RouteContext) -> Sink:
         return WebSubSink(self, endpoint, route)
 
-    def source(self, endpoint: Endpoint, route: RouteContext) -> Source:
+    def source(self, endpoint: Endpoint[WebSubSourceOptions], route: RouteContext) -> Source:
         return WebSubSource(self, endpoint, route)
 
     async def subscriptions(self, topic: str | None = None) -> list[dict[str, Any]]:

@@ -199,9 +199,9 @@ def discover_links(headers: Any, body: bytes, base: str) -> tuple[list[str], str
 class WebSubSource(Source):
     absence = "unknown"  # a topic's document shows its latest entries: one gone from it was not retracted
 
-    def __init__(self, plugin: WebSubPlugin, endpoint: Endpoint, route: RouteContext) -> None:
+    def __init__(self, plugin: WebSubPlugin, endpoint: Endpoint[WebSubSourceOptions], route: RouteContext) -> None:
         self.plugin = plugin
-        self.options: WebSubSourceOptions = endpoint.options  # type: ignore[assignment]
+        self.options = endpoint.options
         self.route = route
         self.topic = self.options.address
         self.key = hashlib.sha256(f"{route.name}\x00{self.topic}".encode()).hexdigest()[:24]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import ClassVar
 
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
@@ -19,7 +18,6 @@ from thoonk_bridge.plugin import (
     Plugin,
     PluginContext,
     RouteContext,
-    Settings,
 )
 
 from .connection import AuthFailed, ConnectFailed, Connection, describe_iq_error, iq_condition
@@ -43,19 +41,17 @@ XMPP_KIND = EndpointKind(
 )
 
 
-class XmppPlugin(Plugin):
+class XmppPlugin(Plugin[XmppSettings]):
     name = "xmpp"
     version = __version__  # the built-in plugins are released with the bridge
     description = "XMPP PubSub nodes (XEP-0060) as sources and sinks, one connection per account"
-    settings_model: ClassVar[type[Settings]] = XmppSettings
+    settings_model = XmppSettings
     endpoint_kinds = (XMPP_KIND,)
 
     START_WAIT = 10.0  # seconds start() waits for the first login's outcome
 
-    def __init__(self, settings: Settings, context: PluginContext) -> None:
+    def __init__(self, settings: XmppSettings, context: PluginContext) -> None:
         super().__init__(settings, context)
-        assert isinstance(settings, XmppSettings)
-        self.xmpp_settings = settings
         self.log = context.log
         self._metrics: XmppMetrics | None = None
         self.connections: dict[str, Connection] = {}
@@ -84,7 +80,7 @@ class XmppPlugin(Plugin):
         own = "thoonk-bridge-" + re.sub(r"[^A-Za-z0-9._-]", "-", self.context.instance_id)
         return {
             name: account if account.resource else account.model_copy(update={"resource": own})
-            for name, account in self.xmpp_settings.all_accounts().items()
+            for name, account in self.settings.all_accounts().items()
         }
 
     async def setup(self) -> None:
@@ -113,25 +109,19 @@ class XmppPlugin(Plugin):
         return self.connections[account]
 
     # ------------------------------------------------------------------ endpoints
-    def source(self, endpoint: Endpoint, route: RouteContext) -> XmppSource:
-        options = self._options(endpoint, XmppSourceOptions)
-        assert isinstance(options, XmppSourceOptions)
-        return XmppSource(self, options, route)
+    def source(self, endpoint: Endpoint[XmppSourceOptions], route: RouteContext) -> XmppSource:
+        self._use(endpoint.options)
+        return XmppSource(self, endpoint.options, route)
 
-    def sink(self, endpoint: Endpoint, route: RouteContext) -> XmppSink:
-        options = self._options(endpoint, XmppSinkOptions)
-        assert isinstance(options, XmppSinkOptions)
-        return XmppSink(self, options, route)
+    def sink(self, endpoint: Endpoint[XmppSinkOptions], route: RouteContext) -> XmppSink:
+        self._use(endpoint.options)
+        return XmppSink(self, endpoint.options, route)
 
-    def _options(self, endpoint: Endpoint, model: type[Settings]) -> Settings:
-        options = endpoint.options
-        if not isinstance(options, model):
-            options = model.model_validate({"address": endpoint.address})
-        service, node = split_address(options.address)  # type: ignore[attr-defined]
-        account = options.account  # type: ignore[attr-defined]
-        self.connection(account)
-        self.endpoints.add((account, service, node))
-        return options
+    def _use(self, options: XmppSourceOptions | XmppSinkOptions) -> None:
+        """The endpoint's account gets its connection (an unknown account raises); its node is recorded."""
+        service, node = split_address(options.address)
+        self.connection(options.account)
+        self.endpoints.add((options.account, service, node))
 
     # ------------------------------------------------------------------ health
     def set_problem(self, key: str, message: str) -> None:
