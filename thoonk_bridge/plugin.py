@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict
 # Moved to their own modules; re-exported here, where third-party plugins import them from.
 from thoonk_bridge.discovery import ENTRY_POINT_GROUP, PluginLoadError, discover_plugins, start_order
 from thoonk_bridge.tasks import cancel_and_wait
-from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicRegistry
+from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicChange, TopicRegistry
 
 if TYPE_CHECKING:
     import structlog
@@ -67,6 +67,7 @@ __all__ = [
     "Sink",
     "Source",
     "Topic",
+    "TopicChange",
     "TOPICS_KEY",
     "TopicRegistry",
     "cancel_and_wait",

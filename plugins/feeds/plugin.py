@@ -18,7 +18,9 @@ from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from thoonk_bridge import __version__
+from thoonk_bridge.backoff import Backoff
 from thoonk_bridge.feedparse import in_parser_thread
+from thoonk_bridge.metrics import collector
 from thoonk_bridge.plugin import (
     Endpoint,
     EndpointKind,
@@ -30,6 +32,8 @@ from thoonk_bridge.plugin import (
     Source,
     Topic,
 )
+from thoonk_bridge.tasks import cancel_all
+from thoonk_bridge.thoonk.text import as_text
 
 from .document import FeedDocument, Served
 from .render import CONTENT_TYPES, FeedMeta
@@ -42,6 +46,7 @@ __all__ = ["FEEDS_KIND", "FeedsPlugin", "stored_key"]
 STORED_FIELDS = ("etag", "last_modified", "content_type")
 _FEED_NAME = re.compile(FEED_NAME_PATTERN)
 UNREADABLE_LOG_INTERVAL = 10.0  # seconds between "stored feed document unreadable" log lines
+STORE_RETRY = Backoff(base=0.5, cap=5.0, jitter=0)  # storing the documents in Redis for the fleet
 
 
 def stored_key(name: str, fmt: str) -> str:
@@ -62,10 +67,6 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
 
@@ -75,19 +76,6 @@ FEEDS_KIND = EndpointKind(
     sink_options=FeedSinkOptions,
     description="Atom 1.0 / RSS 2.0 / JSON Feed 1.1 documents (sink: NAME; source: an outside feed URL)",
 )
-
-
-def _collector(registry: CollectorRegistry, cls: type, name: str, doc: str, labels: list[str], **kw: Any) -> Any:
-    """Register a collector, or reuse the one a previous instance registered (reload)."""
-    try:
-        return cls(name, doc, labels, registry=registry, **kw)
-    except ValueError:
-        existing = registry._names_to_collectors.get(name) or registry._names_to_collectors.get(  # noqa: SLF001
-            name.removesuffix("_total")
-        )
-        if existing is None:
-            raise
-        return existing
 
 
 class FeedsMetrics:
@@ -109,34 +97,34 @@ class FeedsMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.renders = _collector(r, Counter, "thoonk_bridge_feeds_renders", "Documents rendered", ["feed", "format"])
-        self.render_seconds = _collector(
+        self.renders = collector(r, Counter, "feeds_renders", "Documents rendered", ["feed", "format"])
+        self.render_seconds = collector(
             r,
             Histogram,
-            "thoonk_bridge_feeds_render_seconds",
+            "feeds_render_seconds",
             "Time to render one document",
             ["format"],
             buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
         )
-        self.bad_items = _collector(
-            r, Counter, "thoonk_bridge_feeds_bad_items", "Items refused by a document", ["feed", "reason"]
+        self.bad_items = collector(
+            r, Counter, "feeds_bad_items", "Items refused by a document", ["feed", "reason"]
         )
-        self.requests = _collector(
-            r, Counter, "thoonk_bridge_feeds_requests", "Documents served over HTTP", ["format", "status"]
+        self.requests = collector(
+            r, Counter, "feeds_requests", "Documents served over HTTP", ["format", "status"]
         )
-        self.fetches = _collector(
-            r, Counter, "thoonk_bridge_feeds_fetches", "Polls of outside feeds", ["route", "result"]
+        self.fetches = collector(
+            r, Counter, "feeds_fetches", "Polls of outside feeds", ["route", "result"]
         )
-        self.fetch_seconds = _collector(
+        self.fetch_seconds = collector(
             r,
             Histogram,
-            "thoonk_bridge_feeds_fetch_seconds",
+            "feeds_fetch_seconds",
             "Time of one poll",
             ["route"],
             buckets=(0.01, 0.05, 0.2, 1.0, 5.0, 30.0),
         )
-        self.bad_entries = _collector(
-            r, Counter, "thoonk_bridge_feeds_bad_entries", "Entries of outside feeds skipped", ["route"]
+        self.bad_entries = collector(
+            r, Counter, "feeds_bad_entries", "Entries of outside feeds skipped", ["route"]
         )
 
 
@@ -216,7 +204,8 @@ class FeedsPlugin(Plugin[FeedsSettings]):
     async def setup(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.context.http.router.add_get(self.settings.path_prefix + "/{file}", self._serve)
-        self.context.topics.add_reader(self.settings.path_prefix + "/", self._read_stored_topic)
+        self.context.topics.add_reader(self.settings.path_prefix + "/", self._read_stored_topic,
+                                       name_of=self._document_name)
 
     async def stop(self) -> None:
         for document in list(self._open):
@@ -225,10 +214,7 @@ class FeedsPlugin(Plugin[FeedsSettings]):
             await document.stop()
         self._open.clear()
         await self._finish_stores()
-        for task in list(self._store_retry.values()):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._store_retry.values())
         self._store_retry.clear()
         self.set_health(Health.STOPPED)
 
@@ -298,6 +284,7 @@ class FeedsPlugin(Plugin[FeedsSettings]):
                     path=self.public_path(name, fmt),
                     content_type=CONTENT_TYPES[fmt],
                     render=self._topic_body(document, fmt),
+                    name=name,
                 )
             )
         self.log.info(
@@ -357,8 +344,10 @@ class FeedsPlugin(Plugin[FeedsSettings]):
             if self.documents.get(name) is not document:
                 return
             for fmt in changed:
-                try:
-                    await self.context.topics.changed(self.public_path(name, fmt))
+                served = document.served.get(fmt)
+                try:  # with the new body: a distributing plugin does not ask for it again
+                    await self.context.topics.changed(self.public_path(name, fmt),
+                                                      served.body if served is not None else None)
                 except Exception as exc:  # noqa: BLE001 - a listener's failure is not ours
                     self.log.error("topic listener failed", feed=name, format=fmt, error=str(exc))
 
@@ -390,9 +379,9 @@ class FeedsPlugin(Plugin[FeedsSettings]):
                         continue
                     key = stored_key(name, fmt)
                     etag, modified = await self.context.redis.hmget(key, "etag", "last_modified")
-                    if etag is not None and _text(etag) == served.etag and modified is not None:
+                    if etag is not None and as_text(etag) == served.etag and modified is not None:
                         if document.served.get(fmt) is served:
-                            document.served[fmt] = dataclasses.replace(served, last_modified=float(_text(modified)))
+                            document.served[fmt] = dataclasses.replace(served, last_modified=float(as_text(modified)))
                         continue
                     if guard is not None and not guard():
                         return True
@@ -418,8 +407,7 @@ class FeedsPlugin(Plugin[FeedsSettings]):
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=timeout)
-        for task in late:
-            task.cancel()
+        await cancel_all(late)
 
     def _retry_store(self, document: FeedDocument, guard: Callable[[], bool] | None) -> None:
         name = document.meta.name
@@ -427,11 +415,11 @@ class FeedsPlugin(Plugin[FeedsSettings]):
             return
 
         async def retry() -> None:
-            delay = 0.5
+            attempt = 0
             try:
                 while document in self._open:
-                    await asyncio.sleep(delay)
-                    delay = min(5.0, delay * 2)
+                    await STORE_RETRY.sleep(attempt)
+                    attempt += 1
                     if guard is not None and not guard():
                         return
                     if await self._store_documents(document, list(document.served), guard):
@@ -448,9 +436,9 @@ class FeedsPlugin(Plugin[FeedsSettings]):
         if etag is None or modified is None or ctype is None:
             return None
         cached = self._stored.get((name, fmt))
-        if cached is not None and cached.etag == _text(etag):
-            if cached.last_modified != float(_text(modified)):
-                cached = dataclasses.replace(cached, last_modified=float(_text(modified)))
+        if cached is not None and cached.etag == as_text(etag):
+            if cached.last_modified != float(as_text(modified)):
+                cached = dataclasses.replace(cached, last_modified=float(as_text(modified)))
                 self._stored[(name, fmt)] = cached
             self._stored.move_to_end((name, fmt))
             return cached
@@ -460,19 +448,25 @@ class FeedsPlugin(Plugin[FeedsSettings]):
         served = Served(
             body=_bytes(body),
             gzipped=_bytes(gzipped) if gzipped is not None else gzip.compress(_bytes(body), compresslevel=6, mtime=0),
-            etag=_text(etag),
-            last_modified=float(_text(modified)),
-            content_type=_text(ctype),
+            etag=as_text(etag),
+            last_modified=float(as_text(modified)),
+            content_type=as_text(ctype),
         )
         self._stored[(name, fmt)] = served
         while len(self._stored) > 64:
             self._stored.popitem(last=False)
         return served
 
-    async def _read_stored_topic(self, path: str) -> tuple[bytes, str] | None:
+    def _document_name(self, path: str) -> str | None:
+        """NAME of ``<path_prefix>/NAME.FORMAT`` (any daemon's document), None for other paths."""
         name, _, fmt = path[len(self.settings.path_prefix) + 1:].rpartition(".")
-        if not _FEED_NAME.match(name) or fmt not in CONTENT_TYPES:
+        return name if _FEED_NAME.fullmatch(name) and fmt in CONTENT_TYPES else None
+
+    async def _read_stored_topic(self, path: str) -> tuple[bytes, str] | None:
+        name = self._document_name(path)
+        if name is None:
             return None
+        fmt = path.rpartition(".")[2]
         served = await self._stored_document(name, fmt)
         return (served.body, served.content_type) if served is not None else None
 

@@ -14,8 +14,9 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -23,25 +24,19 @@ from aiohttp import web
 
 from thoonk_bridge.net import address_refusal
 
+from .errors import BadURL, HubError
+from .jobs import JobQueue
 from .limits import HostSlots, RateLimiter, client_address
+from .metrics import Metrics
+from .sessions import Sessions
+from .settings import WebSubSettings
 from .store import HubStore, sub_id
-from .urls import BadURL, check_callback, host_of, normalize_url, with_params
-
-if TYPE_CHECKING:
-    from .jobs import JobQueue
-    from .plugin import WebSubPlugin
+from .urls import check_callback, host_of, normalize_url, with_params
+from .workers import Workers
 
 MAX_SECRET_BYTES = 200  # hub.secret MUST be less than 200 bytes (§5.1)
 MAX_FIELDS = 100
 _WHAT = {"client": "client address", "host": "callback host", "callback": "callback"}
-
-
-class HubError(Exception):
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
 
 
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -129,11 +124,27 @@ class VerifyItem:
 
 
 class Hub:
-    def __init__(self, plugin: WebSubPlugin) -> None:
-        self.plugin = plugin
-        self.settings = plugin.settings
-        self.store: HubStore = plugin.store
-        self.limiter = RateLimiter(plugin.context.redis)
+    """The hub endpoint and the verifications of intent.
+
+    Receives what it uses: ``settings``, ``store`` (subscriptions in Redis), ``queues`` (the job
+    feeds), ``sessions`` (``control``: verification GETs), ``metrics``, ``workers`` (verifications
+    run in tasks of their own), ``redis`` (rate limits), ``log``, ``serves(topic)`` (whether the
+    hub serves a topic URL) and ``distribute(topic)`` (publish pings).
+    """
+
+    def __init__(self, settings: WebSubSettings, store: HubStore, queues: Mapping[str, JobQueue],
+                 sessions: Sessions, metrics: Metrics, workers: Workers, *, redis: Any, log: Any,
+                 serves: Callable[[str], Awaitable[bool]], distribute: Callable[[str], Awaitable[bool]]) -> None:
+        self.settings = settings
+        self.store = store
+        self.queues = queues
+        self.sessions = sessions
+        self.metrics = metrics
+        self.workers = workers
+        self.log = log
+        self.serves = serves
+        self.distribute = distribute
+        self.limiter = RateLimiter(redis)
         self.proxies = self.settings.proxy_networks()
         self.verify_hosts = HostSlots(self.settings.verify_per_host)
         self.verifying = 0  # verifications in flight here
@@ -151,7 +162,7 @@ class Hub:
                 return await self._publish(pairs, request)
             raise HubError(400, f"unsupported hub.mode {mode!r} (subscribe, unsubscribe or publish)")
         except HubError as err:
-            self.plugin.metrics.requests.labels(result=str(err.status)).inc()
+            self.metrics.requests.labels(result=str(err.status)).inc()
             return text_response(err.status, err.reason, err.headers)
 
     async def _subscription(self, mode: str, pairs: list[tuple[str, str]], request: web.Request) -> web.Response:
@@ -185,11 +196,11 @@ class Hub:
         await self._admit(request, host, callback)
         if mode == "subscribe" and not await self.store.has_room(sub_id(topic_key, callback),
                                                                  self.settings.max_subscriptions):
-            self.plugin.metrics.refusals.labels(reason="subscriptions_full").inc()
+            self.metrics.refusals.labels(reason="subscriptions_full").inc()
             raise HubError(429, "this hub holds as many subscriptions as it may; try again later",
                            {"Retry-After": "3600"})
         deny = ""
-        if mode == "subscribe" and not await self.plugin.serves(topic_key):
+        if mode == "subscribe" and not await self.serves(topic_key):
             deny = "this hub does not serve that topic"
         item = VerifyItem(
             mode="denied" if deny else mode,
@@ -200,9 +211,9 @@ class Hub:
             lease=lease,
             reason=deny,
         )
-        await self.plugin.queues["websub.verify"].put(item.dumps())
-        self.plugin.metrics.requests.labels(result="202").inc()
-        self.plugin.log.info("websub.request", mode=mode, topic=topic_key, callback_host=host,
+        await self.queues["websub.verify"].put(item.dumps())
+        self.metrics.requests.labels(result="202").inc()
+        self.log.info("websub.request", mode=mode, topic=topic_key, callback_host=host,
                              denied=bool(deny))
         return text_response(202, "accepted: verification of intent follows")
 
@@ -210,8 +221,8 @@ class Hub:
         """Refuse (429) when the hub has too many verifications waiting, or when the client, the
         callback host or the callback asked too often in this window."""
         st = self.settings
-        if await self.plugin.queues["websub.verify"].length() >= st.max_pending_verifications:
-            self.plugin.metrics.refusals.labels(reason="pending_full").inc()
+        if await self.queues["websub.verify"].length() >= st.max_pending_verifications:
+            self.metrics.refusals.labels(reason="pending_full").inc()
             raise HubError(429, "too many subscription requests waiting for verification; try again later",
                            {"Retry-After": str(max(1, math.ceil(2 * st.verify_timeout)))})
         await self._check_rates(request, [("host", host, st.subscribe_rate_per_host),
@@ -227,7 +238,7 @@ class Hub:
             return
         window = st.subscribe_rate_window
         retry_after = str(max(1, math.ceil(window - time.time() % window)))
-        self.plugin.metrics.refusals.labels(reason=f"{verdict.kind}_table_full" if verdict.full
+        self.metrics.refusals.labels(reason=f"{verdict.kind}_table_full" if verdict.full
                                             else f"{verdict.kind}_rate").inc()
         if verdict.full:
             text = "too many different senders in this window; try again later"
@@ -260,9 +271,9 @@ class Hub:
                 key = normalize_url(url)
             except BadURL:
                 continue  # not ours, whatever it is
-            if await self.plugin.serves(key):
-                await self.plugin.distribute(key)
-        self.plugin.metrics.requests.labels(result="204").inc()
+            if await self.serves(key):
+                await self.distribute(key)
+        self.metrics.requests.labels(result="204").inc()
         return web.Response(status=204)
 
     # ----------------------------------------------------------------- verification (jobs)
@@ -272,11 +283,10 @@ class Hub:
         at most ``verify_per_host`` to one callback host. A job whose host has no free slot goes back
         to the end of the queue at once, so callbacks that never answer (each held for at most
         ``verify_timeout``) delay only the verifications of their own host."""
-        plugin = self.plugin
         st = self.settings
-        q = plugin.queues["websub.verify"]
+        q = self.queues["websub.verify"]
         sent_back = 0  # jobs put back in a row because their host was busy
-        while not plugin.stopping.is_set():
+        while not self.workers.stopping.is_set():
             if self.verifying >= st.verify_concurrency:
                 await self._wait_freed()
                 continue
@@ -288,7 +298,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis trouble: the job stays claimed (maintenance)
-                plugin.log.warning("websub.queue_error", queue=q.name, error=str(exc))
+                self.log.warning("websub.queue_error", queue=q.name, error=str(exc))
                 await asyncio.sleep(1)
 
     async def _dispatch(self, q: JobQueue, job_id: str, text: str, sent_back: int) -> int:
@@ -297,7 +307,7 @@ class Hub:
         try:
             item = VerifyItem.loads(text)
         except (ValueError, KeyError, TypeError) as exc:  # a malformed item: never retried
-            self.plugin.log.error("websub.bad_job", queue=q.name, error=f"{type(exc).__name__}: {exc}")
+            self.log.error("websub.bad_job", queue=q.name, error=f"{type(exc).__name__}: {exc}")
             await q.finish(job_id)
             return sent_back
         host = host_of(item.callback)
@@ -309,7 +319,7 @@ class Hub:
                 return 0
             return sent_back + 1
         self.verifying += 1
-        self.plugin.spawn_job(self._verify_job(q, job_id, item, host), name="websub-verification")
+        self.workers.spawn_job(self._verify_job(q, job_id, item, host), name="websub-verification")
         return 0
 
     async def _wait_freed(self) -> None:
@@ -326,26 +336,26 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - left claimed: maintenance puts it back
-                self.plugin.log.error("websub.job_failed", queue=q.name, error=f"{type(exc).__name__}: {exc}")
+                self.log.error("websub.job_failed", queue=q.name, error=f"{type(exc).__name__}: {exc}")
                 return
             try:
                 await q.finish(job_id)
             except Exception as exc:  # noqa: BLE001 - Redis away: maintenance puts it back (verified twice)
-                self.plugin.log.warning("websub.queue_error", queue=q.name, error=str(exc))
+                self.log.warning("websub.queue_error", queue=q.name, error=str(exc))
         finally:
             self.verifying -= 1
             self.verify_hosts.release(host)
             self._freed.set()
 
     async def run_verification(self, item: VerifyItem) -> None:
-        log = self.plugin.log.bind(topic=item.topic_key, callback_host=host_of(item.callback), mode=item.mode)
-        m = self.plugin.metrics
+        log = self.log.bind(topic=item.topic_key, callback_host=host_of(item.callback), mode=item.mode)
+        m = self.metrics
         if item.mode == "denied":
             params = [("hub.mode", "denied"), ("hub.topic", item.topic)]
             if item.reason:
                 params.append(("hub.reason", item.reason))
             try:
-                async with self.plugin.session.get(with_params(item.callback, params),
+                async with self.sessions.control.get(with_params(item.callback, params),
                                                    allow_redirects=False) as resp:
                     await resp.read()
                     log.info("websub.denied", status=resp.status)
@@ -367,7 +377,7 @@ class Hub:
         ok = False
         status: int | None = None
         try:
-            async with self.plugin.session.get(with_params(item.callback, params), allow_redirects=False) as resp:
+            async with self.sessions.control.get(with_params(item.callback, params), allow_redirects=False) as resp:
                 status = resp.status
                 body = await resp.content.read(len(challenge) + 64)
                 ok = 200 <= resp.status < 300 and body == challenge.encode()

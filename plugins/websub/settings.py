@@ -83,56 +83,161 @@ class WebSubSettings(Settings):
     - ``fetch_timeout``: discovery and polling fetches.
     """
 
-    hub: bool = True
-    hub_path: str = Field(default="/websub/hub", pattern=r"^/[A-Za-z0-9._~/-]*$")
-    topics_path: str = Field(default="/topics", pattern=r"^/[A-Za-z0-9._~/-]*[^/]$")
-    callback_path: str = Field(default="/websub/callback", pattern=r"^/[A-Za-z0-9._~/-]*[^/]$")
+    hub: bool = Field(default=True, description="Run the hub for the documents and raw topics this bridge serves.")
+    hub_path: str = Field(
+        default="/websub/hub", pattern=r"^/[A-Za-z0-9._~/-]*$",
+        description="Where the hub listens (POST); the hub URL is public_url + hub_path.",
+    )
+    topics_path: str = Field(
+        default="/topics", pattern=r"^/[A-Za-z0-9._~/-]*[^/]$",
+        description="URL prefix of raw topics (/topics/NAME) for to: websub:NAME routes.",
+    )
+    callback_path: str = Field(
+        default="/websub/callback", pattern=r"^/[A-Za-z0-9._~/-]*[^/]$",
+        description="URL prefix of the subscriber's per-subscription callback URLs.",
+    )
 
-    lease_default: float = Field(default=TEN_DAYS, gt=0)
-    lease_min: float = Field(default=3600, gt=0)
-    lease_max: float = Field(default=31 * 24 * 3600, gt=0)
-    signature: SignatureMethod = "sha256"
+    lease_default: float = Field(
+        default=TEN_DAYS, gt=0,
+        description="Lease in seconds given when a subscriber asks for none.",
+    )
+    lease_min: float = Field(
+        default=3600, gt=0,
+        description="Shortest lease in seconds; requested leases are clamped to [lease_min, lease_max], never "
+        "perpetual.",
+    )
+    lease_max: float = Field(default=31 * 24 * 3600, gt=0, description="Longest lease in seconds.")
+    signature: SignatureMethod = Field(
+        default="sha256",
+        description="HMAC method of X-Hub-Signature when a subscriber gave a secret (sha1 for https callbacks only).",
+    )
 
-    verify_timeout: float = Field(default=5.0, gt=0)
-    delivery_timeout: float = Field(default=5.0, gt=0)
-    verify_concurrency: int = Field(default=50, ge=1, le=10000)
-    verify_per_host: int = Field(default=2, ge=1)
-    max_pending_verifications: int = Field(default=1000, ge=1)
-    delivery_workers: int = Field(default=8, ge=1, le=1000)
-    delivery_batch: int = Field(default=25, ge=1, le=1000)
-    per_host_concurrency: int = Field(default=20, ge=1)
+    verify_timeout: float = Field(
+        default=5.0, gt=0,
+        description="Seconds for a whole verification request (connect, headers, body).",
+    )
+    delivery_timeout: float = Field(
+        default=5.0, gt=0,
+        description="Seconds for a whole delivery request (connect, headers, body).",
+    )
+    verify_concurrency: int = Field(
+        default=50, ge=1, le=10000,
+        description="Verifications of intent in flight per daemon.",
+    )
+    verify_per_host: int = Field(default=2, ge=1, description="Verifications in flight to one callback host, at most.")
+    max_pending_verifications: int = Field(
+        default=1000, ge=1,
+        description="Subscription requests waiting for verification, fleet-wide; more get 429 with Retry-After.",
+    )
+    delivery_workers: int = Field(
+        default=8, ge=1, le=1000,
+        description="Delivery jobs worked on at once per daemon; times delivery_batch is the POSTs in flight.",
+    )
+    delivery_batch: int = Field(
+        default=25, ge=1, le=1000,
+        description="Subscribers per delivery job, posted concurrently.",
+    )
+    per_host_concurrency: int = Field(default=20, ge=1, description="POSTs in flight to one callback host, at most.")
 
-    retry_base: float = Field(default=10.0, gt=0)
-    retry_max_delay: float = Field(default=600.0, gt=0)
-    retry_window: float = Field(default=3600.0, ge=0)
+    retry_base: float = Field(
+        default=10.0, gt=0,
+        description="Seconds before the first retry of a failed delivery, then doubling (full jitter).",
+    )
+    retry_max_delay: float = Field(
+        default=600.0, gt=0,
+        description="Longest wait in seconds between delivery attempts.",
+    )
+    retry_window: float = Field(
+        default=3600.0, ge=0,
+        description="Seconds after the first attempt when a failing notification is given up (the subscription "
+        "stays).",
+    )
 
-    breaker_threshold: int = Field(default=5, ge=1)
-    breaker_cooldown: float = Field(default=30.0, gt=0)
-    breaker_max_cooldown: float = Field(default=600.0, gt=0)
+    breaker_threshold: int = Field(default=5, ge=1, description="Failures in a row before a callback host is paused.")
+    breaker_cooldown: float = Field(
+        default=30.0, gt=0,
+        description="Seconds a paused callback host is left alone, doubling while it keeps failing.",
+    )
+    breaker_max_cooldown: float = Field(
+        default=600.0, gt=0,
+        description="Longest pause in seconds of a failing callback host.",
+    )
 
-    subscribe_rate: int = Field(default=20, ge=1)
-    subscribe_rate_window: float = Field(default=60.0, gt=0)
-    subscribe_rate_per_host: int = Field(default=60, ge=1)
-    subscribe_rate_per_client: int = Field(default=60, ge=1)
-    rate_limit_max_keys: int = Field(default=10000, ge=1)
-    max_subscriptions: int = Field(default=100_000, ge=1)
-    trusted_proxies: tuple[str, ...] = ()
-    max_request_bytes: int = Field(default=16384, ge=256)
-    max_param_chars: int = Field(default=2048, ge=64)
+    subscribe_rate: int = Field(
+        default=20, ge=1,
+        description="Subscription requests allowed per callback URL per window; more get 429.",
+    )
+    subscribe_rate_window: float = Field(default=60.0, gt=0, description="Seconds of the subscription rate window.")
+    subscribe_rate_per_host: int = Field(
+        default=60, ge=1,
+        description="Subscription requests allowed per callback host per window.",
+    )
+    subscribe_rate_per_client: int = Field(
+        default=60, ge=1,
+        description="Subscription requests allowed per client address (IPv6: per /64) per window.",
+    )
+    rate_limit_max_keys: int = Field(
+        default=10000, ge=1,
+        description="Distinct clients, hosts or callbacks counted per window; new ones beyond get 429 until the "
+        "window ends.",
+    )
+    max_subscriptions: int = Field(
+        default=100_000, ge=1,
+        description="Verified subscriptions kept, fleet-wide; requests for new (topic, callback) pairs beyond get "
+        "429.",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="CIDR networks of reverse proxies whose X-Forwarded-For names the client.",
+    )
+    max_request_bytes: int = Field(default=16384, ge=256, description="Largest hub request body in bytes (413 above).")
+    max_param_chars: int = Field(
+        default=2048, ge=64,
+        description="Longest single hub request parameter in characters (400 above).",
+    )
 
-    outbound: OutboundPolicy = Field(default_factory=OutboundPolicy)
+    outbound: OutboundPolicy = Field(
+        default_factory=OutboundPolicy,
+        description="Which addresses callbacks, outside hubs and fetched topics may resolve to.",
+    )
 
-    job_timeout: float = Field(default=60.0, gt=0)
-    sweep_interval: float = Field(default=60.0, gt=0)
-    retry_poll: float = Field(default=1.0, gt=0)
+    job_timeout: float = Field(
+        default=60.0, gt=0,
+        description="Seconds after which a claimed job not finished is put back (its daemon died).",
+    )
+    sweep_interval: float = Field(
+        default=60.0, gt=0,
+        description="How often, in seconds, expired subscriptions are removed.",
+    )
+    retry_poll: float = Field(
+        default=1.0, gt=0,
+        description="How often, in seconds, due retries are put back on their job feed.",
+    )
 
-    publish_hubs: tuple[str, ...] = ()
-    ping_retry_window: float = Field(default=3600.0, ge=0)
+    publish_hubs: tuple[str, ...] = Field(
+        default=(),
+        description="Outside hubs to ping whenever a served document changes; with hub: false the first is the one "
+        "advertised.",
+    )
+    ping_retry_window: float = Field(default=3600.0, ge=0, description="Seconds a failing publish ping is retried.")
 
-    max_delivery_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    max_delivery_entries: int = Field(default=MAX_FEED_ENTRIES, gt=0)
-    renew_at: float = Field(default=0.8, gt=0.1, lt=1.0)
-    fetch_timeout: float = Field(default=10.0, gt=0)
+    max_delivery_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024,
+        description="Subscriber: larger deliveries from outside hubs are refused with 413.",
+    )
+    max_delivery_entries: int = Field(
+        default=MAX_FEED_ENTRIES, gt=0,
+        description="Subscriber: entries read from one delivered or polled document (the newest); the rest are "
+        "ignored.",
+    )
+    renew_at: float = Field(
+        default=0.8, gt=0.1, lt=1.0,
+        description="Subscriber: fraction of the lease after which the subscription is renewed.",
+    )
+    fetch_timeout: float = Field(
+        default=10.0, gt=0,
+        description="Subscriber: seconds for discovery and polling fetches.",
+    )
 
     @field_validator("publish_hubs")
     @classmethod
@@ -174,9 +279,19 @@ class WebSubSinkOptions(Settings):
       from the payload: JSON object, XML, or plain text).
     """
 
-    address: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,200}$")
-    mode: Literal["auto", "documents", "raw"] = "auto"
-    content_type: str | None = Field(default=None, max_length=200, pattern=r"^[\x21-\x7e][\x20-\x7e]*$")
+    address: str = Field(
+        pattern=r"^[A-Za-z0-9._~-]{1,200}$",
+        description="The topic NAME: the feeds plugin's documents for NAME, or the raw topic /topics/NAME.",
+    )
+    mode: Literal["auto", "documents", "raw"] = Field(
+        default="auto",
+        description="auto: the feeds plugin's documents for NAME when they exist, else a raw topic; documents: only "
+        "the documents; raw: only the raw topic.",
+    )
+    content_type: str | None = Field(
+        default=None, max_length=200, pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
+        description="The raw topic's Content-Type; default by the route's format, else guessed from the payload.",
+    )
 
 
 class WebSubSourceOptions(Settings):
@@ -192,8 +307,25 @@ class WebSubSourceOptions(Settings):
     - ``outbound``: this route's own address policy (default: the plugin's ``outbound``).
     """
 
-    address: str = Field(pattern=r"^https?://\S{1,2000}$")
-    lease_seconds: int | None = Field(default=None, ge=60)
-    secret: bool | Literal["https"] = "https"
-    poll_after: float = Field(default=3600.0, gt=0)
-    outbound: OutboundPolicy | None = None
+    address: str = Field(
+        pattern=r"^https?://\S{1,2000}$",
+        description="The outside topic URL, from which the hub and self URLs are discovered.",
+    )
+    lease_seconds: int | None = Field(
+        default=None, ge=60,
+        description="Lease in seconds to ask the hub for; default the hub's choice.",
+    )
+    secret: bool | Literal["https"] = Field(
+        default="https",
+        description="Subscribe with a random secret and require signed deliveries: https (only to an https hub), true "
+        "(always) or false (never).",
+    )
+    poll_after: float = Field(
+        default=3600.0, gt=0,
+        description="With no delivery for this many seconds (or no usable hub) the topic is fetched directly, and "
+        "again every poll_after.",
+    )
+    outbound: OutboundPolicy | None = Field(
+        default=None,
+        description="This route's own address policy; default the plugin's outbound.",
+    )

@@ -11,6 +11,7 @@ Key layout (all under ``websub:``)::
     websub:rl:{rl}KIND:{window} hash  subscription requests per client / callback host / callback in one
                                       window (hashed keys, at most rate_limit_max_keys fields, expires)
     websub:raw:{name}           hash  body, content_type of a raw topic (/topics/NAME)
+    websub:rawtopics            set   the names of the raw topics
     websub:client:{key}         hash  one subscription of ours at an outside hub
     websub:cb:{callback id}     str   callback id -> client key
     websub:inbox:{key}          list  deliveries received for a client, not yet turned into events
@@ -31,9 +32,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from thoonk_bridge.thoonk.text import as_text
+
 P = "websub:"
 
 SUBS = P + "subs"
+RAW_TOPICS = P + "rawtopics"  # set: the names of raw topics (``websub:NAME`` sinks in raw mode)
 RETRY = P + "retry"
 
 SUB_FIELDS = (
@@ -55,11 +59,7 @@ SUB_FIELDS = (
 
 def s(value: Any) -> str:
     """A Redis reply as str (the shared client may or may not decode responses)."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+    return "" if value is None else as_text(value)
 
 
 def decode_hash(raw: dict[Any, Any]) -> dict[str, str]:
@@ -108,6 +108,28 @@ def decode_body(stored: Any) -> bytes | None:
     if text.startswith("b"):
         return base64.b64decode(text[1:])
     return None
+
+
+# ---------------------------------------------------------------- the subscriber's keys (our subscriptions)
+
+
+def client_key(key: str) -> str:
+    return f"{P}client:{key}"
+
+
+def cb_key(cbid: str) -> str:
+    return f"{P}cb:{cbid}"
+
+
+def inbox_key(key: str) -> str:
+    return f"{P}inbox:{key}"
+
+
+SEEN_PER_ENTRY_CAP = 10  # the seen-ids hash keeps at most this many times max_delivery_entries ids
+
+
+def seen_key(key: str) -> str:
+    return f"{P}seen:{key}"
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,13 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from yarl import URL
 
+from .errors import BadURL
+
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 # characters a URL may carry as they are (RFC 3986 reserved + unreserved + '%')
 _URL_SAFE = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class BadURL(ValueError):
-    pass
 
 
 def _decode_unreserved(part: str) -> str:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from thoonk_bridge.payload import PayloadError
-from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicRegistry
+from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicChange, TopicRegistry
 from thoonk_bridge.plugins.feeds import document as document_module
 from thoonk_bridge.plugins.feeds.document import FeedDocument
 from thoonk_bridge.plugins.feeds.plugin import FeedsPlugin
@@ -229,8 +229,8 @@ async def test_websub_discovery(redis_url: str, tmp_path: Path) -> None:
     topics.hub_url = "https://hub.example.org/websub"
     changed: list[str] = []
 
-    async def listener(path: str) -> None:
-        changed.append(path)
+    async def listener(change: TopicChange) -> None:
+        changed.append(change.path)
 
     topics.listen(listener)
     async with plugin_context(FeedsPlugin, FAST, redis_url=redis_url, tmp_path=tmp_path, topics=topics) as h:

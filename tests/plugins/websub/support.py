@@ -89,12 +89,15 @@ class Node:
             return self.docs[path][0]
 
         if self.context.topics.get(path) is None:
-            self.context.topics.register(Topic(path, content_type, render))
+            self.context.topics.register(Topic(path, content_type, render, name=name))
         return self.url + path
 
     async def change(self, path: str, body: bytes) -> None:
+        """Change a document like the feeds plugin does (the new body goes with the notification),
+        then wait until the plugin's task has handled it (queued its distribution, its pings)."""
         self.docs[path] = (body, self.docs[path][1])
-        await self.context.topics.changed(path)
+        await self.context.topics.changed(path, body)
+        await self.plugin.changes.settled()
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.context.metrics.get_sample_value(name, labels or None)
@@ -114,6 +117,16 @@ class Node:
             await self.plugin.stop()
         await self.runner.cleanup()
         await self.thoonk.aclose()
+
+
+def _feeds_name(path: str) -> str | None:
+    """NAME of /feeds/NAME.FORMAT, as the feeds plugin (default path_prefix) tells the registry."""
+    name, dot, fmt = path.removeprefix("/feeds/").rpartition(".")
+    return name if dot and name and "/" not in name and fmt in ("atom", "rss", "json") else None
+
+
+async def _no_copy(path: str) -> None:
+    return None  # no document stored by another daemon in these tests
 
 
 async def start_node(redis_url: str, resolver: AbstractResolver | None = None, **overrides: Any) -> Node:
@@ -136,6 +149,7 @@ async def start_node(redis_url: str, resolver: AbstractResolver | None = None, *
     )
     plugin = WebSubPlugin(settings, context)
     plugin.resolver = resolver
+    context.topics.add_reader("/feeds/", _no_copy, name_of=_feeds_name)  # what the feeds plugin registers
     await plugin.setup()
     runner = web.AppRunner(app)
     await runner.setup()
@@ -272,7 +286,7 @@ async def hub_post(node: Node, data: Any, headers: dict[str, str] | None = None,
 async def subscribed(node: Node, sub: Subscriber, callback: str, topic: str, **extra: str) -> None:
     """Subscribe and wait until the subscription is verified and stored."""
     def verified() -> float:
-        return node.metric("websub_verifications_total", mode="subscribe", result="verified")
+        return node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe", result="verified")
 
     before = verified()
     status, text = await subscribe(node, callback, topic, **extra)

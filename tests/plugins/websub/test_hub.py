@@ -45,7 +45,7 @@ async def test_typical_subscription_and_delivery(node: Node, sub: Subscriber) ->
     assert v["hub.topic"] == topic
     assert len(v["hub.challenge"]) >= 32
     assert int(v["hub.lease_seconds"]) == 864000  # 10 days by default
-    await wait_for(lambda: node.metric("websub_verifications_total", mode="subscribe", result="verified"))
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe", result="verified"))
     await node.change("/feeds/news.atom", ATOM2)
     await wait_for(lambda: sub.deliveries)
     d = sub.deliveries[0]
@@ -53,7 +53,7 @@ async def test_typical_subscription_and_delivery(node: Node, sub: Subscriber) ->
     assert d.headers["Content-Type"] == "application/atom+xml"
     assert d.headers["Link"] == f'<{node.hub}>; rel="hub", <{topic}>; rel="self"'
     assert "X-Hub-Signature" not in d.headers
-    await wait_for(lambda: node.metric("websub_deliveries_total", result="ok") == 1)
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_deliveries_total", result="ok") == 1)
 
 
 async def test_challenges_are_single_use(node: Node, sub: Subscriber) -> None:
@@ -108,10 +108,10 @@ async def test_failed_verification_leaves_state_unchanged(node: Node, sub: Subsc
     await subscribed(node, sub, sub.url(), topic, **{"hub.secret": "kept"})
     for mode in ("wrong", "404", "redirect"):
         sub.verify_mode = mode
-        failed = node.metric("websub_verifications_total", mode="subscribe", result="failed")
+        failed = node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe", result="failed")
         status, _ = await subscribe(node, sub.url(), topic, **{"hub.secret": "not-this-one"})
         assert status == 202  # the answer never depends on the verification
-        await wait_for(lambda f=failed: node.metric("websub_verifications_total", mode="subscribe",
+        await wait_for(lambda f=failed: node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe",
                                                      result="failed") > f)
     sub.verify_mode = "echo"
     await node.change("/feeds/news.atom", ATOM2)
@@ -123,7 +123,7 @@ async def test_failed_first_verification_creates_nothing(node: Node, sub: Subscr
     topic = node.topic("/feeds/news.atom", ATOM1)
     sub.verify_mode = "wrong"
     assert (await subscribe(node, sub.url(), topic))[0] == 202
-    await wait_for(lambda: node.metric("websub_verifications_total", mode="subscribe", result="failed"))
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe", result="failed"))
     assert await node.plugin.subscriptions() == []
 
 
@@ -134,11 +134,12 @@ async def test_unsubscribe_stops_deliveries(node: Node, sub: Subscriber) -> None
     status, _, _ = await hub_post(node, {"hub.mode": "unsubscribe", "hub.callback": sub.url(), "hub.topic": topic,
                                          "hub.lease_seconds": "abc"})  # ignored on unsubscribe
     assert status == 202
-    await wait_for(lambda: node.metric("websub_verifications_total", mode="unsubscribe", result="verified"))
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_verifications_total", mode="unsubscribe",
+                                       result="verified"))
     assert sub.verifications[-1]["hub.mode"] == "unsubscribe"
     assert await node.plugin.subscriptions() == []
     await node.change("/feeds/news.atom", ATOM2)
-    await wait_for(lambda: node.metric("websub_distributions_total", result="queued") >= 1)
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_distributions_total", result="queued") >= 1)
     await wait_for(node.idle)
     assert sub.deliveries == []
 
@@ -189,9 +190,9 @@ async def test_documents_without_a_websub_sink_are_not_hub_topics(node: Node, su
     await node.change("/feeds/private.atom", ATOM2)
     status, _, _ = await hub_post(node, {"hub.mode": "publish", "hub.url": private})
     assert status == 204
-    assert node.metric("websub_distributions_total", result="queued") == 0
+    assert node.metric("thoonk_bridge_websub_distributions_total", result="queued") == 0
     await node.change("/feeds/news.atom", ATOM2)
-    assert node.metric("websub_distributions_total", result="queued") == 1
+    assert node.metric("thoonk_bridge_websub_distributions_total", result="queued") == 1
     await wait_for(lambda: sub.deliveries)
     await wait_for(node.idle)
     assert [d.headers["Link"] for d in sub.deliveries] == [f'<{node.hub}>; rel="hub", <{news}>; rel="self"']
@@ -213,7 +214,7 @@ async def test_lease_is_clamped_and_expires(redis_url: str, sub: Subscriber) -> 
         # the sweeper removes it once the lease ended; nothing is delivered after that
         await wait_for(lambda: _empty(node), timeout=10)
         await node.change("/feeds/news.atom", ATOM2)
-        await wait_for(lambda: node.metric("websub_distributions_total", result="queued") >= 1)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_distributions_total", result="queued") >= 1)
         await wait_for(node.idle)
         assert sub.deliveries == []
     finally:
@@ -229,7 +230,7 @@ async def test_gone_ends_the_subscription(node: Node, sub: Subscriber) -> None:
     await subscribed(node, sub, sub.url(), topic)
     sub.status = [410]
     await node.change("/feeds/news.atom", ATOM2)
-    await wait_for(lambda: node.metric("websub_deliveries_total", result="gone"))
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_deliveries_total", result="gone"))
     assert await node.plugin.subscriptions() == []
     assert len(sub.deliveries) == 1
 
@@ -241,15 +242,15 @@ async def test_retries_then_drop_keeps_the_subscription(node: Node, sub: Subscri
     await subscribed(node, sub, sub.url(), topic)
     sub.status = [500, 302, 500]  # then 500 forever
     await node.change("/feeds/news.atom", ATOM2)
-    await wait_for(lambda: node.metric("websub_delivery_drops_total", reason="retries_exhausted") == 1)
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_delivery_drops_total", reason="retries_exhausted") == 1)
     attempts = len(sub.deliveries)
     assert attempts >= 3
-    assert node.metric("websub_delivery_retries_total") == attempts - 1
+    assert node.metric("thoonk_bridge_websub_delivery_retries_total") == attempts - 1
     subs = await node.plugin.subscriptions()
     assert len(subs) == 1 and subs[0]["failures"] == attempts
     sub.status = [200]
     await node.change("/feeds/news.atom", ATOM3)
-    await wait_for(lambda: sub.deliveries[-1].body == ATOM3 and node.metric("websub_deliveries_total",
+    await wait_for(lambda: sub.deliveries[-1].body == ATOM3 and node.metric("thoonk_bridge_websub_deliveries_total",
                                                                              result="ok"))
     assert (await node.plugin.subscriptions())[0]["failures"] == 0
 
@@ -261,7 +262,7 @@ async def test_retry_survives_a_restart(redis_url: str, sub: Subscriber) -> None
     await subscribed(node, sub, sub.url(), topic)
     sub.status = [503, 200]
     await node.change("/feeds/news.atom", ATOM2)
-    await wait_for(lambda: node.metric("websub_delivery_retries_total") == 1)
+    await wait_for(lambda: node.metric("thoonk_bridge_websub_delivery_retries_total") == 1)
     await node.stop()
     assert len(sub.deliveries) == 1
     node2 = await start_node(redis_url)
@@ -269,7 +270,7 @@ async def test_retry_survives_a_restart(redis_url: str, sub: Subscriber) -> None
         node2.topic("/feeds/news.atom", ATOM2)
         await wait_for(lambda: len(sub.deliveries) == 2)
         assert sub.deliveries[1].body == ATOM2
-        await wait_for(lambda: node2.metric("websub_deliveries_total", result="ok") == 1)
+        await wait_for(lambda: node2.metric("thoonk_bridge_websub_deliveries_total", result="ok") == 1)
     finally:
         await node2.stop()
 
@@ -285,7 +286,7 @@ async def test_delivery_claimed_by_a_dead_daemon_is_sent_by_another(redis_url: s
     sub.hang.set()
     node2 = await start_node(redis_url, job_timeout=0.3)
     try:
-        await wait_for(lambda: node2.metric("websub_deliveries_total", result="ok") == 1)
+        await wait_for(lambda: node2.metric("thoonk_bridge_websub_deliveries_total", result="ok") == 1)
         assert ATOM2 in sub.bodies()
     finally:
         await node2.stop()
@@ -301,12 +302,12 @@ async def test_superseded_retry_is_dropped(redis_url: str, sub: Subscriber) -> N
         await subscribed(node, sub, sub.url(), topic)
         sub.status = [500, 200]
         await node.change("/feeds/news.atom", ATOM2)
-        await wait_for(lambda: node.metric("websub_delivery_retries_total") == 1)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_delivery_retries_total") == 1)
         await node.change("/feeds/news.atom", ATOM3)
-        await wait_for(lambda: node.metric("websub_delivery_drops_total", reason="superseded") == 1)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_delivery_drops_total", reason="superseded") == 1)
         await wait_for(node.idle)
         assert sub.bodies() == [ATOM2, ATOM3]  # ATOM2 (failed) once, never retried; then ATOM3
-        assert node.metric("websub_deliveries_total", result="ok") == 1
+        assert node.metric("thoonk_bridge_websub_deliveries_total", result="ok") == 1
     finally:
         await node.stop()
 
@@ -317,13 +318,13 @@ async def test_unchanged_content_is_not_sent_again(node: Node, sub: Subscriber) 
     await node.change("/feeds/news.atom", ATOM2)
     await node.change("/feeds/news.atom", ATOM2)
     await wait_for(lambda: sub.deliveries)
-    assert node.metric("websub_distributions_total", result="unchanged") == 1
+    assert node.metric("thoonk_bridge_websub_distributions_total", result="unchanged") == 1
     await wait_for(node.idle)
     assert len(sub.deliveries) == 1
 
 
 async def test_failing_host_is_paused_and_others_still_served(redis_url: str) -> None:
-    from test_websub_support import StubResolver
+    from tests.plugins.websub.support import StubResolver
 
     good, bad = await Subscriber().start(), await Subscriber().start()
     resolver = StubResolver({"bad.test": "127.0.0.1", "good.test": "127.0.0.1"})
@@ -337,10 +338,11 @@ async def test_failing_host_is_paused_and_others_still_served(redis_url: str) ->
         await subscribed(node, good, good_cb, topic)
         bad.status = [500]
         await node.change("/feeds/news.atom", ATOM2)
-        await wait_for(lambda: node.metric("websub_breaker_opened_total") == 1)
-        await wait_for(lambda: node.metric("websub_delivery_drops_total", reason="retries_exhausted") == 1)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_breaker_opened_total") == 1)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_delivery_drops_total",
+                                           reason="retries_exhausted") == 1)
         assert len(bad.deliveries) == 2  # paused after two failures in a row
-        assert node.metric("websub_deliveries_total", result="deferred") >= 1
+        assert node.metric("thoonk_bridge_websub_deliveries_total", result="deferred") >= 1
         await node.change("/feeds/news.atom", ATOM3)
         await wait_for(lambda: good.bodies() == [ATOM2, ATOM3])
         assert len(bad.deliveries) == 2
@@ -353,7 +355,7 @@ async def test_failing_host_is_paused_and_others_still_served(redis_url: str) ->
 async def test_per_host_state_is_bounded(redis_url: str, sub: Subscriber) -> None:
     """Delivery slots exist only while a host has deliveries in flight, and failing hosts are
     remembered up to a cap: callbacks on ever new hosts leave nothing behind."""
-    from test_websub_support import StubResolver
+    from tests.plugins.websub.support import StubResolver
 
     hosts = [f"h{i}.test" for i in range(5)]
     node = await start_node(redis_url, resolver=StubResolver(dict.fromkeys(hosts, "127.0.0.1")), retry_window=0)
@@ -363,11 +365,11 @@ async def test_per_host_state_is_bounded(redis_url: str, sub: Subscriber) -> Non
         for host in hosts:
             await subscribed(node, sub, sub.url().replace("127.0.0.1", host), topic)
         await node.change("/feeds/news.atom", ATOM2)
-        await wait_for(lambda: node.metric("websub_deliveries_total", result="ok") == 5)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_deliveries_total", result="ok") == 5)
         assert len(node.plugin.distributor.host_slots) == 0
         sub.status = [500]
         await node.change("/feeds/news.atom", ATOM3)
-        await wait_for(lambda: node.metric("websub_deliveries_total", result="failed") == 5)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_deliveries_total", result="failed") == 5)
         assert len(node.plugin.distributor.breakers) == 2
         assert len(node.plugin.distributor.host_slots) == 0
     finally:
