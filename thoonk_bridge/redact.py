@@ -9,8 +9,9 @@
   JSON bodies such as ``/readyz``.
 - :func:`shorten`: a value cut to a printable size, saying how much was left out.
 
-Used by the config errors, the CLI's output, the log processor (``thoonk_bridge.logs``), the Redis
-client's messages and ``/readyz``.
+:func:`redact_url` lives in the Thoonk core (:mod:`thoonk_bridge.thoonk.redact`: its Redis clients
+use it) and is re-exported here. Used by the config errors, the CLI's output, the log processor
+(``thoonk_bridge.logs``), the Redis client's messages and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -19,67 +20,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from thoonk_bridge.thoonk.redact import MASK, redact_url
+
 __all__ = ["MASK", "redact_data", "redact_text", "redact_url", "shorten"]
 
-MASK = "***"
-
-# Query options of a Redis URL that carry no secret (redis-py's own URL options and ours); every
-# other value (``password``, ``sentinel_password``, anything unknown) is masked.
-_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
-                            "redis+cluster", "rediss+cluster"})
-_REDIS_PLAIN_OPTIONS = frozenset({
-    "db", "socket_timeout", "socket_connect_timeout", "socket_keepalive", "retry_on_timeout",
-    "max_connections", "health_check_interval", "ssl_check_hostname", "ssl_cert_reqs", "protocol",
-    "timeout", "client_name",
-})
 
 # A URL inside free text: scheme://, then everything up to white space or a quote/bracket that
 # usually ends a URL in a message (``'...'``, ``"..."``, ``<...>``).
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s'\"<>`]+")
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query values (but a Redis URL's plain options) or fragment.
-
-    Never raises. Split by hand rather than with ``urlsplit`` so that a password holding an
-    unescaped ``#`` or ``?`` (``redis://:p#ss@host``) is masked whole, not cut at that character.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = rest.find("/")
-    authority, remainder = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
-    if "@" in authority:
-        authority = f"{MASK}@{authority.rpartition('@')[2]}"
-    # what follows the host: [/path][?query][#fragment] (the host part may hold ? or # when no / follows)
-    for mark in "?#":
-        if mark in authority:
-            authority, _, extra = authority.partition(mark)
-            remainder = mark + extra + remainder
-            break
-    remainder, hashmark, fragment = remainder.partition("#")
-    path, qmark, query = remainder.partition("?")
-    out = f"{scheme}://{authority}{path}"
-    if qmark:
-        out += "?" + _redact_query(query, scheme.lower() in _REDIS_SCHEMES)
-    if hashmark:
-        out += "#" + (MASK if fragment else "")
-    return out
-
-
-def _redact_query(query: str, redis_url: bool) -> str:
-    if not query:
-        return ""
-    out = []
-    for pair in query.split("&"):
-        key, eq, _value = pair.partition("=")
-        if not eq:  # a bare word (``?TOKEN``) is a value
-            out.append(MASK if pair else pair)
-        elif redis_url and key in _REDIS_PLAIN_OPTIONS:
-            out.append(pair)
-        else:
-            out.append(f"{key}={MASK}")
-    return "&".join(out)
 
 
 def redact_text(text: str) -> str:

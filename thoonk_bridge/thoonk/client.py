@@ -18,8 +18,6 @@ from typing import Any
 import redis as _redis
 import redis.asyncio as _aredis
 
-from thoonk_bridge.redis_client import async_client, is_cluster, sync_client
-
 from .databases import other_databases_with_feeds
 from .embedded import EmbeddedRedis
 from .events import EVENT_KINDS, AsyncEvents, Listener
@@ -28,6 +26,7 @@ from .feed import Feed, FeedBase, as_str, check_name, op
 from .job import Job
 from .keys import CONFFEED, DELFEED, FEED_TYPES, FEEDS, NEWFEED, FeedKeys
 from .queue import Queue
+from .redis_client import async_client, is_cluster, sync_client
 from .scripts import AsyncExecutor, Batch, Cmd, Eval, Op, SyncExecutor, describe
 from .shared_events import EventConnection, SharedEvents
 from .sorted_feed import SortedFeed
@@ -275,7 +274,7 @@ def _client(sync: bool, url: str | None, host: str | None, port: int | None, db:
             password: str | None, extra: dict[str, Any]) -> Any:
     """A client whose pool makes callers wait for a free connection (up to ``max_connections``,
     default 100) instead of failing with "Too many connections" under many threads or tasks.
-    A URL may be any of thoonk_bridge.redis_client's (Sentinel and Cluster included)."""
+    A URL may be any of redis_client's (Sentinel and Cluster included)."""
     kwargs: dict[str, Any] = {"socket_connect_timeout": 5.0, "max_connections": 100, "timeout": None}
     if password is not None:
         kwargs["password"] = password

@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
-from thoonk_bridge import redis_client
-
+from . import redis_client
 from .exceptions import SCRIPT_ERRORS, RedisUnavailable
 
 __all__ = ["Script", "SCRIPTS", "Eval", "Cmd", "Batch", "Op", "SyncExecutor", "AsyncExecutor", "describe"]
