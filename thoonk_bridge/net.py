@@ -91,9 +91,19 @@ class OutboundPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    allow_loopback: bool = False
-    allow_private: bool = False
-    allowed_networks: tuple[str, ...] = Field(default=())
+    allow_loopback: bool = Field(
+        default=False,
+        description="Allow loopback addresses (127.0.0.0/8, ::1), for tests and local setups.",
+    )
+    allow_private: bool = Field(
+        default=False,
+        description="Allow private addresses: RFC 1918, CGNAT 100.64.0.0/10 and ULA fc00::/7.",
+    )
+    allowed_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDR networks allowed whatever their category (the only way to reach a link-local or otherwise "
+        "refused address).",
+    )
 
     @field_validator("allowed_networks")
     @classmethod

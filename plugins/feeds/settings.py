@@ -35,17 +35,46 @@ class FeedsSettings(Settings):
     - ``max_redirects``: redirect hops a fetch follows (default 5).
     """
 
-    output_dir: Path | None = None
-    path_prefix: str = Field(default="/feeds", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$")
-    max_staleness: float = Field(default=0.25, gt=0, le=3600)
-    quiet: float = Field(default=0.02, ge=0, le=60)
-    cache_max_age: int = Field(default=0, ge=0)
-    outbound: OutboundPolicy = Field(default_factory=OutboundPolicy)
-    user_agent: str = "thoonk-bridge (+feeds)"
-    fetch_timeout: float = Field(default=30.0, gt=0)
-    max_feed_bytes: int = Field(default=MAX_FEED_BYTES, gt=0)
-    max_feed_entries: int = Field(default=MAX_FEED_ENTRIES, gt=0, description="entries read from one document")
-    max_redirects: int = Field(default=5, ge=0, le=30)
+    output_dir: Path | None = Field(
+        default=None,
+        description="Directory the documents (and their NAME.state.json) are written to; default <state_dir>/feeds.",
+    )
+    path_prefix: str = Field(
+        default="/feeds", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$",
+        description="URL path the documents are served under.",
+    )
+    max_staleness: float = Field(
+        default=0.25, gt=0, le=3600,
+        description="Seconds a document may lag behind its feed during a burst of events (renders are coalesced).",
+    )
+    quiet: float = Field(
+        default=0.02, ge=0, le=60,
+        description="Render early once no event came for this many seconds.",
+    )
+    cache_max_age: int = Field(
+        default=0, ge=0,
+        description="Cache-Control max-age of the served documents, in seconds.",
+    )
+    outbound: OutboundPolicy = Field(
+        default_factory=OutboundPolicy,
+        description="Which addresses the sources' fetches may resolve to (checked on every hop); a source may "
+        "override each key.",
+    )
+    user_agent: str = Field(default="thoonk-bridge (+feeds)", description="User-Agent header the sources send.")
+    fetch_timeout: float = Field(
+        default=30.0, gt=0,
+        description="Seconds for one fetch, from connecting to the last byte.",
+    )
+    max_feed_bytes: int = Field(
+        default=MAX_FEED_BYTES, gt=0,
+        description="Largest fetched document, in bytes after decompression.",
+    )
+    max_feed_entries: int = Field(
+        default=MAX_FEED_ENTRIES, gt=0,
+        description="Entries read from one fetched document: the first (newest) in document order; the rest are "
+        "ignored with a logged note.",
+    )
+    max_redirects: int = Field(default=5, ge=0, le=30, description="Redirect hops a fetch follows.")
 
 
 class FeedSinkOptions(Settings):
@@ -68,21 +97,48 @@ class FeedSinkOptions(Settings):
     - ``max_payload_bytes``: larger payloads are refused (dead-lettered), default 1,000,000.
     """
 
-    address: str = Field(pattern=FEED_NAME_PATTERN)
-    formats: tuple[FormatName, ...] = ("atom", "rss", "json")
-    title: str | None = None
-    subtitle: str | None = None
-    link: str | None = None
-    author: str | None = None
-    author_email: str | None = None
-    language: str | None = None
-    id: str | None = None
-    max_items: int = Field(default=50, ge=1, le=100_000)
-    output_dir: Path | None = None
-    sanitize_html: bool = True
-    max_html_depth: int = Field(default=MAX_HTML_DEPTH, ge=1, le=10_000)
-    max_staleness: float | None = Field(default=None, gt=0, le=3600)
-    max_payload_bytes: int = Field(default=1_000_000, gt=0)
+    address: str = Field(
+        pattern=FEED_NAME_PATTERN,
+        description="The document name (letters, digits, '.', '_', '-'; up to 128 characters), served at "
+        "<path_prefix>/NAME.atom, .rss and .json.",
+    )
+    formats: tuple[FormatName, ...] = Field(
+        default=("atom", "rss", "json"),
+        description="Which documents to keep: atom, rss and/or json.",
+    )
+    title: str | None = Field(default=None, description="Feed title; default NAME.")
+    subtitle: str | None = Field(
+        default=None,
+        description="Atom subtitle, RSS description and JSON Feed description; default \"NAME, via thoonk-bridge\".",
+    )
+    link: str | None = Field(default=None, description="The site the feed belongs to; default the public URL.")
+    author: str | None = Field(default=None, description="The feed author's name; default thoonk-bridge.")
+    author_email: str | None = Field(default=None, description="The feed author's email address.")
+    language: str | None = Field(default=None, description="The feed's language, e.g. en.")
+    id: str | None = Field(default=None, description="Atom feed id; default the Atom document's public URL.")
+    max_items: int = Field(
+        default=50, ge=1, le=100_000,
+        description="How many of the newest entries the documents hold.",
+    )
+    output_dir: Path | None = Field(
+        default=None,
+        description="Directory for this document's files; default the plugin's output_dir.",
+    )
+    sanitize_html: bool = Field(
+        default=True,
+        description="Clean HTML content and summaries with nh3; false publishes the HTML exactly as the payload has "
+        "it.",
+    )
+    max_html_depth: int = Field(
+        default=MAX_HTML_DEPTH, ge=1, le=10_000,
+        description="HTML nested deeper than this loses its tags (text kept) before sanitising.",
+    )
+    max_staleness: float | None = Field(
+        default=None, gt=0, le=3600,
+        description="Seconds this document may lag behind its feed during a burst; default the plugin's "
+        "max_staleness.",
+    )
+    max_payload_bytes: int = Field(default=1_000_000, gt=0, description="Larger payloads are refused (dead-lettered).")
 
     @field_validator("formats")
     @classmethod
@@ -107,18 +163,53 @@ class FeedSourceOptions(Settings):
       ``outbound`` policy for this URL.
     """
 
-    address: str = Field(pattern=r"^https?://\S+$")
-    interval: float = Field(default=300.0, gt=0)
-    identity: Identity = Identity.AUTO
-    payload_format: Literal["json", "atom"] = "json"
-    max_backoff: float = Field(default=3600.0, gt=0)
-    timeout: float | None = Field(default=None, gt=0)
-    max_bytes: int | None = Field(default=None, gt=0)
-    max_entries: int | None = Field(default=None, gt=0)
-    max_redirects: int | None = Field(default=None, ge=0, le=30)
-    allow_loopback: bool | None = None
-    allow_private: bool | None = None
-    allowed_networks: tuple[str, ...] | None = None
+    address: str = Field(
+        pattern=r"^https?://\S+$",
+        description="The http(s) URL of an Atom, RSS or JSON Feed document.",
+    )
+    interval: float = Field(default=300.0, gt=0, description="Seconds between polls.")
+    identity: Identity = Field(
+        default=Identity.AUTO,
+        description="How an entry's item id is chosen: auto (guid or atom:id, else link, else content hash), id, link "
+        "or hash.",
+    )
+    payload_format: Literal["json", "atom"] = Field(
+        default="json",
+        description="The payload each item gets: json (neutral) or atom.",
+    )
+    max_backoff: float = Field(
+        default=3600.0, gt=0,
+        description="Longest wait in seconds after repeated errors or a Retry-After.",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0,
+        description="Seconds for one fetch; default the plugin's fetch_timeout.",
+    )
+    max_bytes: int | None = Field(
+        default=None, gt=0,
+        description="Largest fetched document in bytes; default the plugin's max_feed_bytes.",
+    )
+    max_entries: int | None = Field(
+        default=None, gt=0,
+        description="Entries read from one fetched document; default the plugin's max_feed_entries.",
+    )
+    max_redirects: int | None = Field(
+        default=None, ge=0, le=30,
+        description="Redirect hops a fetch follows; default the plugin's max_redirects.",
+    )
+    allow_loopback: bool | None = Field(
+        default=None,
+        description="Allow loopback addresses for this URL; default the plugin's outbound.allow_loopback.",
+    )
+    allow_private: bool | None = Field(
+        default=None,
+        description="Allow private addresses for this URL; default the plugin's outbound.allow_private.",
+    )
+    allowed_networks: tuple[str, ...] | None = Field(
+        default=None,
+        description="CIDR networks allowed for this URL whatever their category; default the plugin's "
+        "outbound.allowed_networks.",
+    )
 
     def policy(self, default: OutboundPolicy) -> OutboundPolicy:
         return OutboundPolicy(

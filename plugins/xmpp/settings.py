@@ -37,19 +37,47 @@ class AccountSettings(Settings):
       256 KiB); items that would not fit go to the route's dead-letter feed.
     """
 
-    jid: str = Field(pattern=JID_PATTERN)
-    password: SecretStr
-    host: str | None = None
-    port: int = Field(default=5222, ge=1, le=65535)
-    tls: Literal["required", "starttls", "disabled"] = "required"
-    allow_insecure: bool = False
-    ca_file: Path | None = None
-    resource: str | None = Field(default=None, min_length=1, pattern=r"^\S+$")
-    keepalive: float = Field(default=60.0, ge=0)
-    timeout: float = Field(default=30.0, gt=0)
-    reconnect_min: float = Field(default=1.0, gt=0)
-    reconnect_max: float = Field(default=60.0, gt=0)
-    max_stanza_bytes: int = Field(default=PROSODY_STANZA_LIMIT, ge=1024)
+    jid: str = Field(
+        pattern=JID_PATTERN,
+        description="The account's JID, user@domain (a /resource here overrides resource).",
+    )
+    password: SecretStr = Field(description="The account's password; write it as ${ENV_VAR}, it is never logged.")
+    host: str | None = Field(default=None, description="Host to connect to; default the JID's domain through DNS SRV.")
+    port: int = Field(default=5222, ge=1, le=65535, description="Port to connect to when host is set.")
+    tls: Literal["required", "starttls", "disabled"] = Field(
+        default="required",
+        description="required: direct TLS, then STARTTLS, never authenticating in clear; starttls: STARTTLS only; "
+        "disabled: plain TCP, only with a loopback host or allow_insecure.",
+    )
+    allow_insecure: bool = Field(
+        default=False,
+        description="Allow tls: disabled with a host that is not loopback (the password then travels in clear).",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA (or self-signed certificate) to trust instead of the system's CAs.",
+    )
+    resource: str | None = Field(
+        default=None, min_length=1, pattern=r"^\S+$",
+        description="The bound resource; default thoonk-bridge-<instance id>, stable across restarts and distinct per "
+        "daemon.",
+    )
+    keepalive: float = Field(
+        default=60.0, ge=0,
+        description="Seconds between XEP-0199 pings; an unanswered ping drops the connection, which then reconnects; "
+        "0 disables.",
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Seconds allowed for login and for each IQ.")
+    reconnect_min: float = Field(
+        default=1.0, gt=0,
+        description="Shortest wait in seconds between connection attempts (exponential backoff with full jitter).",
+    )
+    reconnect_max: float = Field(default=60.0, gt=0, description="Longest wait in seconds between connection attempts.")
+    max_stanza_bytes: int = Field(
+        default=PROSODY_STANZA_LIMIT, ge=1024,
+        description="The server's stanza size limit (Prosody: c2s_stanza_size_limit); larger items go to the "
+        "dead-letter feed.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AccountSettings:
@@ -88,7 +116,10 @@ class XmppSettings(AccountSettings):
     An endpoint uses the default account unless its ``account`` option names another one.
     """
 
-    accounts: dict[str, AccountSettings] = Field(default_factory=dict)
+    accounts: dict[str, AccountSettings] = Field(
+        default_factory=dict,
+        description="More accounts by name, each with the keys above; an endpoint picks one with account: NAME.",
+    )
 
     @field_validator("accounts")
     @classmethod
@@ -111,8 +142,14 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 class _EndpointOptions(Settings):
-    address: str = Field(pattern=ADDRESS_PATTERN, description="SERVICE/NODE")
-    account: str = DEFAULT_ACCOUNT
+    address: str = Field(
+        pattern=ADDRESS_PATTERN,
+        description="SERVICE/NODE: the PubSub service and the node (the node name may contain '/').",
+    )
+    account: str = Field(
+        default=DEFAULT_ACCOUNT,
+        description="Which configured account to use; default the top-level one.",
+    )
 
     @property
     def service(self) -> str:
@@ -133,8 +170,15 @@ class XmppSourceOptions(_EndpointOptions):
     - ``max_payload_bytes``: larger item payloads are not relayed; they go to the dead-letter feed.
     """
 
-    subscribe: Literal["bare", "full"] = "bare"
-    max_payload_bytes: int = Field(default=PROSODY_STANZA_LIMIT, ge=1)
+    subscribe: Literal["bare", "full"] = Field(
+        default="bare",
+        description="bare: subscribe the bare JID (the bridge sends presence); full: the account's full JID, this "
+        "resource only.",
+    )
+    max_payload_bytes: int = Field(
+        default=PROSODY_STANZA_LIMIT, ge=1,
+        description="Larger item payloads are not relayed; they go to the dead-letter feed.",
+    )
 
 
 AccessModel = Literal["open", "presence", "roster", "authorize", "whitelist"]
@@ -153,14 +197,34 @@ class XmppSinkOptions(_EndpointOptions):
       50); they go out in order on the account's one stream.
     """
 
-    create: bool = True
-    configure: bool = False
-    title: str | None = None
-    max_items: int | None = Field(default=None, ge=1)
-    access_model: AccessModel | None = None
-    publish_model: PublishModel | None = None
-    notify_retract: bool = True
-    max_in_flight: int = Field(default=50, ge=1, le=1000)
+    create: bool = Field(
+        default=True,
+        description="Create the node when it is missing (needs the right to create nodes).",
+    )
+    configure: bool = Field(default=False, description="Also apply the node options to a node that already exists.")
+    title: str | None = Field(default=None, description="Node title (pubsub#title), set on create or configure.")
+    max_items: int | None = Field(
+        default=None, ge=1,
+        description="Items the node keeps (pubsub#max_items), set on create or configure; unset keeps the server's "
+        "default.",
+    )
+    access_model: AccessModel | None = Field(
+        default=None,
+        description="Who may subscribe (pubsub#access_model), set on create or configure.",
+    )
+    publish_model: PublishModel | None = Field(
+        default=None,
+        description="Who may publish (pubsub#publish_model), set on create or configure.",
+    )
+    notify_retract: bool = Field(
+        default=True,
+        description="Notify subscribers of retractions (pubsub#notify_retract), set on create or configure.",
+    )
+    max_in_flight: int = Field(
+        default=50, ge=1, le=1000,
+        description="Publishes and retracts that may await the server's answer at once; they go out in order on the "
+        "account's stream.",
+    )
 
     def node_config(self) -> dict[str, str | bool]:
         config: dict[str, str | bool] = {"pubsub#notify_retract": self.notify_retract}

@@ -22,10 +22,21 @@ class ConsoleSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = False
-    path: str = Field(default="/console", pattern=r"^(/[A-Za-z0-9._~-]+)+$", description="URL path of the page")
-    token: SecretStr | None = Field(default=None, min_length=16, description="X-Console-Token; use ${ENV}")
-    loopback_without_token: bool = False
+    enabled: bool = Field(default=False, description="Serve the console page and its JSON; off, nothing is mounted.")
+    path: str = Field(
+        default="/console", pattern=r"^(/[A-Za-z0-9._~-]+)+$",
+        description="URL path of the page; its JSON is below it.",
+    )
+    token: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="What a request must carry in the X-Console-Token header (at least 16 characters; write it as "
+        "${ENV}); replay and discard always need it.",
+    )
+    loopback_without_token: bool = Field(
+        default=False,
+        description="Let requests from loopback read the console without the token (local use only; leave it off "
+        "behind a reverse proxy on the same host).",
+    )
 
     @model_validator(mode="after")
     def _reachable(self) -> ConsoleSettings:
