@@ -87,3 +87,56 @@ async def _has_items(feed) -> bool:  # noqa: ANN001
 
 async def _count(feed, n: int) -> bool:  # noqa: ANN001
     return len(await feed.get_ids()) >= n
+
+
+async def test_documents_under_another_path_prefix_are_hub_topics(redis_url: str, tmp_path: Path) -> None:
+    """The hub learns the feeds plugin's document paths from the topic registry (nothing assumes
+    ``/feeds/``): with ``path_prefix: /docs/v2`` a subscription to the document is verified and a
+    change is delivered; the body delivered is the one feeds rendered, never rendered again."""
+    port = free_tcp_port()
+    base = f"http://127.0.0.1:{port}"
+    config = {
+        "http": {"listen": f"127.0.0.1:{port}", "public_url": base},
+        "plugins": {"feeds": {"quiet": 0.005, "max_staleness": 0.05, "output_dir": str(tmp_path / "docs"),
+                              "path_prefix": "/docs/v2"},
+                    "websub": WEBSUB},
+        "routes": [{"name": "news-public", "from": "thoonk:news", "to": ["feeds:news", "websub:news"]}],
+    }
+    sub = await Subscriber().start()
+    try:
+        async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path) as daemon:
+            await wait_until(lambda: daemon.routes["news-public"].ready, message="route ready")
+            asked: list[str] = []  # topics the hub asked the registry to render
+            render = daemon.topics.render
+
+            async def counting_render(path: str) -> tuple[bytes, str] | None:
+                asked.append(path)
+                return await render(path)
+
+            daemon.topics.render = counting_render  # type: ignore[method-assign]
+            topic = base + "/docs/v2/news.atom"
+            async with aiohttp.ClientSession() as s:
+                async with s.get(topic) as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Link"] == f'<{base}/websub/hub>; rel="hub", <{topic}>; rel="self"'
+                async with s.get(base + "/feeds/news.atom") as resp:
+                    assert resp.status == 404  # nothing under the default prefix
+                async with s.post(base + "/websub/hub", data={"hub.mode": "subscribe", "hub.topic": topic,
+                                                              "hub.callback": sub.url()}) as r:
+                    assert r.status == 202
+            await wait_until(lambda: sub.verifications, message="verification")
+            assert sub.verifications[0]["hub.mode"] == "subscribe"  # a hub topic: not denied
+            await wait_until(lambda: daemon.plugins["websub"].store.count_active(
+                daemon.plugins["websub"].topics.url("/docs/v2/news.atom")), message="subscription stored")
+            feeds = daemon.plugins["feeds"]
+            renders = feeds.documents["news"].renders
+            feed = await daemon.thoonk.feed("news")
+            await feed.publish(json.dumps({"title": "Hello", "link": "https://example.org/1"}), id="1")
+            await wait_until(lambda: any(b"Hello" in b for b in sub.bodies()), message="delivery")
+            delivered = next(d for d in sub.deliveries if b"Hello" in d.body)
+            assert delivered.headers["Link"] == f'<{base}/websub/hub>; rel="hub", <{topic}>; rel="self"'
+            assert delivered.body == feeds.documents["news"].served["atom"].body  # what feeds rendered
+            assert feeds.documents["news"].renders > renders  # rendered by feeds for the change...
+            assert asked == []  # ...and not asked for again by the hub
+    finally:
+        await sub.close()

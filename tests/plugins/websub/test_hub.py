@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from tests.plugins.websub.support import (
@@ -14,6 +17,7 @@ from tests.plugins.websub.support import (
     subscribed,
     wait_for,
 )
+from thoonk_bridge.plugin import Topic
 
 ATOM1 = b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>one</title></feed>'
 ATOM2 = b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>two</title></feed>'
@@ -200,6 +204,37 @@ async def test_documents_without_a_websub_sink_are_not_hub_topics(node: Node, su
     assert topics.hub_for("/feeds/news.atom") == node.hub
     assert topics.hub_for("/feeds/news.rss") == node.hub
     assert topics.hub_for("/feeds/private.atom") is None
+
+
+async def test_a_change_is_handed_off_with_its_body(node: Node, sub: Subscriber,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving plugin's ``changed(path, body)`` returns before the hub touches Redis (its render
+    loop is not held up), and the hub distributes that body without asking for a render."""
+    renders: list[str] = []
+
+    async def render() -> bytes:
+        renders.append("/feeds/news.atom")
+        return ATOM1
+
+    node.topic("/feeds/news.atom", ATOM1)
+    node.context.topics.register(Topic("/feeds/news.atom", "application/atom+xml", render, name="news"))
+    topic = node.url + "/feeds/news.atom"
+    await subscribed(node, sub, sub.url(), topic)
+    release = asyncio.Event()
+    store = node.plugin.store
+    original = store.next_distribution
+
+    async def slow_redis(*args: Any, **kwargs: Any) -> Any:
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "next_distribution", slow_redis)
+    await asyncio.wait_for(node.context.topics.changed("/feeds/news.atom", ATOM2), 1)  # not waiting on Redis
+    assert node.metric("thoonk_bridge_websub_distributions_total", result="queued") == 0
+    release.set()
+    await wait_for(lambda: sub.deliveries)
+    assert sub.bodies() == [ATOM2]
+    assert renders == []
 
 
 async def test_lease_is_clamped_and_expires(redis_url: str, sub: Subscriber) -> None:
