@@ -92,7 +92,8 @@ class NaiveSink(FeedSink):
 class NaiveFeedsPlugin(FeedsPlugin):
     def sink(self, endpoint: Any, route: Any) -> Any:
         sink = super().sink(endpoint, route)
-        return NaiveSink(self, sink.document, route)  # type: ignore[attr-defined]
+        return NaiveSink(sink.document, route, open_document=self.open_document,  # type: ignore[attr-defined]
+                         close_document=self.close_document, bad_items=self.metrics.bad_items)
 
 
 async def end_to_end(redis_url: str, plugin: type, events: int, max_items: int) -> tuple[float, float, int]:

@@ -32,9 +32,6 @@ import dataclasses
 import gzip
 import hashlib
 import json
-import os
-import re
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -44,24 +41,20 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+from thoonk_bridge.backoff import Backoff
 from thoonk_bridge.payload import Entry, PayloadError, content_hash, parse
-from thoonk_bridge.router import RetryPolicy
+from thoonk_bridge.tasks import cancel_and_wait
 
+# atomic_write is called through this module (tests replace it here to simulate a full disk)
+from .errors import BadItem
+from .files import atomic_write, stale_temp_files
 from .render import CONTENT_TYPES, FeedMeta, StoredItem, render_documents
 
 EXTENSIONS = {"atom": "atom", "rss": "rss", "json": "json"}
 STATE_VERSION = 1
 KNOWN_PER_WINDOW = 10  # ids of pushed-out items remembered, per item of the window
 WRITE_LOG_INTERVAL = 60.0  # seconds between log lines while the files cannot be written
-WRITE_RETRY = RetryPolicy(base=0.5, cap=30.0)
-
-
-class BadItem(ValueError):
-    """A payload the document cannot hold; ``reason`` is a short label for metrics."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+WRITE_RETRY = Backoff(base=0.5, cap=30.0)  # renders and file writes that failed
 
 
 @dataclass(frozen=True)
@@ -77,46 +70,6 @@ class Served:
     @property
     def last_modified_http(self) -> str:
         return format_datetime(datetime.fromtimestamp(int(self.last_modified), tz=UTC), usegmt=True)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
-
-    The temporary file is ``.NAME.XXXXXXXX.tmp`` beside ``path`` (:func:`stale_temp_files` finds
-    those a killed process left).
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def stale_temp_files(directory: Path, names: list[str]) -> list[Path]:
-    """The temporary files :func:`atomic_write` may have left for files ``names`` of ``directory``.
-
-    Matched exactly (mkstemp's eight random characters), so that the document ``a`` never takes
-    the temporary files of a document ``a.atom`` for its own.
-    """
-    pattern = re.compile(
-        r"\.(?:" + "|".join(re.escape(name) for name in names) + r")\.[A-Za-z0-9_]{8}\.tmp"
-    )
-    try:
-        return [path for path in directory.iterdir() if pattern.fullmatch(path.name)]
-    except OSError:
-        return []
 
 
 def _entry_is_empty(entry: Entry) -> bool:
@@ -289,10 +242,15 @@ class FeedDocument:
 
     # ----------------------------------------------------------------- changes
 
-    def check(self, item_id: str, payload: str) -> Entry:
-        """Parse a payload the way the documents will use it; raises :class:`BadItem`."""
+    def check(self, item_id: str, payload: str, *, parsed: Callable[[int | None], Entry] | None = None) -> Entry:
+        """Parse a payload the way the documents will use it; raises :class:`BadItem`.
+
+        ``parsed``: gives the payload's entry under a size limit, parsed once for the whole route
+        (``ItemEvent.entry``), instead of parsing it here.
+        """
         try:
-            entry = parse(payload, max_bytes=self.max_payload_bytes)
+            limit = self.max_payload_bytes
+            entry = parse(payload, max_bytes=limit) if parsed is None else parsed(limit)
         except PayloadError as exc:
             reason = "too_large" if "too large" in str(exc) else "invalid"
             raise BadItem(f"item {item_id!r}: {exc}", reason) from None
@@ -300,17 +258,25 @@ class FeedDocument:
             raise BadItem(f"item {item_id!r}: no title, link, content or summary", "empty")
         return entry
 
-    def put(self, item_id: str, payload: str, *, entry: Entry | None = None) -> bool:
+    def put(
+        self,
+        item_id: str,
+        payload: str,
+        *,
+        entry: Entry | None = None,
+        parsed: Callable[[int | None], Entry] | None = None,
+    ) -> bool:
         """Add or replace an item; returns False when nothing changed. Raises :class:`BadItem`.
 
-        ``entry``: what :meth:`check` gave for this payload (parsed already, in a worker thread).
+        ``entry``: what :meth:`check` gave for this payload (parsed already, in a worker thread);
+        ``parsed``: as for :meth:`check`.
         """
         digest = content_hash(payload)
         current = self.items.get(item_id)
         if current is not None and current.hash == digest:
             return False
         if entry is None:
-            entry = self.check(item_id, payload)
+            entry = self.check(item_id, payload, parsed=parsed)
         now = self.clock()
         if current is not None:
             item = StoredItem(item_id, payload, digest, current.seq, current.first_seen, now, entry)
@@ -370,10 +336,7 @@ class FeedDocument:
             self._write_retry_timer.cancel()
             self._write_retry_timer = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         render_failures = 0  # in a row; logged once, then at most once per WRITE_LOG_INTERVAL

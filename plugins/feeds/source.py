@@ -8,10 +8,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
+from thoonk_bridge.backoff import Backoff
 from thoonk_bridge.feedparse import FeedParseError, parse_feed_async
 from thoonk_bridge.net import (
     AddressRefused,
@@ -23,19 +24,9 @@ from thoonk_bridge.net import (
 )
 from thoonk_bridge.plugin import EventKind, ItemEvent, RouteContext, Source
 
-from .settings import FeedSourceOptions
-
-if TYPE_CHECKING:
-    from .plugin import FeedsPlugin
-
-
-class FetchFailed(Exception):
-    """One poll failed; ``reason`` is a short label for metrics, ``retry_after`` the server's wish."""
-
-    def __init__(self, message: str, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.retry_after = retry_after
+from .errors import FetchFailed
+from .metrics import FeedsMetrics
+from .settings import FeedSourceOptions, FeedsSettings
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -64,16 +55,21 @@ class FeedSource(Source):
     logged and retried with exponential backoff and jitter, never past ``max_backoff``;
     ``Retry-After`` on 429/503 is honoured (within ``max_backoff``). The items last seen stay as
     they are meanwhile: a broken fetch never retracts anything.
+
+    Receives what it uses: the plugin's ``settings`` (defaults of the options), ``metrics`` and
+    ``resolver`` (tests: a stub resolver, no real lookups).
     """
 
     absence = "unknown"  # a document shows its latest entries: one gone from it was not retracted
 
-    def __init__(self, plugin: FeedsPlugin, options: FeedSourceOptions, route: RouteContext) -> None:
-        self.plugin = plugin
+    def __init__(self, options: FeedSourceOptions, route: RouteContext, *, settings: FeedsSettings,
+                 metrics: FeedsMetrics, resolver: AbstractResolver | None = None) -> None:
+        self.metrics = metrics
+        self.user_agent = settings.user_agent
+        self.resolver = resolver
         self.options = options
         self.route = route
         self.url = options.address
-        settings = plugin.settings
         self.policy = options.policy(settings.outbound)
         self.timeout = options.timeout or settings.fetch_timeout
         self.max_bytes = options.max_bytes or settings.max_feed_bytes
@@ -97,9 +93,9 @@ class FeedSource(Source):
         if self._session is None or self._session.closed:
             self._session = make_session(
                 self.policy,
-                user_agent=self.plugin.settings.user_agent,
+                user_agent=self.user_agent,
                 timeout=self.timeout,
-                resolver=self.plugin.resolver,
+                resolver=self.resolver,
             )
         self._closed.clear()
 
@@ -121,9 +117,8 @@ class FeedSource(Source):
         cap = self.options.max_backoff
         if self.failures == 0:
             delay = interval
-        else:
-            backoff = min(cap, interval * (2 ** min(self.failures, 30)))
-            delay = self.random.uniform(max(interval, backoff / 2), backoff)
+        else:  # equal jitter, never shorter than the interval
+            delay = Backoff(base=interval, cap=cap, jitter=0.5, floor=interval, rng=self.random).delay(self.failures)
         if self.retry_after is not None:
             delay = max(delay, self.retry_after)
         return min(delay, max(cap, interval))
@@ -164,7 +159,7 @@ class FeedSource(Source):
         except (aiohttp.ClientError, FetchError, OSError) as exc:
             raise FetchFailed(f"{self.url}: {type(exc).__name__}: {exc}", "network") from None
         finally:
-            self.plugin.metrics.fetch_seconds.labels(self.route.name).observe(time.perf_counter() - started)
+            self.metrics.fetch_seconds.labels(self.route.name).observe(time.perf_counter() - started)
         if result.status == 304:
             return None
         if result.status in (429, 503):
@@ -196,7 +191,7 @@ class FeedSource(Source):
             self.log.warning("document has more entries than max_entries, the rest ignored",
                              kept=self.max_entries, ignored=parsed.ignored_entries)
         for problem in parsed.problems:
-            self.plugin.metrics.bad_entries.labels(self.route.name).inc()
+            self.metrics.bad_entries.labels(self.route.name).inc()
             self.log.warning("entry skipped", problem=problem)
         self.etag = result.headers.get("ETag")
         self.last_modified = result.headers.get("Last-Modified")
@@ -209,7 +204,7 @@ class FeedSource(Source):
         except FetchFailed as exc:
             self.failures += 1
             self.retry_after = exc.retry_after
-            self.plugin.metrics.fetches.labels(self.route.name, exc.reason).inc()
+            self.metrics.fetches.labels(self.route.name, exc.reason).inc()
             self.log.warning(
                 "feed fetch failed",
                 reason=exc.reason,
@@ -222,7 +217,7 @@ class FeedSource(Source):
             self.log.info("feed fetch recovered", after_failures=self.failures)
         self.failures = 0
         self.retry_after = None
-        self.plugin.metrics.fetches.labels(self.route.name, "not_modified" if items is None else "ok").inc()
+        self.metrics.fetches.labels(self.route.name, "not_modified" if items is None else "ok").inc()
         return items
 
     async def snapshot(self) -> list[tuple[str, str]]:
@@ -263,3 +258,6 @@ class FeedSource(Source):
             self.items = items if self.route.mirror else {**(self.items or {}), **items}
             for event in events:
                 yield event
+
+
+__all__ = ["FeedSource", "FetchFailed", "parse_retry_after"]  # FetchFailed: from .errors

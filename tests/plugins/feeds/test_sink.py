@@ -733,7 +733,7 @@ async def test_unknown_formats_and_names_count_under_fixed_labels(harness) -> No
     formats = {line.split('format="')[1].split('"')[0] for line in text.splitlines()
                if line.startswith("thoonk_bridge_feeds_requests_total{")}
     assert formats == {"other", "atom"}
-    assert len(harness.plugin._stored) == 0  # noqa: SLF001 - nothing cached for names nobody stored
+    assert len(harness.plugin.fleet.copies) == 0  # nothing cached for names nobody stored
 
 
 # ------------------------------------------------------------------ failures an operator must see (issue 11 §7)
@@ -843,7 +843,7 @@ async def test_redis_away_logged_once_per_interval_not_per_request(harness, monk
     async def redis_away(name: str, fmt: str) -> None:
         raise ConnectionError("Connection refused")
 
-    monkeypatch.setattr(harness.plugin, "_stored_document", redis_away)
+    monkeypatch.setattr(harness.plugin.fleet, "read", redis_away)
     with structlog.testing.capture_logs() as logs:
         for i in range(50):
             status, headers, _ = await get(f"{harness.base_url}/feeds/elsewhere{i}.atom")
