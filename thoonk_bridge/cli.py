@@ -14,48 +14,31 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from thoonk_bridge import __version__
+from thoonk_bridge.commands.common import (
+    DEFAULT_CONFIG,
+    bridge_redis_url,
+    fail,
+    print_problems,
+    redis_failure,
+    thoonk_client,
+    warn,
+    when,
+    with_redis,
+)
+from thoonk_bridge.commands.deadletters import deadletters as deadletters_command
+from thoonk_bridge.commands.fleet import fleet as fleet_command
+from thoonk_bridge.commands.trace import trace as trace_command
 from thoonk_bridge.redact import redact_text
 
-DEFAULT_CONFIG = "config/example.yaml"
-_REDIS_IN_USE = "thoonk_bridge.redis_url"  # ctx.meta key: the Redis URL the running command talks to
+# Plugin commands (Plugin.cli) import the Redis helpers from here.
+__all__ = ["DEFAULT_CONFIG", "BridgeCommands", "bridge_redis_url", "main", "with_redis"]
 
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {redact_text(message)}", err=True)
-    sys.exit(1)
-
-
-def _warn(message: str) -> None:
-    click.echo(f"warning: {redact_text(message)}", err=True)
-
-
-def _redis_failure(exc: Exception) -> str | None:
-    """The one line for a Redis that cannot be reached or refuses us, or None if ``exc`` is not that."""
-    import redis.exceptions
-
-    from thoonk_bridge.thoonk.exceptions import RedisUnavailable
-
-    if not isinstance(exc, redis.exceptions.RedisError | redis.exceptions.RedisClusterException | RedisUnavailable):
-        return None
-    ctx = click.get_current_context(silent=True)
-    url = ctx.meta.get(_REDIS_IN_USE) if ctx is not None else None
-    where = f"redis {url}" if url else "redis"
-    if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
-        return f"{where}: access refused: {exc}"
-    if isinstance(exc, RedisUnavailable):
-        return f"{where} is unreachable: {exc.reason}"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-                  | redis.exceptions.RedisClusterException):
-        return f"{where} is unreachable: {exc}"
-    return f"{where}: {type(exc).__name__}: {exc}"
 
 
 class BridgeCommands(click.Group):
@@ -73,10 +56,10 @@ class BridgeCommands(click.Group):
         except Exception as exc:
             if os.environ.get("THOONK_BRIDGE_DEBUG"):
                 raise
-            message = _redis_failure(exc)
+            message = redis_failure(exc)
             if message is None:
                 message = f"{type(exc).__name__}: {exc} (THOONK_BRIDGE_DEBUG=1 shows the traceback)"
-            _fail(message)
+            fail(message)
 
     def _plugin_commands(self) -> dict[str, click.Command]:
         from thoonk_bridge.discovery import discover_plugins
@@ -130,10 +113,10 @@ def run(config: Path, env_file: Path | None) -> None:
     try:
         loaded = load_config(config, env_file=env_file)
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         sys.exit(1)
     except OSError as exc:
-        _fail(f"{config}: {exc.strerror or exc}")
+        fail(f"{config}: {exc.strerror or exc}")
     configure_logging(loaded.log_level, loaded.log_format)
     use_event_loop()
     sys.exit(asyncio.run(serve(config, env_file=env_file)))
@@ -153,12 +136,6 @@ def use_event_loop() -> str:
     return "asyncio"
 
 
-def _print_problems(exc: Any) -> None:
-    for problem in exc.problems:
-        click.echo(str(problem), err=True)
-    click.echo(f"{len(exc.problems)} problem(s) found", err=True)
-
-
 @main.command()
 @config_argument
 @env_file_option
@@ -173,18 +150,18 @@ def check(config: Path, env_file: Path | None, live: bool) -> None:
     try:
         loaded = load_config(config, env_file=env_file)
     except ConfigError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         sys.exit(1)
     except OSError as exc:
-        _fail(f"{config}: {exc.strerror or exc}")
+        fail(f"{config}: {exc.strerror or exc}")
     for warning in loaded.warnings:
-        _warn(warning)
+        warn(warning)
     if live:
         problems = asyncio.run(_check_live(loaded))
         if problems:
             for problem in problems:
                 click.echo(f"live: {redact_text(problem)}", err=True)
-            _fail(f"{config}: the config is valid, but {len(problems)} live check(s) failed")
+            fail(f"{config}: the config is valid, but {len(problems)} live check(s) failed")
     enabled = ", ".join(sorted(loaded.enabled_plugins)) or "none"
     lines = [f"{config}: OK, {len(loaded.routes)} route(s), plugins: {enabled}"]
     lines.append(f"  redis: {loaded.redis or 'embedded (' + str((Path(loaded.state_dir) / 'redis').resolve()) + ')'}")
@@ -202,17 +179,12 @@ def check(config: Path, env_file: Path | None, live: bool) -> None:
 
 
 async def _check_live(config: Any) -> list[str]:
-    from aiohttp import web
-    from prometheus_client import CollectorRegistry
-
+    from thoonk_bridge.context import build_plugin_context
     from thoonk_bridge.discovery import discover_plugins
-    from thoonk_bridge.logs import get_logger
-    from thoonk_bridge.plugin import PluginContext
     from thoonk_bridge.redact import redact_url
     from thoonk_bridge.redis_client import async_client
     from thoonk_bridge.thoonk import AsyncThoonk
     from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
-    from thoonk_bridge.topics import TopicRegistry
 
     problems: list[str] = []
     client: Any  # one server, Sentinel or Cluster client
@@ -237,11 +209,8 @@ async def _check_live(config: Any) -> list[str]:
     for name in sorted(config.enabled_plugins):
         cls = classes[name]
         settings = config.plugins.get(name) or cls.settings_model()
-        context = PluginContext(
-            thoonk=AsyncThoonk(redis=client), redis=client, http=web.Application(),
-            public_url=config.http.base_url, metrics=CollectorRegistry(), log=get_logger(plugin=name),
-            state_dir=Path(config.state_dir) / name, topics=TopicRegistry(),
-        )
+        context = build_plugin_context(name, thoonk=AsyncThoonk(redis=client), redis=client,
+                                       public_url=config.http.base_url, state_dir=Path(config.state_dir))
         try:
             problems += [f"plugin {name}: {p}" for p in await cls(settings, context).check_live()]
         except Exception as exc:  # noqa: BLE001 - reported
@@ -262,7 +231,7 @@ def plugins() -> None:
     broken: dict[str, str] = {}
     found = discover_plugins(broken)
     for name, why in sorted(broken.items()):
-        _warn(f"plugin {name!r} is installed but cannot be loaded ({why})")
+        warn(f"plugin {name!r} is installed but cannot be loaded ({why})")
     click.echo(f"(engine) {__version__}")
     click.echo(f"    {_kind_line(THOONK_KIND)}")
     for name, cls in sorted(found.items()):
@@ -282,92 +251,27 @@ def version() -> None:
     click.echo(f"thoonk-bridge {__version__}")
 
 
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write it to FILE, not stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of the config file (engine keys, installed plugins, endpoints) for editors."""
+    from thoonk_bridge.config.json_schema import schema_text
+    from thoonk_bridge.discovery import discover_plugins
+
+    broken: dict[str, str] = {}
+    text = schema_text(discover_plugins(broken))
+    for name, why in sorted(broken.items()):
+        warn(f"plugin {name!r} is installed but cannot be loaded ({why}); its settings are not in the schema")
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+
+
 # ---------------------------------------------------------------------------- feeds
-
-
-redis_options = [
-    click.option("--redis", "redis_url", envvar="THOONK_BRIDGE_REDIS",
-                 help="Redis URL (default: the config's redis, or its embedded server)."),
-    click.option("--config", "config_path", envvar="THOONK_BRIDGE_CONFIG", default=DEFAULT_CONFIG,
-                 show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-                 help="Config whose Redis to use when --redis is not given."),
-]
-
-
-def with_redis(fn: Any) -> Any:
-    for option in reversed(redis_options):
-        fn = option(fn)
-    return fn
-
-
-@contextmanager
-def bridge_redis_url(redis_url: str | None, config_path: Path) -> Iterator[str]:
-    """The URL of the bridge's Redis: ``--redis``, else the config's ``redis:``, else its embedded
-    server (started for the duration of the command when the daemon is not running). For plugin
-    commands too (``Plugin.cli``)."""
-    from thoonk_bridge.thoonk.embedded import EmbeddedRedis, EmbeddedRedisError
-
-    ctx = click.get_current_context(silent=True)
-    if redis_url:
-        _check_redis_url(redis_url)
-        if ctx is not None:
-            ctx.meta[_REDIS_IN_USE] = redact_text(redis_url)
-        yield redis_url
-        return
-    if not config_path.exists():
-        _fail(f"no --redis given and config {config_path} does not exist")
-    from thoonk_bridge.config import ConfigError, load_config
-
-    try:
-        loaded = load_config(config_path)
-    except ConfigError as exc:
-        _print_problems(exc)
-        sys.exit(1)
-    for warning in loaded.warnings:
-        _warn(warning)
-    if loaded.redis:
-        if ctx is not None:
-            ctx.meta[_REDIS_IN_USE] = redact_text(loaded.redis)
-        yield loaded.redis
-        return
-    server = EmbeddedRedis(Path(loaded.state_dir) / "redis")
-    if ctx is not None:
-        ctx.meta[_REDIS_IN_USE] = f"embedded ({server.url})"
-    if server._ping():  # noqa: SLF001 - the daemon's embedded server is already up
-        yield server.url
-        return
-    try:
-        server.start()
-    except EmbeddedRedisError as exc:
-        _fail(str(exc))
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-def _check_redis_url(url: str) -> None:
-    """A ``--redis`` URL is checked like the config's ``redis:`` (one line naming what is wrong)."""
-    from thoonk_bridge.redis_client import parse_target
-
-    try:
-        parse_target(url)
-    except ValueError as exc:
-        _fail(f"--redis: {exc}")
-
-
-@contextmanager
-def _thoonk(redis_url: str | None, config_path: Path) -> Iterator[Any]:
-    """A sync Thoonk client on the bridge's Redis (see :func:`bridge_redis_url`). Redis errors
-    become one line in :meth:`BridgeCommands.invoke`."""
-    from thoonk_bridge.thoonk import Thoonk
-
-    with bridge_redis_url(redis_url, config_path) as url:
-        client = Thoonk(url=url)
-        try:
-            yield client
-        finally:
-            client.close()
 
 
 @main.command()
@@ -383,15 +287,15 @@ def publish(feed: str, payload: str, item_id: str | None, redis_url: str | None,
         raise click.BadParameter("payload is empty", param_hint="PAYLOAD")
     if item_id is not None and not item_id.strip():
         raise click.BadParameter("id is empty", param_hint="--id")
-    with _thoonk(redis_url, config_path) as pubsub:
+    with thoonk_client(redis_url, config_path) as pubsub:
         try:
             click.echo(pubsub.feed(feed).publish(payload, id=item_id))
         except (ValueError, TypeError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - e.g. FeedTypeMismatch
-            if _redis_failure(exc) is not None:
+            if redis_failure(exc) is not None:
                 raise  # the one Redis line (BridgeCommands.invoke)
-            _fail(f"{type(exc).__name__}: {exc}")
+            fail(f"{type(exc).__name__}: {exc}")
 
 
 @main.command()
@@ -400,12 +304,12 @@ def publish(feed: str, payload: str, item_id: str | None, redis_url: str | None,
 @with_redis
 def retract(feed: str, item_id: str, redis_url: str | None, config_path: Path) -> None:
     """Retract item ID from FEED."""
-    with _thoonk(redis_url, config_path) as pubsub:
+    with thoonk_client(redis_url, config_path) as pubsub:
         if not pubsub.feed_exists(feed):
-            _fail(f"feed {feed!r} does not exist")
+            fail(f"feed {feed!r} does not exist")
         handle = pubsub.feed(feed)
         if item_id not in handle.get_ids():
-            _fail(f"feed {feed!r} has no item {item_id!r}")
+            fail(f"feed {feed!r} has no item {item_id!r}")
         handle.retract(item_id)
         click.echo(f"retracted {item_id} from {feed}")
 
@@ -415,7 +319,7 @@ def retract(feed: str, item_id: str, redis_url: str | None, config_path: Path) -
 @with_redis
 def feeds(as_json: bool, redis_url: str | None, config_path: Path) -> None:
     """List feeds: name, type and size."""
-    with _thoonk(redis_url, config_path) as pubsub:
+    with thoonk_client(redis_url, config_path) as pubsub:
         rows = []
         for name in sorted(pubsub.get_feed_names()):
             config = pubsub.get_config(name)
@@ -439,7 +343,7 @@ def status(as_json: bool, redis_url: str | None, config_path: Path) -> None:
     """The fleet: every daemon on this Redis, what it owns and since when, read from Redis."""
     from thoonk_bridge.fleet import read_fleet
 
-    with _thoonk(redis_url, config_path) as pubsub:
+    with thoonk_client(redis_url, config_path) as pubsub:
         fleet = read_fleet(pubsub.redis)
     if as_json:
         click.echo(json.dumps(fleet, indent=2))
@@ -449,30 +353,16 @@ def status(as_json: bool, redis_url: str | None, config_path: Path) -> None:
     for inst in fleet["instances"]:
         state = "STALE" if inst["stale"] else inst.get("phase", "?")
         click.echo(f"{inst['instance']}  {state}  host={inst.get('host')} pid={inst.get('pid')} "
-                   f"up since {_when(inst.get('started'))}, last heartbeat {inst['heartbeat_age']:.1f} s ago")
+                   f"up since {when(inst.get('started'))}, last heartbeat {inst['heartbeat_age']:.1f} s ago")
         for route, since in sorted(inst.get("owns", {}).items()):
-            click.echo(f"    owns {route} since {_when(since)}")
+            click.echo(f"    owns {route} since {when(since)}")
     for route, holder in sorted(fleet["leases"].items()):
         click.echo(f"route {route}: held by {holder}")
 
 
-def _when(stamp: float | None) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "?"
-
-
-def _operator_commands() -> None:
-    """``deadletters``, ``trace``, ``fleet``: defined in their modules, which use this module's helpers."""
-    from thoonk_bridge import deadletters, trace
-    from thoonk_bridge.console import web
-
-    deadletters.register(main)
-    trace.register(main)
-    web.register(main)
-
-
-_operator_commands()
+main.add_command(deadletters_command)
+main.add_command(trace_command)
+main.add_command(fleet_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -27,9 +27,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from thoonk_bridge import keys
 from thoonk_bridge.plugin import EventKind, ItemEvent
-from thoonk_bridge.router import DEAD_LETTER_MAX, DEAD_LETTER_PREFIX, dead_letter_feed, store_dead_letter
+from thoonk_bridge.router import DEAD_LETTER_MAX, dead_letter_feed, store_dead_letter
 from thoonk_bridge.tasks import cancel_and_wait
+from thoonk_bridge.thoonk.keys import FeedKeys
+from thoonk_bridge.thoonk.text import as_text
 from thoonk_bridge.trace import Replay
 
 if TYPE_CHECKING:
@@ -40,17 +43,13 @@ if TYPE_CHECKING:
 
 __all__ = ["DeadLetter", "ReplayDesk", "replay_request_key", "request_replay"]
 
-REQUESTS_KEY = "bridge.deadletter.requests"  # counter: bumped with each replay request (the doorbell)
+REQUESTS_KEY = keys.REPLAY_DOORBELL  # counter: bumped with each replay request (the doorbell)
 REPLAY_POLL = 0.5  # seconds between two looks at the doorbell
 REPLY_TTL = 600  # seconds a replay answer is kept
 
 
-def replay_request_key(route: str) -> str:
-    return f"{dead_letter_feed(route)}:replay"
-
-
-def replay_reply_key(route: str, request: str) -> str:
-    return f"{dead_letter_feed(route)}:replay:{request}"
+replay_request_key = keys.replay_requests  # list: the route's replay requests not yet taken
+replay_reply_key = keys.replay_reply  # the answer to one request (expires)
 
 
 @dataclass(frozen=True)
@@ -109,16 +108,13 @@ def matching(entries: Iterable[DeadLetter], wanted: Iterable[str]) -> tuple[list
 # --------------------------------------------------------------------------- reading (sync: CLI, console)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def routes_with_dead_letters(pubsub: Any) -> dict[str, int]:
     """``{route: entry count}`` of every dead-letter feed (sync Thoonk client)."""
     out = {}
     for name in pubsub.get_feed_names():
-        if name.startswith(DEAD_LETTER_PREFIX + "{") and name.endswith("}"):
-            out[name[len(DEAD_LETTER_PREFIX) + 1 : -1]] = int(pubsub.redis.zcard(f"feed.ids:{name}"))
+        route = keys.dead_letter_route(name)
+        if route is not None:
+            out[route] = int(pubsub.redis.zcard(FeedKeys(name).ids))
     return dict(sorted(out.items()))
 
 
@@ -151,7 +147,7 @@ def withdraw_request(redis: Any, route: str, request: str) -> bool:
     """Take back a request no daemon has picked up; False when one already has."""
     for raw in redis.lrange(replay_request_key(route), 0, -1):
         try:
-            if json.loads(_text(raw)).get("request") == request:
+            if json.loads(as_text(raw)).get("request") == request:
                 return bool(redis.lrem(replay_request_key(route), 1, raw))
         except (ValueError, AttributeError):
             continue
@@ -160,7 +156,7 @@ def withdraw_request(redis: Any, route: str, request: str) -> bool:
 
 def replay_reply(redis: Any, route: str, request: str) -> dict[str, Any] | None:
     raw = redis.get(replay_reply_key(route, request))
-    return json.loads(_text(raw)) if raw is not None else None
+    return json.loads(as_text(raw)) if raw is not None else None
 
 
 # --------------------------------------------------------------------------- the daemon's side
@@ -204,7 +200,7 @@ class ReplayDesk:
         for name, runner in list(self.routes().items()):
             while (raw := await self.redis.lpop(replay_request_key(name))) is not None:
                 try:
-                    request = json.loads(_text(raw))
+                    request = json.loads(as_text(raw))
                     request_id = str(request["request"])
                     wanted = request.get("entries")
                 except (ValueError, KeyError, TypeError):
@@ -278,119 +274,7 @@ def wait_for_reply(redis: Any, route: str, request: str, timeout: float) -> dict
     return None
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def register(group: Any) -> None:
-    """Add ``thoonk-bridge deadletters`` to the CLI (called by thoonk_bridge.cli once it is defined)."""
-    import click
-
-    from thoonk_bridge.cli import _fail, _thoonk, _when, with_redis
-    from thoonk_bridge.redact import redact_text
-
-    @group.group()
-    def deadletters() -> None:
-        """Items a route could not deliver (bridge.deadletter.{ROUTE}): list, show, replay, discard."""
-
-    def chosen_entries(pubsub: Any, route: str, ids: tuple[str, ...], all_: bool) -> list[DeadLetter]:
-        if bool(ids) == all_:
-            raise click.UsageError("name the entries (entry or item ids) or give --all, not both")
-        stored = entries(pubsub, route)
-        if not stored:
-            _fail(f"route {route!r} has no dead letters")
-        if all_:
-            return stored
-        chosen, missing = matching(stored, ids)
-        if missing:
-            _fail(f"route {route!r} has no dead letter {', '.join(repr(m) for m in missing)}")
-        return chosen
-
-    @deadletters.command("list")
-    @click.argument("route", required=False)
-    @click.option("--json", "as_json", is_flag=True, help="JSON output.")
-    @with_redis
-    def list_(route: str | None, as_json: bool, redis_url: str | None, config_path: Any) -> None:
-        """Routes with dead letters and how many; with ROUTE, its entries (oldest first)."""
-        with _thoonk(redis_url, config_path) as pubsub:
-            if route is None:
-                counts = routes_with_dead_letters(pubsub)
-                if as_json:
-                    click.echo(json.dumps(counts))
-                elif not counts:
-                    click.echo("no dead letters")
-                for name, count in counts.items() if not as_json else ():
-                    click.echo(f"{name}  {count}")
-                return
-            rows = [e.summary() for e in entries(pubsub, route)]
-        for row in rows:
-            row["reason"] = redact_text(row["reason"])
-            row["sink"] = redact_text(row["sink"]) if row["sink"] else None
-        if as_json:
-            click.echo(json.dumps(rows))
-            return
-        if not rows:
-            click.echo(f"route {route!r} has no dead letters")
-        for row in rows:
-            click.echo(f"{row['entry']}  {_when(row['at'])}  item={row['item']}  sink={row['sink'] or '-'}  "
-                       f"{row['reason']}")
-
-    @deadletters.command()
-    @click.argument("route")
-    @click.argument("entry_id", metavar="ID")
-    @with_redis
-    def show(route: str, entry_id: str, redis_url: str | None, config_path: Any) -> None:
-        """One dead letter in full (ID: its entry id, or the item's id), with its payload."""
-        with _thoonk(redis_url, config_path) as pubsub:
-            chosen = chosen_entries(pubsub, route, (entry_id,), False)
-        for entry in chosen:
-            record = entry.summary()
-            record.update(reason=redact_text(entry.reason), payload=entry.payload)
-            click.echo(json.dumps(record, indent=2, ensure_ascii=False))
-
-    @deadletters.command()
-    @click.argument("route")
-    @click.argument("ids", nargs=-1, metavar="[ID...]")
-    @click.option("--all", "all_", is_flag=True, help="Every dead letter of ROUTE.")
-    @click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for the route's daemon.")
-    @with_redis
-    def replay(route: str, ids: tuple[str, ...], all_: bool, wait: float, redis_url: str | None,
-               config_path: Any) -> None:
-        """Send dead letters through the route's sinks again (done by the daemon running ROUTE).
-
-        Delivered: the entry goes; refused again: it stays, with the new reason."""
-        with _thoonk(redis_url, config_path) as pubsub:
-            chosen = chosen_entries(pubsub, route, ids, all_)
-            request = request_replay(pubsub.redis, route, [e.entry_id for e in chosen])
-            reply = wait_for_reply(pubsub.redis, route, request, wait)
-            if reply is None and withdraw_request(pubsub.redis, route, request):
-                _fail(f"no daemon running route {route!r} answered within {wait:g} s; nothing was replayed")
-            if reply is None:
-                reply = wait_for_reply(pubsub.redis, route, request, wait)
-            if reply is None:
-                _fail(f"route {route!r}: the replay was taken but not answered within {wait:g} s")
-            outcome = _outcomes(pubsub, route, chosen, set(reply["replayed"]), wait)
-        click.echo(f"route {route}: {len(reply['replayed'])} replayed by {reply.get('owner', '?')}")
-        for entry_id, why in reply["skipped"].items():
-            click.echo(f"{entry_id}: not replayed: {redact_text(why)}")
-        for entry_id, state in outcome.items():
-            click.echo(f"{entry_id}: {redact_text(state)}")
-        if reply["skipped"] or any(state != "delivered" for state in outcome.values()):
-            raise SystemExit(1)
-
-    @deadletters.command()
-    @click.argument("route")
-    @click.argument("ids", nargs=-1, metavar="[ID...]")
-    @click.option("--all", "all_", is_flag=True, help="Every dead letter of ROUTE.")
-    @with_redis
-    def discard(route: str, ids: tuple[str, ...], all_: bool, redis_url: str | None, config_path: Any) -> None:
-        """Delete dead letters for good."""
-        with _thoonk(redis_url, config_path) as pubsub:
-            chosen = chosen_entries(pubsub, route, ids, all_)
-            count = discard_entries(pubsub, route, chosen)
-        click.echo(f"route {route}: {count} dead letter(s) discarded")
-
-
-def _outcomes(pubsub: Any, route: str, chosen: list[DeadLetter], replayed: set[str],
+def outcomes(pubsub: Any, route: str, chosen: list[DeadLetter], replayed: set[str],
               wait: float) -> dict[str, str]:
     """Wait (up to ``wait`` s) until each replayed entry is settled: gone (delivered) or rewritten
     (refused again); what is neither by then is still being retried by its sink."""

@@ -31,25 +31,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from thoonk_bridge import keys
+from thoonk_bridge.keys import TRACE_PREFIX
 from thoonk_bridge.plugin import EventKind, ItemEvent
+from thoonk_bridge.thoonk.text import as_text
 
 if TYPE_CHECKING:
     from thoonk_bridge.thoonk import AsyncThoonk
 
 __all__ = ["TRACE_MAX", "TRACE_PREFIX", "Replay", "RouteRecorder", "TraceRecord", "read_trace", "trace_key"]
 
-TRACE_PREFIX = "bridge.trace."
 TRACE_MAX = 10_000  # records a route's ring keeps (about 80 bytes each: under 1 MB per route)
 RATE_WINDOW = 60  # seconds of per-second delivery counts kept (the console's rate and sparkline)
 LAG_SAMPLES = 2048  # newest lag samples kept for p50/p99
 
 
-def trace_key(route: str) -> str:
-    return f"{TRACE_PREFIX}{{{route}}}"
-
-
-def route_key(route: str) -> str:
-    return f"{trace_key(route)}:route"
+trace_key = keys.trace_ring  # the route's ring (list)
+route_key = keys.trace_route  # what the route reads and writes (hash)
 
 
 @dataclass
@@ -250,15 +248,11 @@ class RouteRecorder:
 # --------------------------------------------------------------------------- reading (CLI, console)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def traced_routes(redis: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(route, {"source": ..., "sinks": [...]})`` of every route with a ring (sync client)."""
-    for key in redis.scan_iter(match=f"{TRACE_PREFIX}{{*}}:route", count=500):
-        name = _text(key)[len(TRACE_PREFIX) + 1 : -len("}:route")]
-        raw = {_text(k): _text(v) for k, v in redis.hgetall(key).items()}
+    for key in redis.scan_iter(match=keys.TRACE_ROUTES_PATTERN, count=500):
+        name = keys.route_of_trace(as_text(key)) or ""
+        raw = {as_text(k): as_text(v) for k, v in redis.hgetall(key).items()}
         try:
             sinks = json.loads(raw.get("sinks", "[]"))
         except ValueError:
@@ -278,49 +272,8 @@ def read_trace(redis: Any, feed: str, item_id: str) -> list[dict[str, Any]]:
         if not _feed_matches(info["source"], feed):
             continue
         for raw in redis.lrange(trace_key(route), 0, -1):
-            record = TraceRecord.parse(_text(raw))
+            record = TraceRecord.parse(as_text(raw))
             if record is not None and record.item_id == item_id:
                 found.append({"route": route, "sink": record.sink, "outcome": record.outcome, "at": record.at})
     found.sort(key=lambda r: r["at"])
     return found
-
-
-def register(group: Any) -> None:
-    """Add ``thoonk-bridge trace`` to the CLI (called by thoonk_bridge.cli once it is defined)."""
-    import click
-
-    from thoonk_bridge.cli import _thoonk, _when, with_redis
-    from thoonk_bridge.deadletters import entries_of_item
-    from thoonk_bridge.redact import redact_text
-
-    @group.command()
-    @click.argument("feed")
-    @click.argument("item_id", metavar="ID")
-    @click.option("--json", "as_json", is_flag=True, help="JSON output.")
-    @with_redis
-    def trace(feed: str, item_id: str, as_json: bool, redis_url: str | None, config_path: Any) -> None:
-        """Which routes carried item ID of FEED to which sinks, when, with which outcome.
-
-        Read from each route's ring of its newest records (bridge.trace.{ROUTE}); dead letters of
-        the item add their reason."""
-        with _thoonk(redis_url, config_path) as pubsub:
-            path = read_trace(pubsub.redis, feed, item_id)
-            reasons = {}
-            for route in {r["route"] for r in path}:
-                for entry in entries_of_item(pubsub, route, item_id):
-                    reasons[(route, entry.sink or "")] = entry.reason
-        for record in path:
-            if record["outcome"] == "dead-lettered":
-                record["reason"] = redact_text(reasons.get((record["route"], record["sink"]), ""))
-        if as_json:
-            click.echo(json.dumps(path, indent=2))
-            return
-        if not path:
-            click.echo(f"no route has a record of item {item_id!r} of {feed!r} (rings keep each route's "
-                       f"newest {TRACE_MAX} records)")
-            return
-        for record in path:
-            line = f"{_when(record['at'])}  {record['route']}  -> {redact_text(record['sink'])}  {record['outcome']}"
-            if record.get("reason"):
-                line += f": {record['reason']}"
-            click.echo(line)

@@ -266,7 +266,7 @@ def test_broken_used_plugin_is_a_config_error_at_its_kind(tmp_path: Path, broken
 def test_daemon_runs_beside_a_broken_unused_plugin(
     tmp_path: Path, broken_plugin_env: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge_process import BridgeProcess
+    from tests.support.bridge_process import BridgeProcess
 
     monkeypatch.setenv("PYTHONPATH", broken_plugin_env["PYTHONPATH"])
     bridge = BridgeProcess(tmp_path, {"redis": redis_url,

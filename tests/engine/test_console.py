@@ -249,7 +249,7 @@ def test_console_in_a_browser(browser: Any, redis_url: str, tmp_path: Path) -> N
 async def test_the_cli_prints_the_document_the_page_polls(redis_url: str, tmp_path: Path) -> None:
     import asyncio
 
-    from bridge_process import cli
+    from tests.support.bridge_process import cli
 
     config = {"http": {"console": console()}, "routes": routes()}
     async with running_bridge(config, redis_url=redis_url, tmp_path=tmp_path) as daemon:

@@ -110,8 +110,7 @@ def test_list_show_replay_failing_again_then_delivered_after_the_fix(
 async def test_replay_delivers_once_the_sink_takes_it(redis_url: str, tmp_path: Path) -> None:
     import asyncio
 
-    from test_router import PLUGINS, SINKS, idle
-
+    from tests.support.memory_plugin import PLUGINS, SINKS, idle
     from thoonk_bridge.plugin import DeliveryError
     from thoonk_bridge.testing import running_bridge, wait_until
 

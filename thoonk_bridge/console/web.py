@@ -36,29 +36,29 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from thoonk_bridge import __version__
+from thoonk_bridge import __version__, keys
 from thoonk_bridge.deadletters import REQUESTS_KEY, DeadLetter, replay_reply_key, replay_request_key
+from thoonk_bridge.fleet import parse_heartbeat
+from thoonk_bridge.lease import token_holder
 from thoonk_bridge.redact import redact_text, redact_url
 from thoonk_bridge.router import DEAD_LETTER_MAX, dead_letter_feed
 from thoonk_bridge.tasks import cancel_and_wait
-from thoonk_bridge.trace import TRACE_PREFIX, TraceRecord, trace_key
+from thoonk_bridge.thoonk.keys import FeedKeys
+from thoonk_bridge.thoonk.text import as_text
+from thoonk_bridge.trace import TraceRecord, trace_key
 
 if TYPE_CHECKING:
     from thoonk_bridge.daemon import Daemon
 
 __all__ = ["REPORTS_KEY", "Console", "fleet_state"]
 
-REPORTS_KEY = "bridge.console.reports"
+REPORTS_KEY = keys.CONSOLE_REPORTS
 REPORT_SECONDS = 2.0
 REPORT_STALE = 30.0  # a report older than this is left out (its daemon stopped or hangs)
 WEBSUB_MAX_SUBSCRIPTIONS = 2000  # subscriptions read per state (bounded work per poll)
 TOKEN_HEADER = "X-Console-Token"
 ACTION_TIMEOUT = 10.0
 STATIC_FILES = {"console.js": "application/javascript", "console.css": "text/css"}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # --------------------------------------------------------------------------- what a daemon reports
@@ -105,36 +105,33 @@ def daemon_report(daemon: Daemon) -> dict[str, Any]:
 
 async def fleet_state(redis: Any, configured: list[str] | None = None) -> dict[str, Any]:
     """The console's document (also ``thoonk-bridge fleet --json``)."""
-    from thoonk_bridge.daemon import INSTANCES_KEY
-
     now = time.time()
     daemons = []
-    for raw in (await redis.hgetall(INSTANCES_KEY)).values():
-        try:
-            beat = json.loads(_text(raw))
-        except ValueError:
+    for raw in (await redis.hgetall(keys.INSTANCES)).values():
+        beat = parse_heartbeat(raw, now)
+        if beat is None:
             continue
-        age = now - float(beat.get("heartbeat", 0))
         daemons.append({"instance": beat.get("instance"), "host": beat.get("host"), "phase": beat.get("phase"),
                         "started": beat.get("started"), "heartbeat": beat.get("heartbeat"),
-                        "heartbeat_age": round(age, 1), "stale": age > 3 * float(beat.get("lease_seconds", 15)),
+                        "heartbeat_age": round(beat["heartbeat_age"], 1), "stale": beat["stale"],
                         "owns": sorted(beat.get("owns", {})), "version": None})
     reports = {}
     for field, raw in (await redis.hgetall(REPORTS_KEY)).items():
         try:
-            report = json.loads(_text(raw))
+            report = json.loads(as_text(raw))
         except ValueError:
             continue
         if now - float(report.get("at", 0)) <= REPORT_STALE:
-            reports[_text(field)] = report
+            reports[as_text(field)] = report
     for entry in daemons:
         entry["version"] = reports.get(str(entry["instance"]), {}).get("version")
     daemons.sort(key=lambda d: str(d["instance"]))
     leases: dict[str, str] = {}
-    async for key in redis.scan_iter(match="bridge.lease:{route:*}", count=500):
+    async for key in redis.scan_iter(match=keys.ROUTE_LEASE_PATTERN, count=500):
         value = await redis.get(key)
-        if value is not None:
-            leases[_text(key)[len("bridge.lease:{route:"):-1]] = _text(value).rsplit(":", 1)[0]
+        route = keys.route_of_lease(key)
+        if value is not None and route is not None:
+            leases[route] = token_holder(as_text(value))
     routes: dict[str, dict[str, Any]] = {}
     for instance, report in sorted(reports.items()):
         for name, info in report.get("routes", {}).items():
@@ -147,7 +144,7 @@ async def fleet_state(redis: Any, configured: list[str] | None = None) -> dict[s
     if names:
         pipe = redis.pipeline(transaction=False)
         for name in names:
-            pipe.zcard(f"feed.ids:{dead_letter_feed(name)}")
+            pipe.zcard(FeedKeys(dead_letter_feed(name)).ids)
         for name, count in zip(names, await pipe.execute(), strict=True):
             routes[name]["dead_letters"] = int(count)
     plugins = [{"instance": i, "plugin": p, **h} for i, r in sorted(reports.items())
@@ -165,7 +162,7 @@ async def _websub_topics(redis: Any) -> dict[str, Any]:
         from thoonk_bridge.plugins.websub.store import SUBS, sub_key
     except ImportError:  # the websub plugin is not installed
         return {"topics": [], "truncated": False}
-    sids = [_text(s) for s in await redis.zrange(SUBS, 0, WEBSUB_MAX_SUBSCRIPTIONS)]
+    sids = [as_text(s) for s in await redis.zrange(SUBS, 0, WEBSUB_MAX_SUBSCRIPTIONS)]
     truncated = len(sids) > WEBSUB_MAX_SUBSCRIPTIONS
     sids = sids[:WEBSUB_MAX_SUBSCRIPTIONS]
     topics: dict[str, dict[str, Any]] = {}
@@ -176,10 +173,10 @@ async def _websub_topics(redis: Any) -> dict[str, Any]:
         for topic, callback, failures in await pipe.execute():
             if topic is None:
                 continue
-            entry = topics.setdefault(redact_url(_text(topic)), {"subscribers": 0, "failing": set()})
+            entry = topics.setdefault(redact_url(as_text(topic)), {"subscribers": 0, "failing": set()})
             entry["subscribers"] += 1
-            if failures is not None and int(_text(failures) or 0) > 0 and callback is not None:
-                entry["failing"].add(urlsplit(_text(callback)).hostname or "?")
+            if failures is not None and int(as_text(failures) or 0) > 0 and callback is not None:
+                entry["failing"].add(urlsplit(as_text(callback)).hostname or "?")
     return {"topics": [{"topic": t, "subscribers": e["subscribers"], "failing": sorted(e["failing"])}
                        for t, e in sorted(topics.items())], "truncated": truncated}
 
@@ -202,13 +199,13 @@ async def dead_letters(redis: Any, route: str) -> list[dict[str, Any]]:
 
 async def trace_of(redis: Any, feed: str, item_id: str) -> list[dict[str, Any]]:
     found = []
-    async for key in redis.scan_iter(match=f"{TRACE_PREFIX}{{*}}:route", count=500):
-        route = _text(key)[len(TRACE_PREFIX) + 1 : -len("}:route")]
-        source = _text(await redis.hget(key, "source") or "")
+    async for key in redis.scan_iter(match=keys.TRACE_ROUTES_PATTERN, count=500):
+        route = keys.route_of_trace(as_text(key)) or ""
+        source = as_text(await redis.hget(key, "source") or "")
         if feed not in (source, source.partition(":")[2]):
             continue
         for raw in await redis.lrange(trace_key(route), 0, -1):
-            record = TraceRecord.parse(_text(raw))
+            record = TraceRecord.parse(as_text(raw))
             if record is not None and record.item_id == item_id:
                 found.append({"route": route, "sink": redact_text(record.sink), "outcome": record.outcome,
                               "at": record.at})
@@ -383,7 +380,7 @@ class Console:
         while time.monotonic() < deadline:
             raw = await redis.get(replay_reply_key(route, request_id))
             if raw is not None:
-                return self._json(json.loads(_text(raw)))
+                return self._json(json.loads(as_text(raw)))
             await asyncio.sleep(0.1)
         raw_request = json.dumps({"request": request_id, "entries": wanted})
         if await redis.lrem(replay_request_key(route), 1, raw_request):
@@ -452,13 +449,13 @@ def route_rows(state: dict[str, Any]) -> str:
             f'<td>{_e(r.get("source"))} &rarr; {_e(sinks)}</td>'
             f'<td class="delivered num">{_e(r.get("delivered"))}</td>'
             f'<td class="rate num">{_e(r.get("rate"))}</td><td>{sparkline(r.get("sparkline") or [])}</td>'
-            f'<td class="num">{_fmt_lag(lag.get("p50"))} / {_fmt_lag(lag.get("p99"))}</td>'
+            f'<td class="num">{format_lag(lag.get("p50"))} / {format_lag(lag.get("p99"))}</td>'
             f'<td class="error">{_e(_when(err["at"]) + " " + err["reason"]) if err else ""}</td>'
             f'<td class="deadletters num"><a href="#" class="dl-open">{_e(r.get("dead_letters", 0))}</a></td></tr>')
     return "".join(rows)
 
 
-def _fmt_lag(value: float | None) -> str:
+def format_lag(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f} ms"
 
 
@@ -522,39 +519,3 @@ def render_page(path: str, state: dict[str, Any] | None, *, token_set: bool) -> 
 <script src="{_e(path)}/static/console.js"></script>
 </body></html>
 """
-
-
-def register(group: Any) -> None:
-    """Add ``thoonk-bridge fleet`` (the console's JSON on the command line) to the CLI."""
-    import click
-
-    from thoonk_bridge.cli import bridge_redis_url, with_redis
-
-    @group.command()
-    @click.option("--json", "as_json", is_flag=True, help="The console's JSON document.")
-    @with_redis
-    def fleet(as_json: bool, redis_url: str | None, config_path: Any) -> None:
-        """The console's view: daemons, routes (owner, state, rate, lag, last error, dead letters)."""
-        from thoonk_bridge.redis_client import async_client
-
-        async def read(url: str) -> dict[str, Any]:
-            client = async_client(url)
-            try:
-                return await fleet_state(client)
-            finally:
-                await client.aclose()
-
-        with bridge_redis_url(redis_url, config_path) as url:
-            state = asyncio.run(read(url))
-        if as_json:
-            click.echo(json.dumps(state, indent=2))
-            return
-        for d in state["daemons"]:
-            click.echo(f"daemon {d['instance']} {d.get('version') or '?'} {'STALE' if d['stale'] else d['phase']}")
-        for r in state["routes"]:
-            lag = r.get("lag") or {}
-            error = r.get("last_error")
-            click.echo(f"route {r['name']}  owner={r.get('owner') or '-'}  {r.get('state')}  "
-                       f"delivered={r.get('delivered')}  {r.get('rate')}/s  lag p50={_fmt_lag(lag.get('p50'))} "
-                       f"p99={_fmt_lag(lag.get('p99'))}  dead_letters={r.get('dead_letters', 0)}"
-                       + (f"  last error {_when(error['at'])}: {error['reason']}" if error else ""))

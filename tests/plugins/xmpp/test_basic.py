@@ -1,5 +1,4 @@
 """xmpp plugin against a real Prosody: connection, settings, sink and source driven directly."""
-# ruff: noqa: F811 - pytest fixtures imported from prosody_server are redefined as arguments
 
 from __future__ import annotations
 
@@ -103,7 +102,7 @@ async def test_wrong_password_is_reported(prosody: ProsodyServer) -> None:
 
 
 async def test_unreachable_server_is_degraded(prosody: ProsodyServer) -> None:
-    from prosody_server import free_port
+    from tests.support.prosody_server import free_port
 
     plugin = await start_plugin(prosody, port=free_port())
     try:

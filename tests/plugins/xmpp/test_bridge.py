@@ -1,7 +1,6 @@
 """The xmpp plugin inside a whole daemon: Thoonk -> node, node -> Thoonk, both ways, restarts of the
 daemon and of the XMPP server, readiness. Every test runs against Prosody and against ejabberd, each
 with its own defaults. Outside XMPP clients are independent slixmpp clients."""
-# ruff: noqa: F811 - pytest fixtures imported from prosody_server are redefined as arguments
 
 from __future__ import annotations
 
