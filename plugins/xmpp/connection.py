@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -22,24 +21,16 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from thoonk_bridge.backoff import Backoff
+from thoonk_bridge.tasks import cancel_and_wait
+
+from .errors import AuthFailed, ConnectFailed, NotConnected
 from .settings import AccountSettings
 
 T = TypeVar("T")
 
 PUBSUB_EVENT_NS = "http://jabber.org/protocol/pubsub#event"
 _EVENT_XPATH = "{jabber:client}message/{%s}event" % PUBSUB_EVENT_NS  # noqa: UP031 - slixmpp xpath
-
-
-class NotConnected(Exception):
-    """The account has no session right now (or lost it while waiting for an answer)."""
-
-
-class AuthFailed(Exception):
-    """The server refused the login (wrong password, unknown account, no usable mechanism)."""
-
-
-class ConnectFailed(Exception):
-    """No session could be established (server down, wrong host/port, TLS failure, timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +46,6 @@ class NodeEvent:
 
 NodeListener = Callable[[NodeEvent], None]
 SessionListener = Callable[[int], None]
-
-
-def describe_iq_error(exc: BaseException) -> str:
-    """``type/condition: text`` of an IqError, ``timeout`` for IqTimeout."""
-    if isinstance(exc, IqTimeout):
-        return "no answer (timeout)"
-    if isinstance(exc, IqError):
-        err = exc.iq["error"]
-        text = err["text"]
-        return f"{err['type']}/{err['condition']}" + (f": {text}" if text else "")
-    return f"{type(exc).__name__}: {exc}"
-
-
-def iq_condition(exc: BaseException) -> str | None:
-    return exc.iq["error"]["condition"] if isinstance(exc, IqError) else None
 
 
 class Connection:
@@ -110,10 +86,7 @@ class Connection:
     async def stop(self) -> None:
         self.state = "stopped"
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait({task}, timeout=1)
+        await cancel_and_wait(task)
         await self._drop_client()
 
     async def wait_ready(self) -> None:
@@ -313,8 +286,7 @@ class Connection:
         self._ready.clear()
         client, self.client = self.client, None
         ka, self._keepalive_task = self._keepalive_task, None
-        if ka is not None:
-            ka.cancel()
+        await cancel_and_wait(ka)
         if client is not None:
             try:
                 await asyncio.wait_for(client.disconnect(wait=0.5), 2)
@@ -375,8 +347,9 @@ class Connection:
 
     def _backoff(self, attempt: int, auth: bool) -> float:
         s = self.settings
-        cap = s.reconnect_max if auth else min(s.reconnect_max, s.reconnect_min * 2**attempt)
-        return random.uniform(s.reconnect_min, max(s.reconnect_min, cap))  # full jitter
+        # full jitter above reconnect_min; after a refused login the ceiling is reconnect_max at once
+        base = s.reconnect_max if auth else s.reconnect_min
+        return Backoff(base=base, cap=s.reconnect_max, floor=s.reconnect_min).delay(attempt)
 
     async def _keepalive(self, client: ClientXMPP) -> None:
         interval = self.settings.keepalive

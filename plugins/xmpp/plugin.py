@@ -20,7 +20,9 @@ from thoonk_bridge.plugin import (
     RouteContext,
 )
 
-from .connection import AuthFailed, ConnectFailed, Connection, describe_iq_error, iq_condition
+from .connection import Connection
+from .errors import AuthFailed, ConnectFailed, describe_endpoint_error, describe_iq_error, iq_condition
+from .health import Problems, plugin_health
 from .metrics import XmppMetrics
 from .settings import (
     DEFAULT_ACCOUNT,
@@ -31,7 +33,7 @@ from .settings import (
     split_address,
 )
 from .sink import XmppSink
-from .source import XmppSource, describe_endpoint_error
+from .source import XmppSource
 
 XMPP_KIND = EndpointKind(
     name="xmpp",
@@ -55,7 +57,7 @@ class XmppPlugin(Plugin[XmppSettings]):
         self.log = context.log
         self._metrics: XmppMetrics | None = None
         self.connections: dict[str, Connection] = {}
-        self.problems: dict[str, str] = {}
+        self.problems = Problems()  # what the endpoints report, shown in health()
         self.endpoints: set[tuple[str, str, str]] = set()  # (account, service, node) seen
         self._stopped = False
 
@@ -110,47 +112,26 @@ class XmppPlugin(Plugin[XmppSettings]):
 
     # ------------------------------------------------------------------ endpoints
     def source(self, endpoint: Endpoint[XmppSourceOptions], route: RouteContext) -> XmppSource:
-        self._use(endpoint.options)
-        return XmppSource(self, endpoint.options, route)
+        options = endpoint.options
+        return XmppSource(options, route, conn=self._use(options), problems=self.problems, metrics=self.metrics)
 
     def sink(self, endpoint: Endpoint[XmppSinkOptions], route: RouteContext) -> XmppSink:
-        self._use(endpoint.options)
-        return XmppSink(self, endpoint.options, route)
+        options = endpoint.options
+        return XmppSink(options, route, conn=self._use(options), problems=self.problems, metrics=self.metrics,
+                        redis=self.context.redis)
 
-    def _use(self, options: XmppSourceOptions | XmppSinkOptions) -> None:
-        """The endpoint's account gets its connection (an unknown account raises); its node is recorded."""
+    def _use(self, options: XmppSourceOptions | XmppSinkOptions) -> Connection:
+        """The connection of the endpoint's account (an unknown account raises); its node is recorded."""
         service, node = split_address(options.address)
-        self.connection(options.account)
+        conn = self.connection(options.account)
         self.endpoints.add((options.account, service, node))
+        return conn
 
     # ------------------------------------------------------------------ health
-    def set_problem(self, key: str, message: str) -> None:
-        self.problems[key] = message
-
-    def clear_problem(self, key: str) -> None:
-        self.problems.pop(key, None)
-
     def health(self) -> HealthState:
         if self._stopped:
             return HealthState(Health.STOPPED)
-        details = []
-        status = Health.READY
-        for conn in self.connections.values():
-            if conn.state == "auth-failed":
-                status = Health.FAILED
-                details.append(f"{conn.name}: {conn.detail}")
-            elif conn.state == "starting":
-                if status is Health.READY:
-                    status = Health.STARTING
-                details.append(f"{conn.name}: connecting")
-            elif not conn.ready:
-                if status in (Health.READY, Health.STARTING):
-                    status = Health.DEGRADED
-                details.append(f"{conn.name}: {conn.state} ({conn.detail})")
-        if self.problems and status is Health.READY:
-            status = Health.DEGRADED
-        details.extend(f"{k}: {v}" for k, v in sorted(self.problems.items()))
-        return HealthState(status, "; ".join(details))
+        return plugin_health(self.connections.values(), self.problems)
 
     # ------------------------------------------------------------------ check --live
     async def check_live(self) -> list[str]:

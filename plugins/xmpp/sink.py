@@ -5,63 +5,84 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as safe_fromstring
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 
+from thoonk_bridge import keys
 from thoonk_bridge.payload import (
     Format,
     PayloadError,
     content_hash,
     convert,
-    detect_format,
     entry_to_element,
     parse,
 )
 from thoonk_bridge.plugin import DeliveryError, EventKind, ItemEvent, RouteContext, Sink
+from thoonk_bridge.tasks import cancel_all
+from thoonk_bridge.thoonk.text import as_text
 
-from .connection import Connection, NotConnected, describe_iq_error, iq_condition
+from .connection import Connection
+from .errors import (
+    NodeMissing,
+    NoSession,
+    NotConnected,
+    NotOwner,
+    XmppEndpointError,
+    describe_endpoint_error,
+    describe_iq_error,
+    iq_condition,
+)
+from .health import Problems
 from .json_container import json_to_element
+from .metrics import XmppMetrics
 from .settings import XmppSinkOptions
-from .source import XmppEndpointError, describe_endpoint_error
 from .xml import canonical, element_to_payload
 
-if TYPE_CHECKING:
-    from .plugin import XmppPlugin
-
 NODE_CONFIG_FORM = "http://jabber.org/protocol/pubsub#node_config"
-CREATED_KEY = "bridge.xmpp.created"  # Redis set of "SERVICE/NODE": nodes a sink created (it keeps their options)
+CREATED_KEY = keys.XMPP_CREATED  # Redis set of "SERVICE/NODE": nodes a sink created (it keeps their options)
 STANZA_OVERHEAD = 400  # <iq><pubsub><publish><item> around the payload, without the names
 PERMANENT_CONDITIONS = {"not-acceptable", "bad-request", "payload-too-big", "invalid-payload", "jid-malformed"}
 
 
-def payload_to_element(payload: str, fmt: Format | None, item_id: str) -> ET.Element:
-    """The element published for a payload (raises PayloadError).
+def payload_to_element(event: ItemEvent, fmt: Format | None) -> ET.Element:
+    """The element published for an event's payload (raises PayloadError).
 
     Route format ``atom`` or an Atom payload: the Atom entry (as given, when it is one already);
     ``json``: a XEP-0335 container; ``text``: an Atom entry built from the text. With no route
     format, a payload that is XML of another namespace is published as that element.
+
+    The payload is parsed once per event (``event.parsed()``: shared with the router's conversion
+    and the route's other sinks); an Atom payload's element is the one that parse read.
     """
-    detected = detect_format(payload)
+    payload, item_id = event.payload or "", event.id
+    detected = event.payload_format()
     if fmt is Format.JSON:
-        if detected is not Format.JSON:
+        if detected is not Format.JSON:  # (the router converts to the route's format already)
             payload = convert(payload, Format.JSON, source=detected, item_id=item_id)
-        parse(payload, Format.JSON)
+            parse(payload, Format.JSON)
+        else:
+            event.parsed()  # validates
         return json_to_element(payload)
     if fmt is None and detected is Format.JSON:
         return json_to_element(payload)
     if detected is Format.ATOM:
-        parse(payload, Format.ATOM)  # validates (DTDs, depth, size, title)
+        element = event.parsed().element  # validates (DTDs, depth, size, title)
+        # Read from the str: the same tree as _xml() reads from UTF-8 bytes, but where an XML
+        # declaration could name another encoding.
+        if element is not None and payload.startswith("<") and not payload.startswith("<?"):
+            return element
         return _xml(payload)
     if fmt is None and payload.lstrip().startswith("<"):
         try:
             return _xml(payload)
         except PayloadError:
             pass  # not XML after all: plain text
-    return entry_to_element(parse(payload, Format.TEXT), item_id)
+    entry = event.entry() if detected is Format.TEXT else parse(payload, Format.TEXT)
+    return entry_to_element(entry, item_id)
 
 
 def _xml(payload: str) -> ET.Element:
@@ -96,12 +117,15 @@ class XmppSink(Sink):
     """Creates/configures the node on ``open()``; publish/edit = publish with the item id, retract
     = retract with notify. ``ids()`` reads the node's items."""
 
-    def __init__(self, plugin: XmppPlugin, options: XmppSinkOptions, route: RouteContext) -> None:
-        self.plugin = plugin
+    def __init__(self, options: XmppSinkOptions, route: RouteContext, *, conn: Connection, problems: Problems,
+                 metrics: XmppMetrics, redis: Any) -> None:
+        self.problems = problems
+        self.metrics = metrics
+        self.redis = redis  # None: no Redis (the ledger and the record of created nodes live in memory only)
         self.options = options
         self.route = route
         self.service, self.node = options.service, options.node
-        self.conn: Connection = plugin.connection(options.account)
+        self.conn = conn  # the connection of the endpoint's account
         self.format = Format(route.format) if route.format else None
         self.log = route.log.bind(endpoint=f"xmpp:{options.address}", account=options.account)
         self.key = f"sink xmpp:{options.address} ({route.name})"
@@ -114,7 +138,7 @@ class XmppSink(Sink):
         # what this sink published: {id: (canonical hash of the element, hash of the router's payload)}
         # kept in Redis when there is one, so reconcile after a restart compares exactly
         self._ledger: dict[str, tuple[str, str]] = {}
-        self._ledger_key = f"bridge.xmpp.sink:{options.account}:{self.service}/{self.node}"
+        self._ledger_key = keys.xmpp_sink_ledger(options.account, self.service, self.node)
         self._ledger_loaded = False
 
     # ------------------------------------------------------------------ node
@@ -140,8 +164,8 @@ class XmppSink(Sink):
 
     def _fail(self, what: str, exc: BaseException) -> XmppEndpointError:
         message = describe_endpoint_error(what, self.service, self.node, self.conn.settings.bare_jid, exc)
-        self.plugin.set_problem(self.key, message)
-        self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+        self.problems.set(self.key, message)
+        self.metrics.errors.labels(self.conn.name, "iq").inc()
         self.log.error("xmpp node unusable", error=message)
         return XmppEndpointError(message)
 
@@ -189,19 +213,19 @@ class XmppSink(Sink):
 
         if not exists:
             if not self.options.create:
-                raise self._fail("cannot publish to", _Missing())
+                raise self._fail("cannot publish to", NodeMissing())
             await self._create()
             try:
                 current = await self._node_config()  # what the server made of the options
             except (IqError, IqTimeout) as exc:
                 raise self._fail("cannot read the configuration of", exc) from None
         elif self.options.configure and not owner:
-            raise self._fail("cannot configure", _Forbidden())
+            raise self._fail("cannot configure", NotOwner())
         if current is not None and (self.options.configure or await self._created()):
             await self._apply_options(current)
         self.capacity = (_max_items(current) if current is not None else None) or self.options.max_items
         self._node_ready = True
-        self.plugin.clear_problem(self.key)
+        self.problems.clear(self.key)
 
     async def _node_config(self) -> dict[str, Any]:
         ps, timeout = self.conn.pubsub, self.conn.settings.timeout
@@ -224,7 +248,7 @@ class XmppSink(Sink):
         except IqTimeout as exc:
             raise self._fail("cannot create", exc) from None
         self._created_here = True
-        redis = self.plugin.context.redis
+        redis = self.redis
         if redis is not None:
             try:
                 await redis.sadd(CREATED_KEY, self._created_member)
@@ -235,7 +259,7 @@ class XmppSink(Sink):
         """True when this sink created the node (on this run or, recorded in Redis, an earlier one)."""
         if self._created_here:
             return True
-        redis = self.plugin.context.redis
+        redis = self.redis
         if redis is None:
             return False
         try:
@@ -305,7 +329,7 @@ class XmppSink(Sink):
         return held
 
     async def _load_ledger(self) -> None:
-        redis = self.plugin.context.redis
+        redis = self.redis
         if self._ledger_loaded or redis is None:
             return
         try:
@@ -314,10 +338,8 @@ class XmppSink(Sink):
             self.log.warning("cannot read the sink's ledger", error=str(exc))
             return
         for key, value in raw.items():
-            key = key.decode() if isinstance(key, bytes) else key
-            value = value.decode() if isinstance(value, bytes) else value
-            element_hash, _, payload_hash = value.partition(" ")
-            self._ledger.setdefault(key, (element_hash, payload_hash))
+            element_hash, _, payload_hash = as_text(value).partition(" ")
+            self._ledger.setdefault(as_text(key), (element_hash, payload_hash))
         self._ledger_loaded = True
 
     async def _remember(self, updates: dict[str, tuple[str, str] | None]) -> None:
@@ -330,7 +352,7 @@ class XmppSink(Sink):
                 self._ledger.pop(item_id, None)
             else:
                 self._ledger[item_id] = entry
-        redis = self.plugin.context.redis
+        redis = self.redis
         if redis is None:
             return
         present: dict[Any, Any] = {i: " ".join(entry) for i, entry in updates.items() if entry is not None}
@@ -365,7 +387,7 @@ class XmppSink(Sink):
             nonlocal no_session
             try:
                 return await self._tracked(event)
-            except _NoSession:
+            except NoSession:
                 no_session = True
                 raise
             finally:
@@ -381,9 +403,7 @@ class XmppSink(Sink):
             if tasks:
                 await asyncio.wait(tasks)
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
             raise
         results: list[BaseException | None] = []
         updates: dict[str, tuple[str, str] | None] = {}
@@ -399,7 +419,7 @@ class XmppSink(Sink):
         """``_apply``, remembering whether a failure was for want of a session (see ``wait_retry``)."""
         try:
             return await self._apply(event)
-        except _NoSession:
+        except NoSession:
             raise
         except BaseException:
             self._lost_session = None  # failed on a live session: a retry waits its full delay
@@ -409,12 +429,12 @@ class XmppSink(Sink):
         """Publish or retract one event; returns its ledger entry (None: retracted)."""
         if not self.conn.ready:
             self._lost_session = self.conn.generation
-            raise _NoSession(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}")
+            raise NoSession(f"xmpp account {self.conn.name} is not connected: {self.conn.detail}")
         if event.kind is EventKind.RETRACT:
             await self._retract(event.id)
             return None
         try:
-            element = payload_to_element(event.payload or "", self.format, event.id)
+            element = payload_to_element(event, self.format)
         except PayloadError as exc:
             self._reject("invalid", event.id, f"payload cannot be published: {exc}")
         payload = event.payload or ""
@@ -435,7 +455,7 @@ class XmppSink(Sink):
         return (canonical_hash(element), content_hash(payload))
 
     def _reject(self, reason: str, item_id: str, message: str) -> None:
-        self.plugin.metrics.rejected.labels(self.route.name, reason).inc()
+        self.metrics.rejected.labels(self.route.name, reason).inc()
         self.log.error("item cannot be published to the node", item=item_id, reason=message)
         raise DeliveryError(message, retryable=False)
 
@@ -453,7 +473,7 @@ class XmppSink(Sink):
             if error is not None and "policy-violation" in error[1]:
                 self.conn.last_stream_error = None
                 self._reject("refused", item_id, f"the server closed the stream on this item: {error[1]}")
-            raise _NoSession(str(exc)) from None
+            raise NoSession(str(exc)) from None
         except IqTimeout:
             raise DeliveryError(f"publish of {item_id!r} to {self.node!r}: no answer", retryable=True) from None
         except IqError as exc:
@@ -467,20 +487,20 @@ class XmppSink(Sink):
                     raise DeliveryError(str(err), retryable=True) from None
                 except NotConnected as err:
                     self._lost_session = self.conn.generation
-                    raise _NoSession(str(err)) from None
+                    raise NoSession(str(err)) from None
                 await self._publish(item_id, element, retry_missing=False)
                 return
             message = describe_endpoint_error(
                 f"publish of item {item_id!r} to", self.service, self.node, self.conn.settings.bare_jid, exc
             )
-            self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+            self.metrics.errors.labels(self.conn.name, "iq").inc()
             if condition in PERMANENT_CONDITIONS:
                 self._reject("refused", item_id, message)
-            self.plugin.set_problem(self.key, message)
+            self.problems.set(self.key, message)
             self.log.error("publish failed, will retry", item=item_id, error=message)
             raise DeliveryError(message, retryable=True) from None
-        self.plugin.clear_problem(self.key)
-        self.plugin.metrics.published.labels(self.route.name).inc()
+        self.problems.clear(self.key)
+        self.metrics.published.labels(self.route.name).inc()
 
     async def _retract(self, item_id: str) -> None:
         timeout = self.conn.settings.timeout
@@ -490,7 +510,7 @@ class XmppSink(Sink):
             )
         except NotConnected as exc:
             self._lost_session = self.conn.generation
-            raise _NoSession(str(exc)) from None
+            raise NoSession(str(exc)) from None
         except IqTimeout:
             raise DeliveryError(f"retract of {item_id!r}: no answer", retryable=True) from None
         except IqError as exc:
@@ -499,27 +519,10 @@ class XmppSink(Sink):
             message = describe_endpoint_error(
                 f"retract of item {item_id!r} from", self.service, self.node, self.conn.settings.bare_jid, exc
             )
-            self.plugin.set_problem(self.key, message)
-            self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+            self.problems.set(self.key, message)
+            self.metrics.errors.labels(self.conn.name, "iq").inc()
             raise DeliveryError(message, retryable=True) from None
-        self.plugin.metrics.retracted.labels(self.route.name).inc()
-
-
-class _NoSession(DeliveryError):
-    """An event failed for want of a session (none, or it died before the answer): retryable."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True)
-
-
-class _Missing(Exception):
-    def __str__(self) -> str:
-        return "the node does not exist and create is false"
-
-
-class _Forbidden(Exception):
-    def __str__(self) -> str:
-        return "configure: true needs the owner affiliation (or a service admin account)"
+        self.metrics.retracted.labels(self.route.name).inc()
 
 
 def _max_items(values: dict[str, Any]) -> int | None:

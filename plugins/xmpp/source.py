@@ -8,21 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp.exceptions import IqError, IqTimeout
 
-from thoonk_bridge.payload import Format, PayloadError, content_hash, parse
+from thoonk_bridge.payload import Format, Parsed, PayloadError, content_hash, parse_payload
 from thoonk_bridge.plugin import EventKind, ItemEvent, NoSnapshot, Resync, RouteContext, Source
 
-from .connection import Connection, NodeEvent, NotConnected, describe_iq_error, iq_condition
+from .connection import Connection, NodeEvent
+from .errors import NotConnected, XmppEndpointError, describe_endpoint_error, describe_iq_error, iq_condition
+from .health import Problems
+from .metrics import XmppMetrics
 from .settings import XmppSourceOptions
 from .xml import canonical, element_to_payload
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
 
-    from .plugin import XmppPlugin
-
-
-class XmppEndpointError(Exception):
-    """A node cannot be used (missing, forbidden, unknown service); the message says why."""
 
 
 class _Reconnected:
@@ -41,12 +39,14 @@ class XmppSource(Source):
 
     absence = "window"  # a node with max_items drops its oldest items without a retract
 
-    def __init__(self, plugin: XmppPlugin, options: XmppSourceOptions, route: RouteContext) -> None:
-        self.plugin = plugin
+    def __init__(self, options: XmppSourceOptions, route: RouteContext, *, conn: Connection,
+                 problems: Problems, metrics: XmppMetrics) -> None:
+        self.problems = problems
+        self.metrics = metrics
         self.options = options
         self.route = route
         self.service, self.node = options.service, options.node
-        self.conn: Connection = plugin.connection(options.account)
+        self.conn = conn  # the connection of the endpoint's account
         self.log = route.log.bind(endpoint=f"xmpp:{options.address}", account=options.account)
         self.key = f"source xmpp:{options.address} ({route.name})"
         self._queue: asyncio.Queue[NodeEvent | _Reconnected] = asyncio.Queue()
@@ -91,7 +91,7 @@ class XmppSource(Source):
             except (IqError, IqTimeout) as exc:
                 raise self._fail("cannot subscribe to", exc) from None
             self._sub_generation = generation
-            self.plugin.clear_problem(self.key)
+            self.problems.clear(self.key)
             return
 
     async def _subscribe(self) -> None:
@@ -132,8 +132,8 @@ class XmppSource(Source):
 
     def _fail(self, what: str, exc: BaseException) -> XmppEndpointError:
         message = describe_endpoint_error(what, self.service, self.node, self.conn.settings.bare_jid, exc)
-        self.plugin.set_problem(self.key, message)
-        self.plugin.metrics.errors.labels(self.conn.name, "iq").inc()
+        self.problems.set(self.key, message)
+        self.metrics.errors.labels(self.conn.name, "iq").inc()
         self.log.error("xmpp node unusable", error=message)
         return XmppEndpointError(message)
 
@@ -155,7 +155,7 @@ class XmppSource(Source):
                     # A node that keeps no items (pubsub#persist_items = false) cannot be listed:
                     # the route follows its notifications, reconciling nothing.
                     self._snap_generation = generation
-                    self.plugin.clear_problem(self.key)
+                    self.problems.clear(self.key)
                     raise NoSnapshot(
                         f"node {self.node!r} on {self.service} keeps no items to fetch "
                         f"({describe_iq_error(exc)}); items published while the bridge is away are not relayed"
@@ -172,9 +172,9 @@ class XmppSource(Source):
                 continue
             payload = await self._payload(item_id, next(iter(item.xml), None))
             if payload is not None:
-                items.append((item_id, payload))
+                items.append((item_id, payload[0]))
         self._known = {item_id for item_id, _ in items}
-        self.plugin.clear_problem(self.key)
+        self.problems.clear(self.key)
         return items
 
     # ------------------------------------------------------------------ follow
@@ -195,7 +195,8 @@ class XmppSource(Source):
                     continue
                 kind = EventKind.EDIT if event.id in self._known else EventKind.PUBLISH
                 self._known.add(event.id)
-                yield ItemEvent(kind, event.id, payload)
+                text, parsed = payload
+                yield ItemEvent(kind, event.id, text).with_parsed(parsed)  # validated: nobody parses it again
             elif event.kind == "retract" and event.id:
                 self._known.discard(event.id)
                 yield ItemEvent(EventKind.RETRACT, event.id)
@@ -207,7 +208,7 @@ class XmppSource(Source):
                 if event.kind == "delete":
                     self._sub_generation = 0  # the subscription went with the node
                     message = f"node {self.node} on {self.service} was deleted"
-                    self.plugin.set_problem(self.key, message)
+                    self.problems.set(self.key, message)
                     raise XmppEndpointError(message)
 
     async def _fetch(self, item_id: str) -> ET.Element | None:
@@ -227,8 +228,9 @@ class XmppSource(Source):
         return None
 
     # ------------------------------------------------------------------ payloads
-    async def _payload(self, item_id: str, element: ET.Element | None) -> str | None:
-        """The payload relayed for a node item, or None (logged, counted, dead-lettered)."""
+    async def _payload(self, item_id: str, element: ET.Element | None) -> tuple[str, Parsed | None] | None:
+        """The payload relayed for a node item and its parse (Atom, JSON), or None (logged, counted,
+        dead-lettered)."""
         if element is None:
             await self._malformed(item_id, None, "no-payload", "the item carries no payload element")
             return None
@@ -240,19 +242,20 @@ class XmppSource(Source):
                 f"payload is {size} bytes, over max_payload_bytes={self.options.max_payload_bytes}",
             )
             return None
+        parsed = None
         if fmt is not Format.TEXT:
             try:
-                parse(text, fmt, max_bytes=None)
+                parsed = parse_payload(text, fmt, max_bytes=None)  # what detection gives too
             except PayloadError as exc:
                 await self._malformed(item_id, text, "invalid", f"invalid {fmt} payload: {exc}")
                 return None
         else:
             self.log.debug("payload in another namespace kept as XML text", item=item_id, tag=element.tag)
-        self.plugin.metrics.received.labels(self.route.name, "xml" if fmt is Format.TEXT else str(fmt)).inc()
-        return text
+        self.metrics.received.labels(self.route.name, "xml" if fmt is Format.TEXT else str(fmt)).inc()
+        return text, parsed
 
     async def _malformed(self, item_id: str, payload: str | None, reason: str, detail: str) -> None:
-        self.plugin.metrics.malformed.labels(self.route.name, reason).inc()
+        self.metrics.malformed.labels(self.route.name, reason).inc()
         key = (item_id, content_hash(f"{reason}\x00{payload or ''}"))
         if key in self._dead:
             return  # seen in an earlier snapshot already
@@ -262,19 +265,3 @@ class XmppSource(Source):
             await self.route.dead_letter(item_id, payload, f"xmpp:{self.options.address}: {detail}")
         except Exception as exc:  # noqa: BLE001 - the route goes on
             self.log.error("cannot store in the dead-letter feed", item=item_id, error=str(exc))
-
-
-def describe_endpoint_error(what: str, service: str, node: str, jid: str, exc: BaseException) -> str:
-    """A message naming the node, the account and what the server said, with a hint."""
-    condition = iq_condition(exc)
-    base = f"{what} node {node!r} on {service} as {jid}: {describe_iq_error(exc)}"
-    hint = {
-        "item-not-found": "the node does not exist",
-        "forbidden": "the account is not allowed to do this (ask the service's admin for an affiliation)",
-        "not-allowed": "unknown or unreachable service (check the SERVICE part of the address)",
-        "remote-server-not-found": "unknown service (check the SERVICE part of the address)",
-        "remote-server-timeout": "the service's server does not answer",
-        "service-unavailable": "the service does not exist or does not offer PubSub",
-        "feature-not-implemented": "the service does not support this PubSub feature",
-    }.get(condition or "")
-    return f"{base} ({hint})" if hint else base
