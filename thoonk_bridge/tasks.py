@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["cancel_all", "cancel_and_wait"]
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
@@ -21,3 +22,18 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await asyncio.wait({task}, timeout=1.0)
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log "exception was never retrieved"
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
+    """:func:`cancel_and_wait` for several tasks stopped together: all are cancelled at once (not one
+    after the other), then waited for; ``None`` entries are skipped. ``tasks`` is read once, at the
+    call (a dict view that done callbacks change meanwhile is fine)."""
+    started = [task for task in tasks if task is not None]
+    pending = {task for task in started if not task.done()}
+    while pending:  # repeated, as in cancel_and_wait: one cancellation may be swallowed
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in started:
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log "exception was never retrieved"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from thoonk_bridge.metrics import collector
+
 
 class XmppMetrics:
     """- ``connected{account}``: 1 while the account has a session.
@@ -18,17 +20,17 @@ class XmppMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        p = "thoonk_bridge_xmpp_"
-        self.connected = Gauge(p + "connected", "1 while the account has an XMPP session", ["account"], registry=r)
-        self.connects = Counter(p + "sessions", "XMPP sessions started", ["account"], registry=r)
-        self.disconnects = Counter(p + "disconnects", "XMPP sessions lost", ["account"], registry=r)
-        self.errors = Counter(p + "errors", "XMPP errors by kind", ["account", "kind"], registry=r)
-        self.received = Counter(p + "items_received", "Items read from nodes", ["route", "format"], registry=r)
-        self.malformed = Counter(
-            p + "malformed_items", "Node items not relayed (bad payload)", ["route", "reason"], registry=r
+        p = "xmpp_"
+        self.connected = collector(r, Gauge, p + "connected", "1 while the account has an XMPP session", ["account"])
+        self.connects = collector(r, Counter, p + "sessions", "XMPP sessions started", ["account"])
+        self.disconnects = collector(r, Counter, p + "disconnects", "XMPP sessions lost", ["account"])
+        self.errors = collector(r, Counter, p + "errors", "XMPP errors by kind", ["account", "kind"])
+        self.received = collector(r, Counter, p + "items_received", "Items read from nodes", ["route", "format"])
+        self.malformed = collector(
+            r, Counter, p + "malformed_items", "Node items not relayed (bad payload)", ["route", "reason"]
         )
-        self.published = Counter(p + "items_published", "Items published to nodes", ["route"], registry=r)
-        self.retracted = Counter(p + "items_retracted", "Items retracted from nodes", ["route"], registry=r)
-        self.rejected = Counter(
-            p + "items_rejected", "Items a node sink refused for good", ["route", "reason"], registry=r
+        self.published = collector(r, Counter, p + "items_published", "Items published to nodes", ["route"])
+        self.retracted = collector(r, Counter, p + "items_retracted", "Items retracted from nodes", ["route"])
+        self.rejected = collector(
+            r, Counter, p + "items_rejected", "Items a node sink refused for good", ["route", "reason"]
         )

@@ -67,7 +67,8 @@ def test_every_metric_the_dashboard_queries_is_served(bridge: BridgeProcess, red
     # WebSub, XMPP sessions, event loop lag.
     for wanted in ("thoonk_bridge_route_ready", "thoonk_bridge_route_lag_items", "thoonk_bridge_route_items_out_total",
                    "thoonk_bridge_route_errors_total", "thoonk_bridge_route_dead_letters_total",
-                   "websub_deliveries_total", "websub_delivery_retries_total", "thoonk_bridge_xmpp_connected",
+                   "thoonk_bridge_websub_deliveries_total", "thoonk_bridge_websub_delivery_retries_total",
+                   "thoonk_bridge_xmpp_connected",
                    "thoonk_bridge_event_loop_lag_seconds"):
         assert wanted in queried, wanted
     with Thoonk(url=redis_url) as pubsub:

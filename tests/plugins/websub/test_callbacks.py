@@ -62,7 +62,7 @@ async def test_non_ascii_signature_is_an_invalid_signature(node: Node) -> None:
         status = await raw_request(node, "POST", path, [(b"Content-Type", b"application/atom+xml"),
                                                         (b"X-Hub-Signature", value)], body)
         assert status == 202, value
-    assert node.metric("websub_subscriber_requests_total", result="invalid_signature") == 4
+    assert node.metric("thoonk_bridge_websub_subscriber_requests_total", result="invalid_signature") == 4
     assert await node.context.redis.llen(inbox_key(KEY)) == 0  # dropped
     good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     status = await raw_request(node, "POST", path, [(b"X-Hub-Signature", good.encode())], body)

@@ -34,10 +34,10 @@ async def test_pings_every_configured_hub_with_retries(redis_url: str) -> None:
         assert node.context.topics.hub_url == hubs[0]  # documents advertise the first outside hub
         topic = node.topic("/feeds/news.atom", ATOM)
         await node.change("/feeds/news.atom", ATOM)
-        await wait_for(lambda: node.metric("websub_publish_pings_total", result="ok") == 2)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_publish_pings_total", result="ok") == 2)
         assert [p for p, _ in pings].count("/a") == 3  # 500, 503, then 204
         assert all(form == {"hub.mode": "publish", "hub.url": topic} for _, form in pings)
-        assert node.metric("websub_publish_pings_total", result="failed") == 2
+        assert node.metric("thoonk_bridge_websub_publish_pings_total", result="failed") == 2
     finally:
         await node.stop()
         await server.close()
@@ -81,7 +81,8 @@ async def test_ping_given_up_after_the_window(redis_url: str) -> None:
     try:
         node.topic("/feeds/news.atom", ATOM)
         await node.change("/feeds/news.atom", ATOM)
-        await wait_for(lambda: node.metric("websub_delivery_drops_total", reason="ping_retries_exhausted") == 1)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_delivery_drops_total",
+                                           reason="ping_retries_exhausted") == 1)
     finally:
         await node.stop()
         await server.close()

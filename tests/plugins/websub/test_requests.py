@@ -200,7 +200,7 @@ async def test_subscription_requests_are_limited_per_client_address(redis_url: s
         status, _, _ = await hub_post(node, {"hub.mode": "subscribe", "hub.callback": sub.url("/c9"),
                                              "hub.topic": topic}, source="127.0.0.2")
         assert status == 202  # another client address is not held back
-        assert node.metric("websub_hub_refusals_total", reason="client_rate") == 1
+        assert node.metric("thoonk_bridge_websub_hub_refusals_total", reason="client_rate") == 1
     finally:
         await node.stop()
 
@@ -213,7 +213,7 @@ async def test_subscription_requests_are_limited_per_callback_host(redis_url: st
         codes = [(await subscribe(node, sub.url(f"/c{n}?x={n}"), topic))[0] for n in range(4)]
         assert codes == [202, 202, 202, 429]
         assert (await subscribe(node, tarpits[0].url("/cb"), topic))[0] == 202  # another host
-        assert node.metric("websub_hub_refusals_total", reason="host_rate") == 1
+        assert node.metric("thoonk_bridge_websub_hub_refusals_total", reason="host_rate") == 1
     finally:
         await node.stop()
 
@@ -241,7 +241,7 @@ async def test_pending_verifications_are_capped(redis_url: str, tarpits: list[Ta
         assert status == 429 and "waiting for verification" in text
         assert int(headers["Retry-After"]) > 0
         assert tarpits[3].seen == 0
-        assert node.metric("websub_hub_refusals_total", reason="pending_full") == 1
+        assert node.metric("thoonk_bridge_websub_hub_refusals_total", reason="pending_full") == 1
     finally:
         await node.stop()
 
@@ -259,12 +259,12 @@ async def test_subscriptions_are_capped(redis_url: str, sub: Subscriber) -> None
         await subscribed(node, sub, sub.url("/c1"), topic)
         status, text, headers = await _form(node, hub_mode="subscribe", hub_callback=sub.url("/c2"), hub_topic=topic)
         assert status == 429 and "as many subscriptions" in text and int(headers["Retry-After"]) > 0
-        assert node.metric("websub_hub_refusals_total", reason="subscriptions_full") == 1
+        assert node.metric("thoonk_bridge_websub_hub_refusals_total", reason="subscriptions_full") == 1
         await subscribed(node, sub, sub.url("/c0"), topic)  # a renewal
         late = VerifyItem(mode="subscribe", topic=topic, topic_key=normalize_url(topic), callback=sub.url("/c3"),
                           lease=3600)
         await node.plugin.hub.run_verification(late)  # queued while there was room
-        assert node.metric("websub_verifications_total", mode="subscribe", result="refused") == 1
+        assert node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe", result="refused") == 1
         assert len(await node.plugin.subscriptions()) == 2
         assert [v["hub.mode"] for v in sub.verifications] == ["subscribe"] * 3  # no challenge for c2, c3
     finally:
@@ -355,7 +355,8 @@ async def test_names_resolving_to_private_addresses_are_never_contacted(redis_ur
         for host in ("intranet.test", "meta.test", "sneaky.test"):
             status, _ = await subscribe(node, f"http://{host}:{port}/cb", topic)
             assert status == 202  # the answer does not depend on the verification
-        await wait_for(lambda: node.metric("websub_verifications_total", mode="subscribe", result="failed") == 3)
+        await wait_for(lambda: node.metric("thoonk_bridge_websub_verifications_total", mode="subscribe",
+                                           result="failed") == 3)
         assert sub.verifications == []  # sneaky.test -> 127.0.0.1 is the real subscriber: never reached
         assert sorted(set(resolver.asked)) == ["intranet.test", "meta.test", "sneaky.test"]
         assert await node.plugin.subscriptions() == []
@@ -412,9 +413,9 @@ async def test_raw_topic_plaintext_and_json(node: Node, sub: Subscriber, payload
         assert f'<{topic}>; rel="self"' in resp.headers["Link"]
     assert d.body == body == payload.encode()
     assert d.headers["Content-Type"] == ctype  # string-equal to the topic's
-    queued = node.metric("websub_distributions_total", result="queued")
+    queued = node.metric("thoonk_bridge_websub_distributions_total", result="queued")
     await sink.apply(ItemEvent(EventKind.RETRACT, "2"))  # a raw topic keeps its last item
-    assert node.metric("websub_distributions_total", result="queued") == queued  # nothing new to send
+    assert node.metric("thoonk_bridge_websub_distributions_total", result="queued") == queued  # nothing new to send
     await wait_for(node.idle)
     assert len(sub.deliveries) == 1
 

@@ -273,8 +273,8 @@ async def test_deliveries_signatures_and_events(node: Node, outside: Outside) ->
         assert (event.kind, event.id) == (EventKind.PUBLISH, "urn:e2")
         assert await outside.deliver(form, atom(entries=(("e1", "FORGED"),)), signature="bad") == 202  # 301
         assert await outside.deliver(form, atom(entries=(("e1", "FORGED"),)), signature=None) == 403  # 302
-        assert node.metric("websub_subscriber_requests_total", result="invalid_signature") == 1
-        assert node.metric("websub_subscriber_requests_total", result="missing_signature") == 1
+        assert node.metric("thoonk_bridge_websub_subscriber_requests_total", result="invalid_signature") == 1
+        assert node.metric("thoonk_bridge_websub_subscriber_requests_total", result="missing_signature") == 1
         edited = atom(entries=(("e1", "first, edited"), ("e2", "second")))
         assert await outside.deliver(form, edited, method="sha512") == 202
         event = await asyncio.wait_for(follow.__anext__(), 5)
