@@ -64,7 +64,7 @@ def redis_url(request: pytest.FixtureRequest, redis_topology: str) -> str:
 
 
 @pytest.fixture
-def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
+def raw_redis(redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
     """Plain redis-py (decoded strings) for reading the contract's keys directly."""
     client = sync_client(redis_url, decode_responses=True)
     try:

@@ -58,7 +58,9 @@ async def test_the_raw_topic_reaches_its_subscribers(plugin_harness: HarnessFact
             async with aiohttp.ClientSession() as session, session.post(hub, data=form) as resp:
                 assert resp.status == 202, await resp.text()
             await wait_for(lambda: receiver.verifications)
-            await wait_for(lambda: harness.plugin.store.all_subscriptions(None))
+            plugin = harness.plugin
+            assert isinstance(plugin, WebSubPlugin)
+            await wait_for(lambda: plugin.store.all_subscriptions(None))
             await sink.apply(ItemEvent(EventKind.PUBLISH, "a", '{"title": "pushed"}'))
             await wait_for(lambda: receiver.deliveries)
             assert receiver.deliveries[-1].body == b'{"title": "pushed"}'
