@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from thoonk_bridge.thoonk.exceptions import Empty
+
 QUEUES = ("websub.verify", "websub.fanout", "websub.deliver", "websub.ping")
 
 
@@ -43,8 +45,6 @@ class JobQueue:
         await asyncio.gather(*(self.job.put(item) for item in items))
 
     async def get(self, timeout: float) -> tuple[str, str] | None:
-        from thoonk_bridge.thoonk.exceptions import Empty
-
         try:
             job_id, item, _ = await self.job.get(timeout=timeout)
         except Empty:
