@@ -7,10 +7,7 @@ import time
 from typing import Any
 
 from thoonk_bridge.daemon import INSTANCES_KEY
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from thoonk_bridge.thoonk.text import as_text
 
 
 def read_fleet(redis: Any) -> dict[str, Any]:
@@ -23,7 +20,7 @@ def read_fleet(redis: Any) -> dict[str, Any]:
     instances = []
     for raw in redis.hgetall(INSTANCES_KEY).values():
         try:
-            record = json.loads(_text(raw))
+            record = json.loads(as_text(raw))
         except ValueError:
             continue
         age = now - float(record.get("heartbeat", 0))
@@ -36,6 +33,6 @@ def read_fleet(redis: Any) -> dict[str, Any]:
         value = redis.get(key)
         if value is None:
             continue
-        name = _text(key)[len("bridge.lease:{route:"):-1]
-        leases[name] = _text(value).rsplit(":", 1)[0]
+        name = as_text(key)[len("bridge.lease:{route:"):-1]
+        leases[name] = as_text(value).rsplit(":", 1)[0]
     return {"instances": instances, "leases": leases}

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from thoonk_bridge.thoonk.text import as_text
+
 if TYPE_CHECKING:
     import redis.asyncio
 
@@ -69,10 +71,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -140,9 +138,9 @@ class Lease:
     def _acquired(self, answer: Any, started: float) -> bool:
         if not int(answer[0]):
             self._lost()
-            self.rival = (_text(answer[1]).rsplit(":", 1)[0], _text(answer[2]))
+            self.rival = (as_text(answer[1]).rsplit(":", 1)[0], as_text(answer[2]))
             return False
-        token = _text(answer[1])
+        token = as_text(answer[1])
         if token != self.token:
             self.since = time.time()
         self.token = token
@@ -196,7 +194,7 @@ class Lease:
         token = await self.redis.get(self.keys.lease)
         if token is None:
             return None
-        return _text(token).rsplit(":", 1)[0]
+        return as_text(token).rsplit(":", 1)[0]
 
     def _lost(self) -> None:
         self.token = None

@@ -24,13 +24,13 @@ import asyncio
 import contextlib
 import itertools
 import json
-import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from thoonk_bridge.backoff import Backoff
 from thoonk_bridge.payload import Format, PayloadError, content_hash, convert, detect_format
 from thoonk_bridge.plugin import (
     DeliveryError,
@@ -44,6 +44,7 @@ from thoonk_bridge.plugin import (
     Source,
 )
 from thoonk_bridge.tasks import cancel_and_wait
+from thoonk_bridge.thoonk.text import as_text
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -71,15 +72,9 @@ def dead_letter_feed(route: str) -> str:
     return f"{DEAD_LETTER_PREFIX}{{{route}}}"
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for retryable failures: ``min(cap, base * 2**attempt)`` with full jitter."""
-
-    base: float = 0.2
-    cap: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap, self.base * (2 ** min(attempt, 30))))  # noqa: S311 - jitter
+# Backoff for retryable failures: ``min(cap, base * 2**attempt)`` with full jitter (base 0.2 s, cap 30 s).
+# The name stays: the daemon, the test harness and plugins build their retry policy with it.
+RetryPolicy = Backoff
 
 
 class Ledger:
@@ -103,7 +98,7 @@ class Ledger:
     async def entries(self) -> dict[str, str]:
         """Every delivered id with its raw value (``LedgerEntry.parse`` reads one), in bounded HSCAN
         pages (a huge ledger never blocks Redis); parsed only where needed, which is seldom."""
-        return {_text(k): _text(v) async for k, v in self.redis.hscan_iter(self.key, count=LEDGER_PAGE)}
+        return {as_text(k): as_text(v) async for k, v in self.redis.hscan_iter(self.key, count=LEDGER_PAGE)}
 
     async def items(self) -> dict[str, str | None]:
         """Delivered ids with their content hash (None where the ledger keeps none)."""
@@ -132,7 +127,7 @@ class Ledger:
         pipe.hget(self.checkpoint_key, self.sink)
         pipe.hdel(self.checkpoint_key, self.sink)
         value, _ = await pipe.execute()
-        return None if value is None else _text(value)
+        return None if value is None else as_text(value)
 
     async def started(self) -> bool:
         return bool(await self.redis.hexists(self.started_key, self.sink))
@@ -161,10 +156,6 @@ class LedgerEntry:
     @staticmethod
     def value(digest: str | None, at: int) -> str:
         return f"{digest or ''}@{at}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class EchoFilter:

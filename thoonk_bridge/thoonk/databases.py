@@ -23,6 +23,7 @@ import redis.asyncio
 from thoonk_bridge.redis_client import is_cluster
 
 from .keys import FEEDS
+from .text import as_text
 
 __all__ = ["client_database", "other_databases_with_feeds", "describe_shared_feeds"]
 
@@ -72,7 +73,7 @@ async def other_databases_with_feeds(client: redis.asyncio.Redis, names: Iterabl
 
 
 def _db_number(key: object) -> int | None:
-    text = key.decode() if isinstance(key, bytes) else str(key)
+    text = as_text(key)
     if text.startswith("db") and text[2:].isdigit():
         return int(text[2:])
     return None

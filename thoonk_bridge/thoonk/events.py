@@ -28,6 +28,7 @@ from thoonk_bridge.redis_client import async_pubsub_client, sync_pubsub
 
 from .exceptions import RedisUnavailable
 from .keys import CHANNEL_PREFIXES, LIFECYCLE_CHANNELS
+from .text import as_text
 
 __all__ = ["Event", "parse", "subscription", "AsyncEvents", "Listener", "EVENT_KINDS"]
 
@@ -56,15 +57,9 @@ class Event:
     extra: str | None = None
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
 def parse(channel: Any, data: Any) -> Event | None:
     """A message on a Thoonk channel -> Event (None for channels that are not Thoonk's)."""
-    channel, data = _text(channel), _text(data)
+    channel, data = as_text(channel), as_text(data)
     kind = LIFECYCLE_CHANNELS.get(channel)
     if kind is not None:
         name, _, instance = data.partition("\x00")
@@ -141,7 +136,7 @@ class AsyncEvents:
 
     def _accept(self, message: dict[str, Any]) -> None:
         if message.get("type") == "pong":
-            token = _text(message.get("data") or "")
+            token = as_text(message.get("data") or "")
             if token in self._marks:  # a barrier: in line with the events that arrived before it
                 self._buffer.append(Event("mark", "", token))
             return
@@ -272,7 +267,7 @@ class AsyncEvents:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             raise RedisUnavailable(self._address, e) from e
         held = {
-            (feed, id): None if value is None else _text(value)
+            (feed, id): None if value is None else as_text(value)
             for feed, values in zip(feeds, replies, strict=True)
             for id, value in zip(by_feed[feed], values, strict=True)
         }

@@ -24,6 +24,7 @@ import redis.asyncio
 
 from .events import AsyncEvents, _dedicated_client
 from .exceptions import RedisUnavailable
+from .text import as_text
 
 __all__ = ["EventConnection", "SharedEvents"]
 
@@ -129,18 +130,18 @@ class EventConnection:
                 continue
             kind = message.get("type")
             if kind == "message":
-                key = f"c:{_text(message['channel'])}"
+                key = f"c:{as_text(message['channel'])}"
             elif kind == "pmessage":
-                key = f"p:{_text(message['pattern'])}"
+                key = f"p:{as_text(message['pattern'])}"
             elif kind == "pong":
-                stream = self._pings.pop(_text(message.get("data") or ""), None)
+                stream = self._pings.pop(as_text(message.get("data") or ""), None)
                 if stream is not None:
                     stream._receive(message)
                 continue
             else:
                 if kind in ("subscribe", "psubscribe"):
                     prefix = "c:" if kind == "subscribe" else "p:"
-                    for future in self._confirming.pop(prefix + _text(message["channel"]), []):
+                    for future in self._confirming.pop(prefix + as_text(message["channel"]), []):
                         if not future.done():
                             future.set_result(None)
                 continue
@@ -232,7 +233,3 @@ class SharedEvents(AsyncEvents):
         self._arrived.set()
         if self._started and self._error is None:
             await self._connection.detach(self)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
