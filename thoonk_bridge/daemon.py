@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from thoonk_bridge.context import build_plugin_context
 from thoonk_bridge.discovery import discover_plugins, start_order
 from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
 from thoonk_bridge.http import ConnectionGuard, HttpLimits, LimitedTCPSite, LoopErrorLog, build_app, parse_listen
@@ -42,7 +43,6 @@ from thoonk_bridge.plugin import (
     Endpoint,
     Health,
     Plugin,
-    PluginContext,
     RouteContext,
     Sink,
     Source,
@@ -283,15 +283,9 @@ class Daemon:
         for name in start_order(enabled):
             cls = enabled[name]
             settings = self.config.plugins.get(name) or cls.settings_model()
-            context = PluginContext(
-                thoonk=self.thoonk,
-                redis=self.redis,
-                http=self.app,
-                public_url=self.public_url,
-                metrics=self.metrics.registry,
-                log=get_logger(plugin=name),
-                state_dir=self.state_dir / name,
-                topics=self.topics,
+            context = build_plugin_context(
+                name, thoonk=self.thoonk, redis=self.redis, http=self.app, public_url=self.public_url,
+                metrics=self.metrics.registry, state_dir=self.state_dir, topics=self.topics,
                 instance_id=self.instance_id,
             )
             plugin = cls(settings, context)

@@ -47,10 +47,10 @@ from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.thoonk.text import as_text
 
 if TYPE_CHECKING:
-    import redis.asyncio
     import structlog
 
     from thoonk_bridge.metrics import BridgeMetrics
+    from thoonk_bridge.redis_client import AsyncRedis
     from thoonk_bridge.thoonk import AsyncThoonk
     from thoonk_bridge.trace import RouteRecorder
 
@@ -88,7 +88,7 @@ class Ledger:
     with a hash, 35 without (plus the id).
     """
 
-    def __init__(self, redis: redis.asyncio.Redis, route: str, sink: str) -> None:
+    def __init__(self, redis: AsyncRedis, route: str, sink: str) -> None:
         self.redis = redis
         self.sink = sink
         self.key = f"{KEY_PREFIX}{route}:ledger:{sink}"

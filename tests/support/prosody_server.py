@@ -208,24 +208,14 @@ if os.environ.get("PROSODY_DEBUG"):  # pragma: no cover - manual debugging aid
 
 
 def make_context(**extra: Any) -> Any:
-    """A PluginContext with a fresh metrics registry; thoonk/redis/http only when given."""
-    import structlog
-    from prometheus_client import CollectorRegistry
+    """The xmpp plugin's context with a fresh metrics registry; thoonk and redis are None unless given
+    (the plugin's unit tests reach no Redis); other ``extra`` go to ``build_plugin_context``."""
+    from thoonk_bridge.context import build_plugin_context
 
-    from thoonk_bridge.plugin import PluginContext, TopicRegistry
-
-    values: dict[str, Any] = {
-        "thoonk": None,
-        "redis": None,
-        "http": None,
-        "public_url": "http://127.0.0.1:0",
-        "metrics": CollectorRegistry(),
-        "log": structlog.get_logger().bind(plugin="xmpp"),
-        "state_dir": Path(tempfile.mkdtemp(prefix="xmpp-state-")),
-        "topics": TopicRegistry(),
-    }
-    values.update(extra)
-    return PluginContext(**values)
+    return build_plugin_context(
+        "xmpp", thoonk=extra.pop("thoonk", None), redis=extra.pop("redis", None), public_url="http://127.0.0.1:0",
+        state_dir=Path(tempfile.mkdtemp(prefix="xmpp-state-")), **extra,
+    )
 
 
 class DeadLetters:

@@ -29,18 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from thoonk_bridge.context import build_plugin_context
 from thoonk_bridge.http import build_app
 from thoonk_bridge.logs import get_logger
-from thoonk_bridge.plugin import Plugin, PluginContext, RouteContext, Settings, TopicRegistry
-from thoonk_bridge.redis_client import async_client
+from thoonk_bridge.plugin import Plugin, PluginContext, RouteContext, Settings
+from thoonk_bridge.redis_client import AsyncRedis, async_client
 from thoonk_bridge.router import RetryPolicy, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.embedded import free_tcp_port
+from thoonk_bridge.topics import TopicRegistry
 
 __all__ = ["FAST_RETRY", "PluginHarness", "plugin_context", "route_context", "running_bridge", "wait_until"]
 
@@ -88,7 +89,7 @@ async def running_bridge(
     """
     from thoonk_bridge.config import load_config
     from thoonk_bridge.daemon import Daemon
-    from thoonk_bridge.plugin import discover_plugins
+    from thoonk_bridge.discovery import discover_plugins
 
     data = dict(config)
     if redis_url is not None:
@@ -118,7 +119,7 @@ class PluginHarness:
     plugin: Plugin
     context: PluginContext
     thoonk: AsyncThoonk
-    redis: aioredis.Redis
+    redis: AsyncRedis
     base_url: str
 
     def route(self, name: str = "test-route", **options: Any) -> RouteContext:
@@ -164,10 +165,9 @@ async def plugin_context(
         parsed = settings
     else:
         parsed = plugin_cls.settings_model.model_validate(dict(settings))
-    context = PluginContext(
-        thoonk=thoonk, redis=redis, http=app, public_url=(public_url or base_url).rstrip("/"),
-        metrics=CollectorRegistry(), log=get_logger(plugin=plugin_cls.name), state_dir=tmp_path / plugin_cls.name,
-        topics=topics or TopicRegistry(), instance_id="test",
+    context = build_plugin_context(
+        plugin_cls.name, thoonk=thoonk, redis=redis, http=app, public_url=public_url or base_url,
+        state_dir=tmp_path, topics=topics, instance_id="test",
     )
     plugin = plugin_cls(parsed, context)
     problems = plugin.validate()

@@ -365,7 +365,7 @@ class AsyncThoonk(ThoonkBase):
 
     def __init__(self, url: str | None = None, host: str | None = None, port: int | None = None, db: int = 0,
                  password: str | None = None, *, state_dir: str | os.PathLike[str] | None = None,
-                 redis: _aredis.Redis | None = None, **redis_kwargs: Any) -> None:
+                 redis: _aredis.Redis | _aredis.RedisCluster | None = None, **redis_kwargs: Any) -> None:
         client, embedded, owns = _connect(False, redis, url, host, port, db, password, state_dir, redis_kwargs)
         super().__init__(client, embedded, owns)
         self._executor = AsyncExecutor(client)

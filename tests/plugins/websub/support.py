@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
-from prometheus_client import CollectorRegistry
 
-from thoonk_bridge.plugin import Endpoint, PluginContext, Topic, TopicRegistry
+from thoonk_bridge.context import build_plugin_context
+from thoonk_bridge.plugin import Endpoint, PluginContext, Topic
 from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
 from thoonk_bridge.plugins.websub.settings import WebSubSettings, WebSubSinkOptions
 from thoonk_bridge.testing import wait_until
@@ -137,15 +136,9 @@ async def start_node(redis_url: str, resolver: AbstractResolver | None = None, *
     app = web.Application()
     thoonk = AsyncThoonk(url=redis_url)
     settings = WebSubSettings(**{**FAST, **overrides})
-    context = PluginContext(
-        thoonk=thoonk,
-        redis=thoonk.redis,
-        http=app,
-        public_url=f"http://127.0.0.1:{port}",
-        metrics=CollectorRegistry(),
-        log=structlog.get_logger().bind(plugin="websub"),
+    context = build_plugin_context(
+        "websub", thoonk=thoonk, redis=thoonk.redis, http=app, public_url=f"http://127.0.0.1:{port}",
         state_dir=Path(tempfile.gettempdir()),
-        topics=TopicRegistry(),
     )
     plugin = WebSubPlugin(settings, context)
     plugin.resolver = resolver
