@@ -124,7 +124,7 @@ def routes_ready(daemons: list[Daemon], names: list[str]) -> bool:
     return ready >= set(names)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=1)
@@ -132,23 +132,17 @@ def main() -> int:
     ap.add_argument("--daemons", type=int, default=2)
     ap.add_argument("--chaos-every", type=float, default=8.0, help="mean seconds between chaos events")
     ap.add_argument("--no-xmpp", action="store_true", help="leave Prosody and the xmpp routes out")
-    args = ap.parse_args()
-    rng = random.Random(args.seed)
-    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    server = EmbeddedRedis(workdir / "redis", port=0, extra_args=["--appendfsync", "always"]).start()
-    prosody = None
-    use_xmpp = not args.no_xmpp and shutil.which("prosody") is not None
-    if use_xmpp:
-        from prosody_server import ProsodyServer
+    return ap.parse_args()
 
-        prosody = ProsodyServer(workdir / "prosody").start()
 
+def fleet_config(redis_url: str, workdir: Path, prosody: Any) -> dict[str, Any]:
+    """The daemons' shared config: a copy, a document with WebSub, and with Prosody a node both ways."""
     routes: list[dict[str, Any]] = [
         {"name": "copy", "from": "thoonk:in", "to": "thoonk:out", "mirror": True},
         {"name": "doc", "from": "thoonk:in", "to": [{"endpoint": "feeds:soak", "max_items": DOC_ITEMS}, "websub:soak"]},
     ]
     config: dict[str, Any] = {
-        "redis": server.url, "lease_seconds": 2.0, "drain_seconds": 2,
+        "redis": redis_url, "lease_seconds": 2.0, "drain_seconds": 2,
         "plugins": {
             "feeds": {"output_dir": str(workdir / "documents")},
             "websub": {"outbound": {"allow_loopback": True}, "job_timeout": 3, "retry_base": 0.5,
@@ -166,42 +160,42 @@ def main() -> int:
              "to": {"endpoint": f"xmpp:pubsub.localhost/{NODE}", "max_items": NODE_ITEMS}},
             {"name": "from-node", "from": f"xmpp:pubsub.localhost/{NODE}", "to": "thoonk:back", "mirror": True},
         ]
-    names = [r["name"] for r in routes]
-    ports = [free_tcp_port() for _ in range(args.daemons)]
-    public_url = f"http://127.0.0.1:{ports[0]}"  # one URL for the fleet, as behind a load balancer
-    topic = f"{public_url}/feeds/soak.atom"
-    daemons = [Daemon(workdir, i, config, ports[i], public_url) for i in range(args.daemons)]
-    for d in daemons:
-        d.start()
-    deadline = time.monotonic() + 60
-    while not routes_ready(daemons, names):
-        if time.monotonic() > deadline:
-            print(f"routes never became ready; logs in {workdir}", file=sys.stderr)
-            return 2
-        time.sleep(0.1)
+    return config
 
-    # Subscribe through the hub of the last daemon (usually not the owner of the document's route).
-    receiver = Receiver()
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def subscribe(receiver: Receiver, topic: str, hub: str, redis_url: str) -> bool:
+    """Subscribe the receiver to ``topic`` at ``hub``; True once the hub has verified it."""
     from thoonk_bridge.plugins.websub.cli import list_subscriptions
 
     form = urllib.parse.urlencode({"hub.mode": "subscribe", "hub.topic": topic, "hub.callback": receiver.url})
-    hub = f"http://127.0.0.1:{daemons[-1].port}/websub/hub"
     with urllib.request.urlopen(urllib.request.Request(hub, data=form.encode()), timeout=5) as resp:
         assert resp.status == 202, resp.status
-    deadline = time.monotonic() + 30
-    while not list_subscriptions(server.url, topic):
-        if time.monotonic() > deadline:
-            print(f"the WebSub subscription was never verified; logs in {workdir}", file=sys.stderr)
-            return 2
-        time.sleep(0.1)
+    return wait_for(lambda: list_subscriptions(redis_url, topic), 30)
 
-    acknowledged: list[str] = []
-    stop = threading.Event()
 
-    def publisher() -> None:
-        client = Thoonk(url=server.url)
+class Publisher(threading.Thread):
+    """Publishes to thoonk:in at ``rate`` per second; ``acknowledged`` holds what Redis accepted."""
+
+    def __init__(self, redis_url: str, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.redis_url = redis_url
+        self.rate = rate
+        self.acknowledged: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        client = Thoonk(url=self.redis_url)
         i = 0
-        while not stop.is_set():
+        while not self.halt.is_set():
             item_id = f"item-{i:06d}"
             payload = json.dumps({"title": f"Item {i}", "link": f"https://example.org/{i}", "content": "x" * 50})
             try:
@@ -209,13 +203,36 @@ def main() -> int:
             except Exception:  # noqa: BLE001 - Redis restarting: retry the same item
                 time.sleep(0.05)
                 continue
-            acknowledged.append(item_id)
+            self.acknowledged.append(item_id)
             i += 1
-            time.sleep(1 / args.rate)
+            time.sleep(1 / self.rate)
         client.close()
 
-    thread = threading.Thread(target=publisher, daemon=True)
-    thread.start()
+
+def kill_and_restart(kind: str, rng: random.Random, server: EmbeddedRedis, daemons: list[Daemon],
+                     prosody: Any) -> None:
+    """SIGKILL one part (no goodbye to anyone), wait 0.2-2 s, start it again."""
+    if kind == "redis":
+        server.kill()
+        time.sleep(rng.uniform(0.2, 2.0))
+        server.start()
+    elif kind == "daemon":
+        victim = rng.choice(daemons)
+        victim.kill()
+        time.sleep(rng.uniform(0.2, 2.0))
+        victim.start()
+    else:
+        assert prosody is not None and prosody.proc is not None
+        prosody.proc.kill()
+        prosody.proc.wait()
+        prosody.proc = None
+        time.sleep(rng.uniform(0.2, 2.0))
+        prosody.start()
+
+
+def chaos(args: argparse.Namespace, rng: random.Random, server: EmbeddedRedis, daemons: list[Daemon],
+          prosody: Any, names: list[str]) -> list[tuple[float, str, float]]:
+    """Chaos events at random intervals for the run's length: (when, what, seconds to recover)."""
     events: list[tuple[float, str, float]] = []
     end = time.monotonic() + args.minutes * 60
     kinds = ["redis", "daemon"] + (["prosody"] if prosody is not None else [])
@@ -225,99 +242,130 @@ def main() -> int:
             break
         kind = rng.choice(kinds)
         started = time.monotonic()
-        if kind == "redis":
-            server.kill()
-            time.sleep(rng.uniform(0.2, 2.0))
-            server.start()
-        elif kind == "daemon":
-            victim = rng.choice(daemons)
-            victim.kill()
-            time.sleep(rng.uniform(0.2, 2.0))
-            victim.start()
-        else:
-            assert prosody is not None and prosody.proc is not None
-            prosody.proc.kill()  # SIGKILL: no goodbye to the clients
-            prosody.proc.wait()
-            prosody.proc = None
-            time.sleep(rng.uniform(0.2, 2.0))
-            prosody.start()
-        while not routes_ready(daemons, names) and time.monotonic() - started < 120:
-            time.sleep(0.1)
+        kill_and_restart(kind, rng, server, daemons, prosody)
+        wait_for(lambda: routes_ready(daemons, names), 120)
         recovery = time.monotonic() - started
         events.append((started, kind, recovery))
         print(f"chaos: {kind:8s} recovered in {recovery:5.1f} s", flush=True)
-    stop.set()
-    thread.join()
+    return events
 
-    raw = redis.Redis.from_url(server.url, decode_responses=True)
-    pubsub = Thoonk(url=server.url)
-    # Once the deliveries of the run are done, one last item: the last delivery must hold it.
-    time.sleep(3)
-    final = len(acknowledged)
-    payload = json.dumps({"title": f"Item {final}", "link": f"https://example.org/{final}", "content": "last"})
-    pubsub.feed("in").publish(payload, id=f"item-{final:06d}")
-    acknowledged.append(f"item-{final:06d}")
-    final_link = f'href="https://example.org/{final}"'.encode()
 
-    def websub_ok() -> bool:
-        return bool(receiver.deliveries) and final_link in receiver.deliveries[-1]
+class Outcome:
+    """What the run left behind, read once everything settled, and whether it is what was promised."""
 
-    source = pubsub.feed("in").get_all()
-    newest_doc = list(source)[-DOC_ITEMS:]
-    newest_node = list(source)[-NODE_ITEMS:]
-    doc_path = workdir / "documents" / "soak.atom"
+    def __init__(self, redis_url: str, workdir: Path, receiver: Receiver, prosody: Any,
+                 acknowledged: list[str]) -> None:
+        self.raw = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.pubsub = Thoonk(url=redis_url)
+        self.receiver = receiver
+        self.prosody = prosody
+        # Once the deliveries of the run are done, one last item: the last delivery must hold it.
+        time.sleep(3)
+        final = len(acknowledged)
+        payload = json.dumps({"title": f"Item {final}", "link": f"https://example.org/{final}", "content": "last"})
+        self.pubsub.feed("in").publish(payload, id=f"item-{final:06d}")
+        acknowledged.append(f"item-{final:06d}")
+        self.acknowledged = acknowledged
+        self.final_link = f'href="https://example.org/{final}"'.encode()
+        self.source = self.pubsub.feed("in").get_all()
+        self.newest_doc = list(self.source)[-DOC_ITEMS:]
+        self.newest_node = list(self.source)[-NODE_ITEMS:]
+        self.doc_path = workdir / "documents" / "soak.atom"
 
-    def doc_ids() -> list[str]:
-        text = doc_path.read_text() if doc_path.exists() else ""
-        return re.findall(r"<link href=\"https://example.org/(\d+)\"", text)
+    def websub_ok(self) -> bool:
+        return bool(self.receiver.deliveries) and self.final_link in self.receiver.deliveries[-1]
 
-    def settled() -> bool:
-        ok = pubsub.feed("out").get_all() == source
-        ok = ok and sorted(doc_ids()) == sorted(str(int(i.split("-")[1])) for i in newest_doc)
-        if prosody is not None:
-            ok = ok and set(newest_node) <= set(pubsub.feed("back").get_ids())
-        return ok and websub_ok()
+    def doc_ok(self) -> bool:
+        text = self.doc_path.read_text() if self.doc_path.exists() else ""
+        ids = re.findall(r"<link href=\"https://example.org/(\d+)\"", text)
+        return sorted(ids) == sorted(str(int(i.split("-")[1])) for i in self.newest_doc)
 
-    deadline = time.monotonic() + 120
-    while not settled() and time.monotonic() < deadline:
-        time.sleep(0.25)
-    out = pubsub.feed("out").get_all()
-    lost = [i for i in acknowledged if i not in out]
-    missing_in_source = [i for i in acknowledged if i not in source]
-    duplicated = int(raw.get("feed.publishes:out") or 0) - len(out)
+    def node_lost(self) -> list[str]:
+        if self.prosody is None:
+            return []
+        back = self.pubsub.feed("back").get_ids()
+        return [i for i in self.newest_node if i not in back]
+
+    def settled(self) -> bool:
+        return (self.pubsub.feed("out").get_all() == self.source and self.doc_ok() and not self.node_lost()
+                and self.websub_ok())
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.raw.close()
+
+
+def report(args: argparse.Namespace, outcome: Outcome, events: list[tuple[float, str, float]],
+           daemons: list[Daemon]) -> bool:
+    """Print the figures; True when something was lost or differs."""
+    out = outcome.pubsub.feed("out").get_all()
+    lost = [i for i in outcome.acknowledged if i not in out]
+    missing_in_source = [i for i in outcome.acknowledged if i not in outcome.source]
+    duplicated = int(outcome.raw.get("feed.publishes:out") or 0) - len(out)
     print()
-    print(f"seed {args.seed}, {args.minutes} min, {args.daemons} daemons, xmpp {'on' if prosody else 'off'}")
+    print(f"seed {args.seed}, {args.minutes} min, {args.daemons} daemons, xmpp {'on' if outcome.prosody else 'off'}")
     print(f"chaos events: {len(events)} ({', '.join(k for _, k, _ in events) or 'none'})")
-    print(f"published (acknowledged): {len(acknowledged)}")
+    print(f"published (acknowledged): {len(outcome.acknowledged)}")
     print(f"delivered to thoonk:out:  {len(out)}  duplicated: {duplicated}  lost: {len(lost)}")
     print(f"lost from the source itself (Redis durability): {len(missing_in_source)}")
-    doc_ok = sorted(doc_ids()) == sorted(str(int(i.split("-")[1])) for i in newest_doc)
+    doc_ok = outcome.doc_ok()
     print(f"feeds:soak document holds the newest {DOC_ITEMS}: {doc_ok}")
     served = [d for d in daemons if d.readyz() is not None]
-    deadline = time.monotonic() + 10  # the owner stores its last rendering just after writing the file
-    while not (same_doc := len({fetch_doc(d.port) for d in served}) == 1) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # the owner stores its last rendering just after writing the file
+    same_doc = wait_for(lambda: len({fetch_doc(d.port) for d in served}) == 1, 10)
     print(f"document served alike by all {len(served)} daemons: {same_doc}")
-    ws_ok = websub_ok()
-    print(f"websub deliveries received: {len(receiver.deliveries)}  (verifications: {len(receiver.verified)})  "
-          f"last delivery holds the newest item: {ws_ok}")
-    if prosody is not None:
-        back = pubsub.feed("back").get_ids()
-        node_lost = [i for i in newest_node if i not in back]
+    ws_ok = outcome.websub_ok()
+    print(f"websub deliveries received: {len(outcome.receiver.deliveries)}  "
+          f"(verifications: {len(outcome.receiver.verified)})  last delivery holds the newest item: {ws_ok}")
+    node_lost = outcome.node_lost()
+    if outcome.prosody is not None:
         print(f"xmpp node -> thoonk:back holds the newest {NODE_ITEMS}: lost {len(node_lost)}")
-    else:
-        node_lost = []
     longest = max((r for _, _, r in events), default=0.0)
     print(f"longest recovery: {longest:.1f} s")
+    return bool(lost or missing_in_source or node_lost or not doc_ok or not ws_ok or not same_doc)
+
+
+def main() -> int:
+    args = parse_args()
+    rng = random.Random(args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    server = EmbeddedRedis(workdir / "redis", port=0, extra_args=["--appendfsync", "always"]).start()
+    prosody = None
+    if not args.no_xmpp and shutil.which("prosody") is not None:
+        from tests.support.prosody_server import ProsodyServer
+
+        prosody = ProsodyServer(workdir / "prosody").start()
+    config = fleet_config(server.url, workdir, prosody)
+    names = [r["name"] for r in config["routes"]]
+    ports = [free_tcp_port() for _ in range(args.daemons)]
+    public_url = f"http://127.0.0.1:{ports[0]}"  # one URL for the fleet, as behind a load balancer
+    daemons = [Daemon(workdir, i, config, ports[i], public_url) for i in range(args.daemons)]
+    for d in daemons:
+        d.start()
+    if not wait_for(lambda: routes_ready(daemons, names), 60):
+        print(f"routes never became ready; logs in {workdir}", file=sys.stderr)
+        return 2
+    # Subscribe through the hub of the last daemon (usually not the owner of the document's route).
+    receiver = Receiver()
+    hub = f"http://127.0.0.1:{daemons[-1].port}/websub/hub"
+    if not subscribe(receiver, f"{public_url}/feeds/soak.atom", hub, server.url):
+        print(f"the WebSub subscription was never verified; logs in {workdir}", file=sys.stderr)
+        return 2
+    publisher = Publisher(server.url, args.rate)
+    publisher.start()
+    events = chaos(args, rng, server, daemons, prosody, names)
+    publisher.halt.set()
+    publisher.join()
+    outcome = Outcome(server.url, workdir, receiver, prosody, publisher.acknowledged)
+    wait_for(outcome.settled, 120, 0.25)
+    failed = report(args, outcome, events, daemons)
     for d in daemons:
         d.stop()
     if prosody is not None:
         prosody.cleanup()
     server.stop()
-    pubsub.close()
-    raw.close()
+    outcome.close()
     receiver.close()
-    failed = bool(lost or missing_in_source or node_lost or not doc_ok or not ws_ok or not same_doc)
     print("RESULT:", "FAIL" if failed else "OK", f"(logs: {workdir})" if failed else "")
     if not failed:
         shutil.rmtree(workdir, ignore_errors=True)
