@@ -437,7 +437,8 @@ def _opt_str(value: Any) -> str | None:
     return None
 
 
-def _parse_json_feed(data: bytes, identity: Identity, fmt: Format, max_entries: int) -> ParsedFeed:
+def _load_json_feed(data: bytes) -> tuple[dict[str, Any], list[Any]]:
+    """The JSON Feed object and its items array; FeedParseError naming what is not a JSON Feed."""
     try:
         doc = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -454,6 +455,11 @@ def _parse_json_feed(data: bytes, identity: Identity, fmt: Format, max_entries: 
     items = doc.get("items")
     if not isinstance(items, list):
         raise FeedParseError("JSON Feed has no items array")
+    return doc, items
+
+
+def _parse_json_feed(data: bytes, identity: Identity, fmt: Format, max_entries: int) -> ParsedFeed:
+    doc, items = _load_json_feed(data)
     result = ParsedFeed(
         kind="json",
         title=_opt_str(doc.get("title")),
@@ -467,35 +473,38 @@ def _parse_json_feed(data: bytes, identity: Identity, fmt: Format, max_entries: 
     result.ignored_entries = max(0, len(items) - max_entries)
     entries: list[Entry | None] = []
     for index, item in enumerate(items[:max_entries]):
-        where = f"items[{index}]"
         if not isinstance(item, dict):
-            result.problems.append(f"{where}: not an object, skipped")
+            result.problems.append(f"items[{index}]: not an object, skipped")
             entries.append(None)  # keeps positions for the messages
             continue
-        entry = Entry(
-            id=(_opt_str(item.get("id")) or "").strip() or None,
-            title=_opt_str(item.get("title")),
-            link=_opt_str(item.get("url")) or _opt_str(item.get("external_url")),
-            summary=_opt_str(item.get("summary")),
-        )
-        if isinstance(item.get("content_html"), str):
-            entry.content, entry.content_type = item["content_html"], "html"
-        elif isinstance(item.get("content_text"), str):
-            entry.content, entry.content_type = item["content_text"], "text"
-        authors = item.get("authors")
-        if not isinstance(authors, list):
-            authors = [item["author"]] if isinstance(item.get("author"), dict) else []
-        if authors and isinstance(authors[0], dict):
-            entry.author = _opt_str(authors[0].get("name"))
-            entry.author_uri = _opt_str(authors[0].get("url"))
-        entry.published = _json_date(item.get("date_published"), f"{where}.date_published", result.problems)
-        entry.updated = _json_date(item.get("date_modified"), f"{where}.date_modified", result.problems)
-        tags = item.get("tags")
-        if isinstance(tags, list):
-            entry.categories = [t.strip() for t in tags if isinstance(t, str) and t.strip()]
-        entries.append(entry)
+        entries.append(_json_feed_entry(item, f"items[{index}]", result.problems))
     _collect(result, entries, identity, fmt)
     return result
+
+
+def _json_feed_entry(item: dict[str, Any], where: str, problems: list[str]) -> Entry:
+    entry = Entry(
+        id=(_opt_str(item.get("id")) or "").strip() or None,
+        title=_opt_str(item.get("title")),
+        link=_opt_str(item.get("url")) or _opt_str(item.get("external_url")),
+        summary=_opt_str(item.get("summary")),
+    )
+    if isinstance(item.get("content_html"), str):
+        entry.content, entry.content_type = item["content_html"], "html"
+    elif isinstance(item.get("content_text"), str):
+        entry.content, entry.content_type = item["content_text"], "text"
+    authors = item.get("authors")
+    if not isinstance(authors, list):
+        authors = [item["author"]] if isinstance(item.get("author"), dict) else []
+    if authors and isinstance(authors[0], dict):
+        entry.author = _opt_str(authors[0].get("name"))
+        entry.author_uri = _opt_str(authors[0].get("url"))
+    entry.published = _json_date(item.get("date_published"), f"{where}.date_published", problems)
+    entry.updated = _json_date(item.get("date_modified"), f"{where}.date_modified", problems)
+    tags = item.get("tags")
+    if isinstance(tags, list):
+        entry.categories = [t.strip() for t in tags if isinstance(t, str) and t.strip()]
+    return entry
 
 
 # --------------------------------------------------------------------------- common
