@@ -1,49 +1,28 @@
-"""The conformance suite over docs/example_plugin (the jsonlog sink), as a third-party plugin runs it."""
+"""docs/example_plugin's own tests, run the way its author runs them: pytest in the plugin's directory,
+outside this repository's conftest. They enable the bridge's fixtures with one line (its conftest.py)
+and run the Sink conformance suite with one import and one subclass (tests/test_jsonlog.py)."""
 
 from __future__ import annotations
 
-import importlib
-import json
+import os
+import re
+import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-
-import pytest
-
-from thoonk_bridge.plugin import Endpoint
-from thoonk_bridge.testing.conformance import SinkConformance, SinkTarget
-from thoonk_bridge.testing.pytest_plugin import HarnessFactory
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "example_plugin"
+CHECKS = 8  # the SinkConformance checks; and one end-to-end test of a route
 
 
-@pytest.fixture
-def jsonlog(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The example plugin's module, imported from docs/example_plugin (as if pip-installed)."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    yield importlib.import_module("thoonk_bridge_jsonlog")
-    sys.modules.pop("thoonk_bridge_jsonlog", None)
-
-
-class TestJsonLogSink(SinkConformance):
-    @pytest.fixture
-    async def sink_target(self, plugin_harness: HarnessFactory, jsonlog: Any, tmp_path: Path
-                          ) -> AsyncIterator[SinkTarget]:
-        directory = tmp_path / "logs"
-        async with plugin_harness(jsonlog.JsonLogPlugin, {"directory": str(directory)}) as harness:
-            endpoint = Endpoint("jsonlog", "news", jsonlog.JsonLogSinkOptions(address="news"))
-
-            async def held() -> dict[str, str]:
-                """The file replayed: what a reader of the log holds."""
-                items: dict[str, str] = {}
-                path = directory / "news.jsonl"
-                for line in path.read_text().splitlines() if path.exists() else []:
-                    record = json.loads(line)
-                    if record["kind"] == "retract":
-                        items.pop(record["id"], None)
-                    else:
-                        items[record["id"]] = record["payload"]
-                return items
-
-            yield SinkTarget(make=lambda: harness.plugin.sink(endpoint, harness.route()), held=held)
+def test_the_example_plugin_passes_its_conformance_suite(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLE)}  # importable as if pip-installed
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "--basetemp", str(tmp_path / "t")],
+        cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    passed = re.findall(r"^PASSED (\S+)", output, re.MULTILINE)
+    assert len([p for p in passed if "TestJsonLogSink::" in p]) == CHECKS, output
+    assert any(p.endswith("::test_a_route_writes_the_file") for p in passed), output
+    assert not re.search(r"\b(skipped|xfailed|failed|error)\b", output.splitlines()[-1]), output

@@ -85,7 +85,7 @@ class JsonLogSink(Sink):
                 raise DeliveryError(f"{self.path}: {exc.strerror}", retryable=True) from exc
 
 
-class JsonLogPlugin(Plugin):
+class JsonLogPlugin(Plugin[JsonLogSettings]):
     name = "jsonlog"
     version = "1.0.0"
     description = "route events appended to JSON-lines files (example plugin)"
@@ -95,14 +95,15 @@ class JsonLogPlugin(Plugin):
     )
 
     def validate(self) -> list[str]:
-        directory = self.settings.directory  # type: ignore[attr-defined]
+        directory = self.settings.directory  # self.settings: JsonLogSettings, parsed by the config
         if directory is not None and directory.exists() and not directory.is_dir():
             return [f"directory {directory} exists and is not a directory"]
         return []
 
-    def sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
-        directory = self.settings.directory or self.context.state_dir  # type: ignore[attr-defined]
-        return JsonLogSink(Path(directory) / f"{endpoint.address}.jsonl")
+    def sink(self, endpoint: Endpoint[JsonLogSinkOptions], route: RouteContext) -> Sink:
+        # endpoint.options: the sink_options model of the kind, parsed and validated by the config
+        directory = self.settings.directory or self.context.state_dir
+        return JsonLogSink(Path(directory) / f"{endpoint.options.address}.jsonl")
 
 
 __all__ = ["EventKind", "JsonLogPlugin"]
