@@ -24,6 +24,7 @@ from defusedxml.ElementTree import fromstring as safe_xml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from thoonk_bridge import plugin as plugin_module
 from thoonk_bridge.payload import PayloadError
 from thoonk_bridge.plugin import DeliveryError, Endpoint, EventKind, ItemEvent, TopicChange, TopicRegistry
 from thoonk_bridge.plugins.feeds import document as document_module
@@ -511,7 +512,13 @@ def test_hostile_items_render_safe_valid_documents() -> None:
         parsed = feedparser.parse(docs[fmt])
         assert parsed.bozo == 0, (fmt, parsed.get("bozo_exception"))
 
-    atom = safe_xml(docs["atom"])
+    _assert_safe_atom(docs["atom"], now)
+    _assert_safe_rss(docs["rss"])
+    _assert_safe_json_feed(docs["json"])
+
+
+def _assert_safe_atom(doc: bytes, now: datetime) -> None:
+    atom = safe_xml(doc)
     entries = atom.findall(f"{A}entry")
     ids = [e.findtext(f"{A}id") for e in entries]
     assert len(ids) == len(set(ids)) == len(HOSTILE_ITEMS) - 1  # the duplicate id is written once
@@ -534,7 +541,9 @@ def test_hostile_items_render_safe_valid_documents() -> None:
         for email in entry.iter(f"{A}email"):
             assert "@" in (email.text or "") and "<" not in (email.text or "")
 
-    rss = safe_xml(docs["rss"])
+
+def _assert_safe_rss(doc: bytes) -> None:
+    rss = safe_xml(doc)
     items = rss.findall("channel/item")
     guids = [i.findtext("guid") for i in items]
     assert len(guids) == len(set(guids)) == len(items) == len(HOSTILE_ITEMS) - 1
@@ -547,7 +556,9 @@ def test_hostile_items_render_safe_valid_documents() -> None:
         author = item.findtext("author")
         assert author is None or "@" in author.split(" ")[0]
 
-    feed = json.loads(docs["json"])
+
+def _assert_safe_json_feed(doc: bytes) -> None:
+    feed = json.loads(doc)
     assert feed["version"] == "https://jsonfeed.org/version/1.1" and isinstance(feed["title"], str)
     assert isinstance(feed["items"], list)
     assert all(isinstance(h["type"], str) and isinstance(h["url"], str) for h in feed["hubs"])
@@ -815,17 +826,21 @@ async def test_left_over_temporary_files_removed_on_open(harness) -> None:  # ty
 async def test_large_payloads_and_stored_items_parsed_off_the_event_loop(harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     loop_thread = threading.get_ident()
     parsed_on: list[tuple[int, int]] = []
-    original = document_module.parse
 
-    def recording_parse(payload: Any, *args: Any, **kwargs: Any) -> Any:
-        parsed_on.append((len(payload), threading.get_ident()))
-        return original(payload, *args, **kwargs)
+    def recording(original: Any) -> Any:
+        def recording_parse(payload: Any, *args: Any, **kwargs: Any) -> Any:
+            parsed_on.append((len(payload), threading.get_ident()))
+            return original(payload, *args, **kwargs)
+
+        return recording_parse
 
     def big_parses() -> list[int]:
         return [thread for size, thread in parsed_on if size == len(big)]
 
     big = json.dumps({"title": "Big", "content": "<p>" + "x" * 200_000 + "</p>", "content_type": "html"})
-    monkeypatch.setattr(document_module, "parse", recording_parse)
+    monkeypatch.setattr(document_module, "parse", recording(document_module.parse))
+    # an event's payload is parsed once, by the event (ItemEvent.parsed), for the route's sinks
+    monkeypatch.setattr(plugin_module, "parse_payload", recording(plugin_module.parse_payload))
     sink = make_sink(harness)
     await sink.open()
     await sink.apply(pub("big", big))
