@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+import typing
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +25,7 @@ from thoonk_bridge.config import (
     parse_endpoint,
     substitute_env,
 )
+from thoonk_bridge.config.docs import yaml_scalar
 from thoonk_bridge.endpoints import ThoonkSinkOptions, ThoonkSourceOptions
 from thoonk_bridge.payload import Format
 from thoonk_bridge.plugin import Endpoint, EndpointKind, NoSettings, Plugin, Settings, discover_plugins
@@ -257,6 +260,59 @@ def test_example_yaml_loads_and_documents_every_engine_key() -> None:
     ]
     for key in keys:
         assert f"{key}:" in text, f"config/example.yaml does not document {key!r}"
+
+    # every key of the enabled plugins' settings too (their blocks are generated from the models:
+    # python -m thoonk_bridge.config.docs --write), nested ones included
+    def field_names(model: type[BaseModel]) -> list[str]:
+        names = []
+        for name, info in model.model_fields.items():
+            names.append(name)
+            inner = info.annotation
+            for arg in (inner, *typing.get_args(inner)):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    names += field_names(arg)
+        return names
+
+    engine_models: list[type[BaseModel]] = [EngineSettings, RouteOptions]
+    for name in sorted(config.enabled_plugins):
+        model = installed[name].settings_model
+        for key in field_names(model):
+            assert re.search(rf"^\s*(# )?{key}:", text, re.M), f"config/example.yaml leaves out {name}.{key}"
+
+    # and every key it mentions, written or commented out, is one that some model has
+    known = {"plugins", "routes", "from", "to", "endpoint", "options", *installed}  # options: the block markers
+    for model in engine_models + [p.settings_model for p in installed.values()]:
+        known.update(field_names(model))
+    for kind in endpoint_kinds(installed).values():
+        for options in (kind.source_options, kind.sink_options):
+            if options is not None:
+                known.update(field_names(options))
+    mentioned = re.findall(r"^\s*(?:#\s*)?(?:-\s+)?([a-z_]+):(?:\s|$)", text, re.M)
+    assert mentioned and sorted(set(mentioned) - known) == []
+
+    # the "Default: X" of a hand-written comment is the model's default for the key(s) below it
+    fields = {**RouteOptions.model_fields, **HttpSettings.model_fields, **EngineSettings.model_fields}
+    lines = text.splitlines()
+    checked = 0
+    for i, line in enumerate(lines):
+        said = re.search(r"#.*\bDefaults?: (.+)$", line)
+        if not said:
+            continue
+        keys = []
+        for below in lines[i + 1 :]:
+            m = re.match(r"^\s*(?:- )?([a-z_]+):", below)
+            if m:
+                keys.append(m.group(1))
+            elif not below.strip().startswith("#") or keys:
+                break
+        values = [v.strip() for v in said.group(1).split(",")]
+        for key, value in zip(keys, values, strict=False):
+            default = fields[key].default if key in fields else None
+            if default is None or " " in value:  # "Default: a random id ...": said in words
+                continue
+            assert value == yaml_scalar(default).strip('"'), f"config/example.yaml says {key} defaults to {value}"
+            checked += 1
+    assert checked >= 10
 
 
 # --------------------------------------------------------------------------- error table

@@ -63,7 +63,11 @@ def config_schema(plugins: Mapping[str, type[Plugin[Any]]]) -> dict[str, Any]:
             {
                 "type": "object",
                 "properties": {
-                    name: {"anyOf": [ref(plugins[name].settings_model), {"type": "null"}]} for name in sorted(plugins)
+                    name: {
+                        "anyOf": [ref(plugins[name].settings_model), {"type": "null"}],
+                        "description": plugins[name].description or f"The {name} plugin's settings.",
+                    }
+                    for name in sorted(plugins)
                 },
                 "additionalProperties": False,
             },
