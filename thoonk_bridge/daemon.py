@@ -12,33 +12,36 @@ running untouched (and keep their connections); changed routes are restarted, re
 new ones started. A config that is invalid, or that changes what only a restart can change (Redis,
 HTTP listen address, plugin settings, the set of plugins), is refused: the old routes keep running
 and the reason is logged.
+
+This module is the lifecycle only; the parts it starts and stops, each given what it uses:
+route ownership (which routes run here: ownership.py, over lease.py), the fleet's heartbeat
+(fleet.py), housekeeping (job maintenance and the loop watch: maintenance.py), dead-letter replay
+requests (deadletters.py) and the console (console/web.py). Redis key names: keys.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import os
 import signal
-import socket
 import time
-import uuid
-from collections import deque
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from thoonk_bridge import keys
 from thoonk_bridge.context import build_plugin_context
 from thoonk_bridge.discovery import discover_plugins, start_order
 from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
+from thoonk_bridge.fleet import Heartbeat, new_instance_id, stable_instance_id
 from thoonk_bridge.http import ConnectionGuard, HttpLimits, LimitedTCPSite, LoopErrorLog, build_app, parse_listen
-from thoonk_bridge.lease import Lease, LeaseKeeper
+from thoonk_bridge.lease import Lease
 from thoonk_bridge.logs import get_logger
+from thoonk_bridge.maintenance import JobMaintenance, LoopWatch
 from thoonk_bridge.metrics import BridgeMetrics
+from thoonk_bridge.ownership import RouteOwnership, route_fingerprint
 from thoonk_bridge.plugin import (
     Endpoint,
     Health,
@@ -50,7 +53,6 @@ from thoonk_bridge.plugin import (
 from thoonk_bridge.redact import redact_data, redact_url
 from thoonk_bridge.redis_client import AsyncRedis, async_client, sync_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
-from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
@@ -60,56 +62,16 @@ from thoonk_bridge.trace import RouteRecorder
 if TYPE_CHECKING:
     from thoonk_bridge.config import BridgeConfig, RouteSpec
 
-__all__ = ["INSTANCES_KEY", "Daemon", "DaemonError"]
+__all__ = ["INSTANCES_KEY", "Daemon", "DaemonError", "new_instance_id", "route_fingerprint", "stable_instance_id"]
 
-INSTANCES_KEY = "bridge.instances"  # hash: instance id -> JSON heartbeat (what it owns, since when)
+INSTANCES_KEY = keys.INSTANCES  # the old name of the fleet's hash (see fleet.py)
 
 
 class DaemonError(Exception):
     """The daemon cannot start (plugin validation failed, port in use, Redis unreachable)."""
 
 
-LOOP_TICK = 0.25  # seconds between the loop watcher's timers
-LOOP_LAG_WARNING = 1.0  # a timer this late is logged
-LOOP_LAG_WINDOW = 10.0  # the lag gauge shows the worst lateness over this many seconds
 RECONCILE_CONCURRENCY = 16  # routes reconciling at once; the others wait their turn (see RouteRunner)
-
-
-def route_fingerprint(spec: RouteSpec) -> str:
-    """A short hash of what a route does (its options, source and sinks with their options).
-
-    Stored with the route's lease: a daemon whose config gives the same route name another
-    definition sees that the holder runs something else (a conflict), instead of standing by."""
-
-    def endpoint(e: Endpoint) -> dict[str, Any]:
-        return {"endpoint": str(e), "options": e.options.model_dump(mode="json")}
-
-    doc = {
-        "route": spec.model_dump(mode="json", exclude={"source", "sinks"}),
-        "source": endpoint(spec.source),
-        "sinks": [endpoint(s) for s in spec.sinks],
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def new_instance_id() -> str:
-    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-
-
-def stable_instance_id(state_dir: Path) -> str:
-    """The id kept in ``state_dir/instance-id`` (made on first use): a restarted daemon keeps it,
-    and so gets its route leases back at once instead of waiting for them to expire."""
-    path = state_dir / "instance-id"
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        return existing
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fresh = new_instance_id()
-    path.write_text(fresh + "\n")
-    return fresh
 
 
 class Daemon:
@@ -145,11 +107,11 @@ class Daemon:
         self._edges_of: BridgeConfig | None = None
         self.plugins: dict[str, Plugin] = {}
         self.routes: dict[str, RouteRunner] = {}  # the routes this daemon owns and runs now
-        self.leases: dict[str, Lease] = {}  # every configured route's lease, held or wanted
-        self._owners: dict[str, asyncio.Task[None]] = {}
-        self._specs: dict[str, RouteSpec] = {}
-        self._started_at = time.time()
-        self._heartbeat: asyncio.Task[None] | None = None
+        # The parts that need Redis (made by start): route leases, the fleet's heartbeat, housekeeping.
+        self.ownership: RouteOwnership | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.job_maintenance: JobMaintenance | None = None
+        self.loop_watch: LoopWatch | None = None
         self.replays: Any = None  # deadletters.ReplayDesk: the replay requests of the routes we run
         self.console: Any = None  # console.web.Console: this daemon's report, and the page when enabled
         self.phase = "starting"  # starting | running | draining | stopped
@@ -159,19 +121,23 @@ class Daemon:
         self.app: web.Application | None = None
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._maintenance: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        self.keeper: LeaseKeeper | None = None  # renews the leases from a thread (see lease.py)
-        self._loop_watch: asyncio.Task[None] | None = None
-        self._lags: deque[tuple[float, float]] = deque()  # (when, lateness) of the loop watcher's timers
-        self._wakes: dict[str, asyncio.Event] = {}  # route -> wakes its lease owner (lease lost)
-        self.conflicts: dict[str, str] = {}  # route -> the daemon running another definition of it
         self._previous_error_handler: Any = None
         self._refusals: dict[str, int] = {}  # connections closed by the HTTP limits, not yet logged
         self._refusals_logged = -10.0  # monotonic time of the last refusal line
         self._refusals_flush: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def leases(self) -> dict[str, Lease]:
+        """Every configured route's lease, held or wanted (see ownership.py)."""
+        return self.ownership.leases if self.ownership is not None else {}
+
+    @property
+    def conflicts(self) -> dict[str, str]:
+        """Route -> the daemon running another definition of it."""
+        return self.ownership.conflicts if self.ownership is not None else {}
 
     @property
     def state_dir(self) -> Path:
@@ -254,10 +220,12 @@ class Daemon:
 
         for spec in self.config.routes:
             await self._start_route(spec)
-        self._maintenance = asyncio.create_task(self._maintenance_loop(), name="job-maintenance")
+        self.job_maintenance = JobMaintenance(self.thoonk, self.config.job_maintenance_seconds, self.log)
+        self.job_maintenance.start()
         self.phase = "running"
-        await self._beat()
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        self.heartbeat = Heartbeat(self.redis, self.instance_id, lambda: self.config.lease_seconds,
+                                   self._fleet_state, self.log)
+        await self.heartbeat.start()
         from thoonk_bridge.deadletters import ReplayDesk
 
         self.replays = ReplayDesk(self.redis, self.thoonk, lambda: self.routes, self.instance_id, self.log)
@@ -359,126 +327,41 @@ class Daemon:
         return Ledger(self.redis, other, str(spec.source)) if other is not None else None
 
     async def _start_route(self, spec: RouteSpec) -> None:
-        """Take the route's lease if it is free (run the route now), then keep owning or waiting."""
-        assert self.redis is not None
-        lease = Lease(self.redis, f"route:{spec.name}", self.instance_id, self.config.lease_seconds,
-                      fingerprint=route_fingerprint(spec))
-        self.leases[spec.name] = lease
-        self._specs[spec.name] = spec
-        self._wakes[spec.name] = asyncio.Event()
-        if self.keeper is not None:
-            self.keeper.add(lease)
-        try:
-            if await lease.acquire():
-                self._run_route(spec, lease)
-            else:
-                self._check_conflict(spec.name, lease)
-        except Exception as exc:  # noqa: BLE001 - the owner loop retries
-            self.log.warning("route lease not taken yet", route=spec.name, error=str(exc))
-        self._owners[spec.name] = asyncio.create_task(self._own_route(spec, lease), name=f"lease:{spec.name}")
+        """Want the route: run it now if its lease is free, else stand by (see ownership.py)."""
+        assert self.ownership is not None
+        await self.ownership.acquire(spec, self.config.lease_seconds)
+
+    async def _stop_route(self, name: str, drain: float) -> None:
+        """Stop owning the route: stop it (draining), release its lease so another daemon takes it now."""
+        if self.ownership is not None:
+            await self.ownership.release(name, drain)
 
     def _run_route(self, spec: RouteSpec, lease: Lease) -> None:
+        """Build and start a route whose lease we hold (called by the ownership)."""
         runner = self.build_route(spec, lease)
         self.routes[spec.name] = runner
         runner.start()
-        self.metrics.route_owned.labels(spec.name).set(1)
         self.log.info("route started", route=spec.name, source=str(spec.source),
                       sinks=[str(s) for s in spec.sinks], fence=lease.fence)
 
-    async def _own_route(self, spec: RouteSpec, lease: Lease) -> None:
-        """Stop the route when its lease is gone; take the lease over when its holder is gone.
-
-        Renewal is not done here but by the :class:`LeaseKeeper` thread, so a busy loop cannot
-        make this daemon lose its leases (lease.py); a lost lease wakes this task at once."""
-        interval = self.config.lease_seconds / 3
-        wake = self._wakes[spec.name]
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
-            wake.clear()
-            try:
-                if spec.name in self.routes:
-                    if lease.token is None:
-                        self.log.warning("route lease lost to another daemon, stopping the route", route=spec.name)
-                        await self._halt_route(spec.name, drain=0)
-                    elif not lease.held():
-                        self.log.warning("route lease expired, stopping the route", route=spec.name)
-                        await self._halt_route(spec.name, drain=0)
-                elif await lease.acquire():
-                    self.conflicts.pop(spec.name, None)
-                    self.log.info("route lease taken over", route=spec.name, fence=lease.fence)
-                    self._run_route(spec, lease)
-                else:
-                    self._check_conflict(spec.name, lease)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis away: the next round tries again
-                self.log.warning("route lease not taken yet", route=spec.name, error=f"{type(exc).__name__}: {exc}")
-
-    def _check_conflict(self, name: str, lease: Lease) -> None:
-        """After a refused acquisition: is the holder running another definition of this route?"""
-        holder = lease.conflict()
-        if holder is None:
-            self.conflicts.pop(name, None)
-            return
-        if self.conflicts.get(name) != holder:
-            self.conflicts[name] = holder
-            self.metrics.route_conflicts.labels(name).inc()
-            self.log.error("route name conflict: another daemon runs a different definition of this route; "
-                           "this daemon will not run it (rename one of the routes, or make the configs agree)",
-                           route=name, holder=holder, ours=lease.fingerprint,
-                           theirs=lease.rival[1] if lease.rival else None)
-
     async def _halt_route(self, name: str, drain: float) -> None:
+        """Stop a running route (called by the ownership: lease lost, or released)."""
         runner = self.routes.pop(name, None)
         if runner is not None:
             await runner.stop(drain)
             self.metrics.forget_route(name, [w.name for w in runner.workers])
-        self.metrics.route_owned.labels(name).set(0)
-
-    async def _stop_route(self, name: str, drain: float) -> None:
-        """Stop owning the route: stop it (draining), release its lease so another daemon takes it now."""
-        await cancel_and_wait(self._owners.pop(name, None))
-        await self._halt_route(name, drain)
-        self._specs.pop(name, None)
-        self._wakes.pop(name, None)
-        self.conflicts.pop(name, None)
-        lease = self.leases.pop(name, None)
-        if lease is not None and self.keeper is not None:
-            self.keeper.remove(lease)
-        if lease is not None:
-            with contextlib.suppress(Exception):
-                await lease.release()
-        with contextlib.suppress(KeyError):
-            self.metrics.route_owned.remove(name)
 
     # ------------------------------------------------------------------ fleet
 
-    async def _beat(self) -> None:
-        assert self.redis is not None
-        record = {
-            "instance": self.instance_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": self._started_at,
-            "heartbeat": time.time(),
+    def _fleet_state(self) -> dict[str, Any]:
+        """What the heartbeat says of this daemon besides who it is (fleet.py)."""
+        owner = self.ownership
+        return {
             "phase": self.phase,
-            "lease_seconds": self.config.lease_seconds,
-            "owns": {name: lease.since for name, lease in self.leases.items() if name in self.routes},
-            "standby": sorted(name for name in self.leases if name not in self.routes),
+            "owns": owner.owned_since() if owner is not None else {},
+            "standby": owner.standby() if owner is not None else [],
             "conflicts": dict(self.conflicts),
         }
-        await self.redis.hset(INSTANCES_KEY, self.instance_id, json.dumps(record))
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.lease_seconds / 3)
-            try:
-                await self._beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - next beat
-                self.log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ readiness, metrics
 
@@ -493,8 +376,8 @@ class Daemon:
         body["redis"] = "ok" if redis_ok else "unreachable"
         body["routes"] = {name: runner.state() for name, runner in self.routes.items()}
         body["owned_routes"] = sorted(self.routes)
-        body["standby_routes"] = sorted(n for n in self.leases if n not in self.routes)
-        unowned = await self._unowned_routes(body) if redis_ok else []
+        body["standby_routes"] = self.ownership.standby() if self.ownership is not None else []
+        unowned = await self.ownership.unowned(body) if redis_ok and self.ownership is not None else []
         if unowned:
             body["unowned_routes"] = unowned
         if self.conflicts:
@@ -514,23 +397,11 @@ class Daemon:
                  and not self.conflicts)
         return ready, redact_data(body)  # outside URLs (feeds, websub topics) lose user info and query
 
-    async def _unowned_routes(self, body: dict[str, Any]) -> list[str]:
-        """Configured routes that no daemon of the fleet holds a live lease for (run nowhere)."""
-        standby = [lease for name, lease in self.leases.items() if name not in self.routes]
-        if not standby:
-            return []
-        try:
-            holders = await asyncio.wait_for(asyncio.gather(*(lease.holder() for lease in standby)), 2)
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            body["lease_error"] = f"{type(exc).__name__}: {exc}"
-            return sorted(lease.name.removeprefix("route:") for lease in standby)
-        return sorted(lease.name.removeprefix("route:") for lease, holder in zip(standby, holders, strict=True)
-                      if holder is None)
-
     # ------------------------------------------------------------------ the loop and the lease keeper
 
     def _start_watchers(self) -> None:
-        """The lease keeper thread, the loop watcher and the rate-limited loop error log."""
+        """Route ownership (its lease keeper thread), the loop watcher and the rate-limited loop error log."""
+        assert self.redis is not None
         loop = asyncio.get_running_loop()
         self._previous_error_handler = loop.get_exception_handler()
         loop.set_exception_handler(LoopErrorLog(self.log))
@@ -543,41 +414,11 @@ class Daemon:
             return sync_client(url, max_connections=2, timeout=ttl / 3, socket_timeout=ttl / 3,
                                socket_connect_timeout=ttl / 3)
 
-        def lost(lease: Lease) -> None:  # in the keeper thread
-            name = lease.name.removeprefix("route:")
-            loop.call_soon_threadsafe(lambda: self._wakes[name].set() if name in self._wakes else None)
-
-        def failed(lease: Lease, exc: Exception) -> None:  # in the keeper thread
-            self.log.warning("route lease renewal failed", route=lease.name.removeprefix("route:"),
-                             error=f"{type(exc).__name__}: {exc}")
-
-        def stalled(quiet: float) -> None:  # in the keeper thread
-            self.log.error("event loop stuck: leases are no longer renewed, other daemons will take over",
-                           seconds=round(quiet, 1))
-
-        # A busy loop keeps its leases; a loop stuck this long lets them go (see lease.py).
-        self.keeper = LeaseKeeper(client, on_lost=lost, on_error=failed, on_stall=stalled,
-                                  stall_limit=max(60.0, 4 * ttl))
-        self.keeper.start()
-        self._loop_watch = asyncio.create_task(self._watch_loop(), name="loop-watch")
-
-    async def _watch_loop(self) -> None:
-        """Measure how late the loop runs a timer: the lag gauge, a log line past 1 s, and the
-        keeper's proof that the loop is alive."""
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(LOOP_TICK)
-            now = loop.time()
-            lag = max(0.0, now - before - LOOP_TICK)
-            if self.keeper is not None:
-                self.keeper.loop_alive()
-            self._lags.append((now, lag))
-            while self._lags and self._lags[0][0] < now - LOOP_LAG_WINDOW:
-                self._lags.popleft()
-            self.metrics.loop_lag.set(max(late for _, late in self._lags))
-            if lag > LOOP_LAG_WARNING:
-                self.log.warning("event loop lagged", seconds=round(lag, 3))
+        self.ownership = RouteOwnership(self.redis, self.instance_id, self.metrics, self.log,
+                                        run=self._run_route, halt=self._halt_route)
+        self.ownership.start(client, ttl)
+        self.loop_watch = LoopWatch(self.metrics.loop_lag, self.log, on_tick=self.ownership.loop_alive)
+        self.loop_watch.start()
 
     def _connection_refused(self, reason: str) -> None:
         self.metrics.http_refused.labels(reason).inc()
@@ -600,35 +441,10 @@ class Daemon:
 
     # ------------------------------------------------------------------ job maintenance
 
-    async def _maintenance_loop(self) -> None:
-        interval = self.config.job_maintenance_seconds
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.run_job_maintenance()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried next tick
-                self.log.warning("job maintenance failed", error=f"{type(exc).__name__}: {exc}")
-
     async def run_job_maintenance(self) -> int:
-        """Put back timed-out and orphaned jobs of every Thoonk job feed; returns how many."""
-        assert self.thoonk is not None
-        total = 0
-        for name in await self.thoonk.get_feed_names():
-            try:
-                config = await self.thoonk.get_config(name)
-                if config.get("type") != "job":
-                    continue
-                job = await self.thoonk.job(name)
-                put_back = await job.maintenance()
-            except Exception as exc:  # noqa: BLE001 - one bad feed must not stop the others' maintenance
-                self.log.warning("job maintenance failed for one feed", feed=name, error=f"{type(exc).__name__}: {exc}")
-                continue
-            if put_back:
-                self.log.info("jobs put back", feed=name, count=put_back)
-            total += put_back
-        return total
+        """Put back timed-out and orphaned jobs of every Thoonk job feed now; returns how many."""
+        assert self.job_maintenance is not None
+        return await self.job_maintenance.run_once()
 
     # ------------------------------------------------------------------ reload, stop
 
@@ -671,19 +487,21 @@ class Daemon:
         drain = self.config.drain_seconds if drain is None else drain
         self.phase = "draining"
         self.log.info("draining", drain_seconds=drain)
-        await cancel_and_wait(self._maintenance)
-        await cancel_and_wait(self._heartbeat)
+        if self.job_maintenance is not None:
+            await self.job_maintenance.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         if self.replays is not None:
             await self.replays.stop()
         if self.console is not None:
             await self.console.stop()
         await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.leases)), return_exceptions=True)
-        if self.keeper is not None:
-            await asyncio.to_thread(self.keeper.stop)
-        await cancel_and_wait(self._loop_watch)
-        if self.redis is not None:
-            with contextlib.suppress(Exception):
-                await self.redis.hdel(INSTANCES_KEY, self.instance_id)
+        if self.ownership is not None:
+            await self.ownership.stop()
+        if self.loop_watch is not None:
+            await self.loop_watch.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.forget()
         for plugin in reversed(list(self.plugins.values())):
             try:
                 await plugin.stop()
@@ -699,9 +517,9 @@ class Daemon:
         if self._refusals_flush is not None:
             self._refusals_flush.cancel()
             self._log_refusals()
-        if self.keeper is not None:  # started: so was the loop error log
+        if self.ownership is not None:  # started: so was the loop error log
             asyncio.get_running_loop().set_exception_handler(self._previous_error_handler)
-            self.keeper = None
+            self.ownership = None
         self.phase = "stopped"
         self._stopped.set()
         self.log.info("stopped")

@@ -6,16 +6,19 @@ acquisition increments a fencing counter, so a holder can tell (and a write can 
 still the owner of the latest term: a holder whose renewal finds another token has lost the lease
 and must stop writing at once.
 
-Keys: ``bridge.lease:{NAME}`` (the holder's token), ``bridge.fence:{NAME}`` (the term counter) and
-``bridge.lease.spec:{NAME}`` (a fingerprint of what the holder runs under that name, e.g. a
-route's definition; same expiry as the lease). A daemon that wants the lease for another definition
-sees the difference: two configs giving one route name two meanings is a conflict, not a standby.
+Keys (named in :mod:`thoonk_bridge.keys`): ``bridge.lease:{NAME}`` (the holder's token),
+``bridge.fence:{NAME}`` (the term counter) and ``bridge.lease.spec:{NAME}`` (a fingerprint of what
+the holder runs under that name, e.g. a route's definition; same expiry as the lease). A daemon that
+wants the lease for another definition sees the difference: two configs giving one route name two
+meanings is a conflict, not a standby.
 
 Renewal never waits for the event loop (:class:`LeaseKeeper`): a daemon whose loop is busy for a
 while (a big document, a slow callback) keeps its leases, because a thread of its own renews them
 over its own Redis connection. The keeper only stops renewing when the loop has not ticked for
 ``stall_limit`` seconds (a loop that is stuck, not busy): then the leases expire and other daemons
 take over, and the stuck daemon's writes are refused by :meth:`Lease.held` when it wakes.
+
+A daemon does not use these directly: :mod:`thoonk_bridge.ownership` holds its routes' leases.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from thoonk_bridge import keys
 from thoonk_bridge.thoonk.text import as_text
 
 if TYPE_CHECKING:
-    import redis.asyncio
+    from thoonk_bridge.redis_client import AsyncRedis
 
-__all__ = ["Lease", "LeaseKeeper", "LeaseKeys"]
+__all__ = ["Lease", "LeaseKeeper", "LeaseKeys", "token_holder"]
 
 # KEYS[1] lease, KEYS[2] fence, KEYS[3] spec; ARGV[1] instance, ARGV[2] ttl ms, ARGV[3] fingerprint.
 # Free, expired, or already ours from an earlier life of this instance: take it with a new term.
@@ -73,6 +77,11 @@ return 0
 """
 
 
+def token_holder(token: str) -> str:
+    """The instance id in a lease token (``INSTANCE:FENCE``)."""
+    return token.rsplit(":", 1)[0]
+
+
 @dataclass(frozen=True)
 class LeaseKeys:
     lease: str
@@ -82,7 +91,7 @@ class LeaseKeys:
     @classmethod
     def named(cls, name: str) -> LeaseKeys:
         # One hash tag per lease: all keys live in one cluster slot.
-        return cls(f"bridge.lease:{{{name}}}", f"bridge.fence:{{{name}}}", f"bridge.lease.spec:{{{name}}}")
+        return cls(keys.lease(name), keys.fence(name), keys.lease_spec(name))
 
 
 class Lease:
@@ -97,7 +106,7 @@ class Lease:
       and whether it runs something else.
     """
 
-    def __init__(self, redis: redis.asyncio.Redis, name: str, instance: str, ttl: float,
+    def __init__(self, redis: AsyncRedis, name: str, instance: str, ttl: float,
                  fingerprint: str = "") -> None:
         self.redis = redis
         self.name = name
@@ -138,7 +147,7 @@ class Lease:
     def _acquired(self, answer: Any, started: float) -> bool:
         if not int(answer[0]):
             self._lost()
-            self.rival = (as_text(answer[1]).rsplit(":", 1)[0], as_text(answer[2]))
+            self.rival = (token_holder(as_text(answer[1])), as_text(answer[2]))
             return False
         token = as_text(answer[1])
         if token != self.token:
@@ -194,7 +203,7 @@ class Lease:
         token = await self.redis.get(self.keys.lease)
         if token is None:
             return None
-        return as_text(token).rsplit(":", 1)[0]
+        return token_holder(as_text(token))
 
     def _lost(self) -> None:
         self.token = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from thoonk_bridge import keys
 from thoonk_bridge.backoff import Backoff
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ TopicListener = Callable[[TopicChange], Awaitable[None]]
 TopicReader = Callable[[str], Awaitable["tuple[bytes, str] | None"]]
 TopicNamer = Callable[[str], "str | None"]
 
-TOPICS_KEY = "bridge.topics"  # Redis set: every path some daemon of the fleet has registered
+TOPICS_KEY = keys.TOPICS  # Redis set: every path some daemon of the fleet has registered
 ANNOUNCE_RETRY = Backoff(base=0.1, cap=2.0, jitter=0)  # recording a path in TOPICS_KEY while Redis is away
 
 

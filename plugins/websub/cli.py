@@ -13,10 +13,8 @@ import click
 from thoonk_bridge.cli import bridge_redis_url, with_redis
 from thoonk_bridge.redis_client import sync_client
 
-from .store import HubStore, decode_hash, s, sub_key, topic_key
+from .store import SUBS, HubStore, decode_hash, s, sub_key, topic_key
 from .urls import normalize_url
-
-SUBS = "websub:subs"
 
 
 def public_view(h: dict[str, str], now: float | None = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import P
+from thoonk_bridge.keys import websub_rate
 
 
 @dataclass
@@ -133,7 +133,7 @@ class RateLimiter:
         """``limits``: (kind, key, limit) in the order they apply. Counts the request and says
         whether it may go on."""
         slot = int(time.time() // window)
-        keys = [f"{P}rl:{{rl}}{kind}:{slot}" for kind, _, _ in limits]
+        keys = [websub_rate(kind, slot) for kind, _, _ in limits]
         args: list[Any] = [max(1, int(window) + 1), max_keys]
         for _, key, limit in limits:
             args += (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24], limit)

@@ -1,6 +1,6 @@
 """Everything the websub plugin keeps in Redis (so any daemon sharing the Redis can act on it).
 
-Key layout (all under ``websub:``)::
+Key layout (all under ``websub:``; the names are built in :mod:`thoonk_bridge.keys`)::
 
     websub:sub:{T}P             hash  one verified hub subscription (topic, callback, secret, lease, ...)
     websub:subs                 zset  sid -> lease end (epoch s): every subscription, for sweeps and the CLI
@@ -32,13 +32,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from thoonk_bridge import keys
 from thoonk_bridge.thoonk.text import as_text
 
-P = "websub:"
+P = keys.WEBSUB_PREFIX
 
-SUBS = P + "subs"
-RAW_TOPICS = P + "rawtopics"  # set: the names of raw topics (``websub:NAME`` sinks in raw mode)
-RETRY = P + "retry"
+SUBS = keys.WEBSUB_SUBS
+RAW_TOPICS = keys.WEBSUB_RAW_TOPICS  # set: the names of raw topics (``websub:NAME`` sinks in raw mode)
+RETRY = keys.WEBSUB_RETRY
 
 SUB_FIELDS = (
     "topic",
@@ -75,21 +76,19 @@ def sub_id(topic: str, callback: str) -> str:
     return topic_tag(topic) + "." + hashlib.sha256(f"{topic}\n{callback}".encode()).hexdigest()[:32]
 
 
-def sub_key(sid: str) -> str:
-    tag, _, rest = sid.partition(".")
-    return f"{P}sub:{{{tag}}}{rest}"
+sub_key = keys.websub_subscription
 
 
 def topic_key(topic: str) -> str:
-    return f"{P}topic:{{{topic_tag(topic)}}}"
+    return keys.websub_topic(topic_tag(topic))
 
 
 def tstate_key(topic: str) -> str:
-    return f"{P}tstate:{{{topic_tag(topic)}}}"
+    return keys.websub_topic_state(topic_tag(topic))
 
 
 def body_key(topic: str, digest: str) -> str:
-    return f"{P}body:{{{topic_tag(topic)}}}{digest}"
+    return keys.websub_body(topic_tag(topic), digest)
 
 
 def encode_body(body: bytes) -> str:
@@ -113,23 +112,15 @@ def decode_body(stored: Any) -> bytes | None:
 # ---------------------------------------------------------------- the subscriber's keys (our subscriptions)
 
 
-def client_key(key: str) -> str:
-    return f"{P}client:{key}"
-
-
-def cb_key(cbid: str) -> str:
-    return f"{P}cb:{cbid}"
-
-
-def inbox_key(key: str) -> str:
-    return f"{P}inbox:{key}"
+client_key = keys.websub_client
+cb_key = keys.websub_callback
+inbox_key = keys.websub_inbox
 
 
 SEEN_PER_ENTRY_CAP = 10  # the seen-ids hash keeps at most this many times max_delivery_entries ids
 
 
-def seen_key(key: str) -> str:
-    return f"{P}seen:{key}"
+seen_key = keys.websub_seen
 
 
 @dataclass(frozen=True)
@@ -342,11 +333,11 @@ class HubStore:
     # -- raw topics
 
     async def set_raw(self, name: str, body: bytes, content_type: str) -> None:
-        await self.redis.hset(f"{P}raw:{name}", mapping={"body": encode_body(body), "ctype": content_type,
+        await self.redis.hset(keys.websub_raw(name), mapping={"body": encode_body(body), "ctype": content_type,
                                                          "updated": repr(time.time())})
 
     async def get_raw(self, name: str) -> tuple[bytes, str] | None:
-        h = await self.redis.hmget(f"{P}raw:{name}", "body", "ctype")
+        h = await self.redis.hmget(keys.websub_raw(name), "body", "ctype")
         if h[0] is None:
             return None
         return decode_body(h[0]) or b"", s(h[1])

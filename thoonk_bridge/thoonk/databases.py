@@ -20,9 +20,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from thoonk_bridge.redis_client import is_cluster
-
 from .keys import FEEDS
+from .redis_client import is_cluster
 from .text import as_text
 
 __all__ = ["client_database", "other_databases_with_feeds", "describe_shared_feeds"]

@@ -24,10 +24,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from thoonk_bridge.redis_client import async_pubsub_client, sync_pubsub
-
 from .exceptions import RedisUnavailable
 from .keys import CHANNEL_PREFIXES, LIFECYCLE_CHANNELS
+from .redis_client import async_pubsub_client, sync_pubsub
 from .text import as_text
 
 __all__ = ["Event", "parse", "subscription", "AsyncEvents", "Listener", "EVENT_KINDS"]
