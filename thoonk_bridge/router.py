@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from thoonk_bridge import keys
 from thoonk_bridge.backoff import Backoff
+from thoonk_bridge.keys import DEAD_LETTER_PREFIX, dead_letter_feed
 from thoonk_bridge.payload import Format, PayloadError, content_hash, convert, detect_format
 from thoonk_bridge.plugin import (
     DeliveryError,
@@ -54,10 +56,11 @@ if TYPE_CHECKING:
     from thoonk_bridge.thoonk import AsyncThoonk
     from thoonk_bridge.trace import RouteRecorder
 
-__all__ = ["DEAD_LETTER_PREFIX", "EchoFilter", "Ledger", "RetryPolicy", "RouteRunner", "RouteState", "SinkWorker"]
+__all__ = [
+    "DEAD_LETTER_PREFIX", "EchoFilter", "Ledger", "RetryPolicy", "RouteRunner", "RouteState", "SinkWorker",
+    "dead_letter_feed",
+]
 
-DEAD_LETTER_PREFIX = "bridge.deadletter."  # + "{ROUTE}": a hash tag, so it works on a cluster
-KEY_PREFIX = "bridge.route:"
 LEDGER_BATCH = 256  # events applied between two ledger writes (and most events per Sink.apply_many)
 LEDGER_PAGE = 1000  # ledger fields per HSCAN/HSET/HDEL: bounded Redis commands whatever the size
 DEAD_LETTER_MAX = 10_000  # records a route's dead-letter feed keeps (the oldest go first)
@@ -65,11 +68,6 @@ LEDGER_KEEP_US = 30 * 86_400 * 1_000_000  # see SinkReconcile.end: forgetting wh
 CHECKPOINT_WAIT = 2.0  # seconds a stopping route waits for its source's barrier (else no checkpoint)
 RECONCILE_WINDOW = 10_000  # events a reconcile queues for a working sink before waiting for it to drain
 _MISSING = object()
-
-
-def dead_letter_feed(route: str) -> str:
-    """Name of the Thoonk feed holding a route's undeliverable items."""
-    return f"{DEAD_LETTER_PREFIX}{{{route}}}"
 
 
 # Backoff for retryable failures: ``min(cap, base * 2**attempt)`` with full jitter (base 0.2 s, cap 30 s).
@@ -80,8 +78,9 @@ RetryPolicy = Backoff
 class Ledger:
     """What the router delivered to one sink of one route, kept in Redis.
 
-    Keys: ``bridge.route:{route}:ledger:{sink}`` (hash: id -> ``HASH@US``) and
-    ``bridge.route:{route}:started`` (hash: sink -> unix time of the first reconcile). ``HASH`` is the
+    Keys (thoonk_bridge.keys): ``bridge.route:{route}:ledger:{sink}`` (hash: id -> ``HASH@US``),
+    ``bridge.route:{route}:started`` (hash: sink -> unix time of the first reconcile) and
+    ``bridge.route:{route}:checkpoint`` (hash: sink -> versions at the last drained stop). ``HASH`` is the
     content hash of what was delivered, kept only for sinks that cannot report their items themselves
     (``Sink.ids()`` is None); ``US`` is when (unix microseconds, strictly increasing per sink), which
     tells a window source's trimmed items from its retracted ones. About 100 bytes of Redis per item
@@ -91,9 +90,9 @@ class Ledger:
     def __init__(self, redis: AsyncRedis, route: str, sink: str) -> None:
         self.redis = redis
         self.sink = sink
-        self.key = f"{KEY_PREFIX}{route}:ledger:{sink}"
-        self.started_key = f"{KEY_PREFIX}{route}:started"
-        self.checkpoint_key = f"{KEY_PREFIX}{route}:checkpoint"
+        self.key = keys.route_ledger(route, sink)
+        self.started_key = keys.route_started(route)
+        self.checkpoint_key = keys.route_checkpoint(route)
 
     async def entries(self) -> dict[str, str]:
         """Every delivered id with its raw value (``LedgerEntry.parse`` reads one), in bounded HSCAN
