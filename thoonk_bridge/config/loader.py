@@ -68,7 +68,7 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     env_file: str | Path | None = None,
-    plugins: Mapping[str, type[Plugin]] | None = None,
+    plugins: Mapping[str, type[Plugin[Any]]] | None = None,
 ) -> BridgeConfig:
     """Read, substitute, parse and validate the config at ``path``.
 
@@ -129,7 +129,7 @@ def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
 
 
 def _validate(
-    data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin]], source_file: Path, broken: Mapping[str, str]
+    data: Any, doc: _Doc, plugins: Mapping[str, type[Plugin[Any]]], source_file: Path, broken: Mapping[str, str]
 ) -> BridgeConfig | None:
     if data is None:
         doc.problems.append(
@@ -252,15 +252,15 @@ def _explain_broken(issues: list[_Issue], broken: Mapping[str, str]) -> list[_Is
 
 
 def _parse_route(
-    doc: _Doc, index: int, raw: Any, kinds: Mapping[str, EndpointKind], broken: Mapping[str, str]
+    doc: _Doc, index: int, raw: Any, kinds: Mapping[str, EndpointKind[Any, Any]], broken: Mapping[str, str]
 ) -> RouteSpec | None:
     here: Loc = ("routes", index)
     if not isinstance(raw, dict):
         doc.at(here, f"a route must be a mapping with name, from and to; got {_type_name(raw)}")
         return None
     ok = True
-    source: Endpoint | None = None
-    sinks: list[Endpoint] = []
+    source: Endpoint[Any] | None = None
+    sinks: list[Endpoint[Any]] = []
     if "from" not in raw:
         doc.add(here, _Issue(("from",), "required key is missing (the source endpoint, KIND:ADDRESS)", "missing"))
         ok = False

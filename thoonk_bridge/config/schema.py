@@ -289,8 +289,8 @@ class RouteSpec(RouteOptions):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    source: Endpoint = Field(description="The route's one source endpoint (`from`).")
-    sinks: list[Endpoint] = Field(description="The route's sink endpoints (`to`), in the order written.")
+    source: Endpoint[Any] = Field(description="The route's one source endpoint (`from`).")
+    sinks: list[Endpoint[Any]] = Field(description="The route's sink endpoints (`to`), in the order written.")
 
 
 class BridgeConfig(EngineSettings):

@@ -12,10 +12,10 @@ from thoonk_bridge.config.yaml_positions import _Doc
 from thoonk_bridge.plugin import Endpoint, EndpointKind
 
 
-def _route_endpoints(index: int, raw: dict[str, Any], route: RouteSpec) -> list[tuple[Loc, Endpoint]]:
+def _route_endpoints(index: int, raw: dict[str, Any], route: RouteSpec) -> list[tuple[Loc, Endpoint[Any]]]:
     """Each endpoint of a parsed route with the path of its YAML node (source first)."""
     here: Loc = ("routes", index)
-    out: list[tuple[Loc, Endpoint]] = [((*here, "from"), route.source)]
+    out: list[tuple[Loc, Endpoint[Any]]] = [((*here, "from"), route.source)]
     if isinstance(raw.get("to"), list):
         out.extend(((*here, "to", j), ep) for j, ep in enumerate(route.sinks))
     else:
@@ -23,7 +23,7 @@ def _route_endpoints(index: int, raw: dict[str, Any], route: RouteSpec) -> list[
     return out
 
 
-def _resource(kinds: Mapping[str, EndpointKind], endpoint: Endpoint) -> str:
+def _resource(kinds: Mapping[str, EndpointKind[Any, Any]], endpoint: Endpoint[Any]) -> str:
     kind = kinds.get(endpoint.kind)
     try:
         return str(kind.resource(endpoint)) if kind is not None else str(endpoint)
@@ -32,7 +32,7 @@ def _resource(kinds: Mapping[str, EndpointKind], endpoint: Endpoint) -> str:
 
 
 def _check_topology(
-    doc: _Doc, routes_data: list[Any], routes: list[RouteSpec | None], kinds: Mapping[str, EndpointKind]
+    doc: _Doc, routes_data: list[Any], routes: list[RouteSpec | None], kinds: Mapping[str, EndpointKind[Any, Any]]
 ) -> None:
     # duplicate names (checked even for routes with other problems)
     first_name: dict[str, int] = {}
