@@ -9,10 +9,11 @@ import pytest
 from thoonk_bridge.testing.conformance import SinkConformance, SinkTarget, SourceConformance, SourceTarget
 from thoonk_bridge.thoonk import AsyncThoonk
 
-try:  # the thoonk endpoint kind is becoming a plugin like the others
-    from thoonk_bridge.plugins.thoonk import ThoonkSink, ThoonkSource  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    from thoonk_bridge.endpoints import ThoonkSink, ThoonkSource  # type: ignore[assignment,unused-ignore]
+try:  # the thoonk endpoint kind as a plugin like the others (plugins/thoonk)
+    from thoonk_bridge.plugins.thoonk.sink import ThoonkSink  # type: ignore[import-not-found,unused-ignore]
+    from thoonk_bridge.plugins.thoonk.source import ThoonkSource  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # before it moved out of the engine
+    from thoonk_bridge.endpoints import ThoonkSink, ThoonkSource  # type: ignore[assignment,no-redef,unused-ignore]
 
 pytestmark = pytest.mark.redis_topologies("single", "cluster")
 FEED = "{news}"  # a hash tag: the feed's keys in one slot on a Cluster
