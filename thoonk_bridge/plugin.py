@@ -35,8 +35,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-# Moved to their own modules; re-exported here, where third-party plugins import them from.
+# Moved to their own modules; re-exported here, where third-party plugins import them from
+# (discovery, tasks, topics; the payload names are for ItemEvent's parse cache).
 from thoonk_bridge.discovery import ENTRY_POINT_GROUP, PluginLoadError, discover_plugins, start_order
+from thoonk_bridge.payload import MAX_PAYLOAD_BYTES, Entry, Format, PayloadError
+from thoonk_bridge.payload.detect import check_size
+from thoonk_bridge.payload.parse import Parsed, detect_parsed, parse_payload
 from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicChange, TopicRegistry
 
@@ -108,12 +112,63 @@ class ItemEvent:
     kind: EventKind
     id: str
     payload: str | None = None
+    # The payload parsed once (or the PayloadError it raised) and its detected format, shared by the
+    # router's format conversion and every sink the event goes to: see parsed().
+    _parsed: Parsed | PayloadError | None = field(default=None, init=False, repr=False, compare=False)
+    _format: Format | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise ValueError(f"item id must be a non-empty string, got {self.id!r}")
         if self.kind is not EventKind.RETRACT and not isinstance(self.payload, str):
             raise ValueError(f"{self.kind} of {self.id!r} needs a str payload")
+
+    def parsed(self, max_bytes: int | None = MAX_PAYLOAD_BYTES) -> Parsed:
+        """The payload parsed (format detected), once per event: ``parse_payload(payload)``.
+
+        Raises ``PayloadError`` (on every call) for a payload that cannot be parsed, or one over
+        ``max_bytes`` (UTF-8 bytes; checked on every call, each caller has its own limit; ``None``:
+        no limit), and ``ValueError`` for a retract. Safe to call from a worker thread.
+        """
+        if self.payload is None:
+            raise ValueError(f"retract of {self.id!r} has no payload")
+        check_size(self.payload, max_bytes)
+        parsed = self._parsed
+        if parsed is None:
+            try:
+                parsed = parse_payload(self.payload, self._format, max_bytes=None)
+            except PayloadError as exc:
+                parsed = exc
+            object.__setattr__(self, "_parsed", parsed)  # frozen: a cache, not a change of the event
+        if isinstance(parsed, PayloadError):
+            raise PayloadError(str(parsed))
+        return parsed
+
+    def entry(self, max_bytes: int | None = MAX_PAYLOAD_BYTES) -> Entry:
+        """``parsed(max_bytes).entry``: what ``thoonk_bridge.payload.parse(payload)`` gives."""
+        return self.parsed(max_bytes).entry
+
+    def payload_format(self) -> Format:
+        """``detect_format(payload)``, once per event (the parse's when there was one)."""
+        if self.payload is None:
+            raise ValueError(f"retract of {self.id!r} has no payload")
+        if isinstance(self._parsed, Parsed):
+            return self._parsed.format
+        if self._format is None:
+            fmt, parsed = detect_parsed(self.payload)  # JSON: detecting it is parsing it
+            object.__setattr__(self, "_format", fmt)
+            if parsed is not None and self._parsed is None:
+                object.__setattr__(self, "_parsed", parsed)
+            return fmt
+        return self._format
+
+    def with_parsed(self, parsed: Parsed | None) -> ItemEvent:
+        """Record what :meth:`parsed` gives for this payload when it is known already (a source that
+        validated it, the router that rendered it: ``render_parsed``), so that nobody parses it
+        again; ``None`` records nothing. Returns the event."""
+        if parsed is not None:
+            object.__setattr__(self, "_parsed", parsed)
+        return self
 
 
 class Resync(Exception):

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from thoonk_bridge import keys
 from thoonk_bridge.backoff import Backoff
 from thoonk_bridge.keys import DEAD_LETTER_PREFIX, dead_letter_feed
-from thoonk_bridge.payload import Format, PayloadError, content_hash, convert, detect_format
+from thoonk_bridge.payload import Format, PayloadError, content_hash
+from thoonk_bridge.payload.render import render_parsed
 from thoonk_bridge.plugin import (
     DeliveryError,
     Endpoint,
@@ -770,22 +771,26 @@ class RouteRunner:
             return list(snapshot)
         out = []
         for item_id, payload in snapshot:
-            converted = await self._convert(item_id, payload)
+            converted = await self._convert(ItemEvent(EventKind.PUBLISH, item_id, payload))
             if converted is not None:
-                out.append((item_id, converted))
+                out.append((item_id, converted.payload or ""))
         return out
 
-    async def _convert(self, item_id: str, payload: str) -> str | None:
-        if self._format is None or detect_format(payload) is self._format:
-            return payload  # already right: keep it byte for byte (extensions and all)
+    async def _convert(self, event: ItemEvent) -> ItemEvent | None:
+        """The event with its payload in the route's format, or None (dead-lettered). The payload is
+        parsed once: the converted event carries what its own payload parses as (render_parsed), so
+        the sinks do not parse it again."""
+        if self._format is None or event.payload_format() is self._format:
+            return event  # already right: keep it byte for byte (extensions and all)
         try:
-            return convert(payload, self._format, item_id=item_id)
+            payload, parsed = render_parsed(event.entry(), self._format, item_id=event.id)
         except PayloadError as exc:
             for worker in self.workers:
                 self.metrics.dead_letters.labels(self.name, worker.name).inc()
-            self.log.error("payload cannot be converted, sent to dead-letter feed", item=item_id, reason=str(exc))
-            await self.context.dead_letter(item_id, payload, f"convert to {self._format}: {exc}")
+            self.log.error("payload cannot be converted, sent to dead-letter feed", item=event.id, reason=str(exc))
+            await self.context.dead_letter(event.id, event.payload, f"convert to {self._format}: {exc}")
             return None
+        return ItemEvent(event.kind, event.id, payload).with_parsed(parsed)
 
     async def _dispatch(self, event: ItemEvent) -> None:
         self.metrics.items_in.labels(self.name).inc()
@@ -799,10 +804,10 @@ class RouteRunner:
             if not targets:
                 return
         if event.kind is not EventKind.RETRACT and self._format is not None:
-            converted = await self._convert(event.id, event.payload or "")
+            converted = await self._convert(event)
             if converted is None:
                 return
-            event = ItemEvent(event.kind, event.id, converted)
+            event = converted
         for worker in targets:
             worker.offer(event)
 

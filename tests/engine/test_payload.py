@@ -611,6 +611,14 @@ def test_unicode_everywhere_through_all_formats() -> None:
     assert parse(render(UNICODE, Format.JSON).encode("utf-8")) == UNICODE
 
 
+def test_lone_surrogates_in_html_do_not_break_conversions() -> None:
+    # a JSON payload can escape a lone surrogate; html_to_text (titles, the text format) drops it
+    payload = json.dumps({"summary": "\ud800<b>bold</b>", "summary_type": "html"})
+    assert html_to_text("\ud800<b>x</b>") == "x"
+    assert parse(convert(payload, Format.ATOM)).title == "bold"
+    assert convert(payload, Format.TEXT) == "bold"
+
+
 def test_nul_bytes_in_text_payloads() -> None:
     text = "Title\x00here\nbody\x00"
     entry = parse(text)

@@ -55,8 +55,8 @@ from .model import (
     content_hash,
     derive_title,
 )
-from .parse import parse
-from .render import convert, entry_to_element, render
+from .parse import Parsed, parse, parse_payload
+from .render import convert, entry_to_element, render, render_parsed
 from .sanitize import html_to_text, limit_html_depth, sanitize_html
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "XHTML_NS",
     "Entry",
     "Format",
+    "Parsed",
     "PayloadError",
     "content_hash",
     "convert",
@@ -78,6 +79,8 @@ __all__ = [
     "html_to_text",
     "limit_html_depth",
     "parse",
+    "parse_payload",
     "render",
+    "render_parsed",
     "sanitize_html",
 ]

@@ -113,17 +113,23 @@ def detect_format(payload: str) -> Format:
       format is known, to get the JSON error instead.)
     * Anything else: :attr:`Format.TEXT`.
     """
+    return detect_json(payload)[0]
+
+
+def detect_json(payload: str) -> tuple[Format, Any]:
+    """:func:`detect_format`, and the decoded object when the payload is JSON (else ``None``), so
+    that parsing a JSON payload decodes it once."""
     text = payload.lstrip().removeprefix("\ufeff").lstrip()
     if text.startswith("<"):
         tag = _sniff_root(text)
-        return Format.ATOM if tag in (f"{{{ATOM_NS}}}entry", "") else Format.TEXT
+        return (Format.ATOM if tag in (f"{{{ATOM_NS}}}entry", "") else Format.TEXT), None
     if text.startswith("{"):
         try:
             value = json.loads(text, strict=False)
         except (ValueError, RecursionError):
-            return Format.TEXT
-        return Format.JSON if isinstance(value, dict) else Format.TEXT
-    return Format.TEXT
+            return Format.TEXT, None
+        return (Format.JSON, value) if isinstance(value, dict) else (Format.TEXT, None)
+    return Format.TEXT, None
 
 
 # --------------------------------------------------------------------------------------------------

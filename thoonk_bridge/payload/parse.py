@@ -1,12 +1,19 @@
-"""Parsing payloads (Atom, JSON, text) into an :class:`Entry`."""
+"""Parsing payloads (Atom, JSON, text) into an :class:`Entry`.
+
+:func:`parse_payload` is the one place a payload's text is parsed; :func:`parse` is its entry.
+What reads an already parsed JSON object or Atom element (:func:`entry_from_json`,
+:func:`entry_from_atom`) is apart, so that :func:`~thoonk_bridge.payload.render.render_parsed` can
+tell what a payload it renders will parse as without parsing it again.
+"""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import Any
 
-from .detect import check_size, decode, detect_format, parse_xml
+from .detect import check_size, decode, detect_format, detect_json, parse_xml
 from .model import (
     ATOM_NS,
     CONTENT_TYPES,
@@ -22,6 +29,24 @@ from .model import (
 )
 from .sanitize import as_text
 from .xml_writer import escape_text, write_xml
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A payload parsed once, for everything downstream to share (``ItemEvent.parsed``).
+
+    Fields:
+        format: the payload's format (detected, or as given to :func:`parse_payload`).
+        entry: what :func:`parse` returns for the payload.
+        element: for an Atom payload, its ``<entry>`` element as read (what the xmpp sink
+            publishes); ``None`` for the other formats.
+
+    Shared by the router and every sink of a route: never modify ``entry`` or ``element``.
+    """
+
+    format: Format
+    entry: Entry
+    element: ET.Element | None = None
 
 
 def parse(
@@ -56,24 +81,53 @@ def parse(
       strings are accepted.
     * text: the whole payload becomes ``content`` (type text), the title is :func:`derive_title`.
     """
+    return parse_payload(payload, fmt, max_bytes=max_bytes).entry
+
+
+def parse_payload(
+    payload: str | bytes,
+    fmt: Format | str | None = None,
+    *,
+    max_bytes: int | None = MAX_PAYLOAD_BYTES,
+) -> Parsed:
+    """:func:`parse`, returning the detected format and (Atom) the element read along with the
+    entry; raises :class:`PayloadError`. A JSON payload is decoded once, detection included."""
     check_size(payload, max_bytes)
     text = decode(payload) if isinstance(payload, bytes) else payload
     text = text.removeprefix("\ufeff")
+    data: Any = None
     if fmt is None:
-        fmt = detect_format(text)
+        fmt, data = detect_json(text)
+        if data is not None and not text.lstrip(" \t\n\r").startswith("{"):
+            data = None  # detection strips more than JSON's whitespace: let json.loads say what is wrong
     else:
         try:
             fmt = Format(fmt)
         except ValueError:
             raise PayloadError(f"unknown payload format {fmt!r}") from None
     if fmt is Format.ATOM:
-        return _parse_atom(text)
+        root = parse_xml(text, "atom")
+        return Parsed(fmt, entry_from_atom(root), root)
     if fmt is Format.JSON:
-        return _parse_json(text)
-    return _parse_text(text)
+        return Parsed(fmt, entry_from_json(_load_json(text) if data is None else data))
+    return Parsed(fmt, parse_text(text))
 
 
-def _parse_text(text: str) -> Entry:
+def detect_parsed(payload: str) -> tuple[Format, Parsed | PayloadError | None]:
+    """:func:`~thoonk_bridge.payload.detect.detect_format`, and the payload's parse (no size limit)
+    or the error it raises where detecting decodes the whole payload anyway (one starting with
+    ``{``: a JSON payload is then decoded once); ``None`` where detection only sniffed it."""
+    if not payload.lstrip().removeprefix("\ufeff").lstrip().startswith("{"):
+        return detect_format(payload), None
+    try:
+        parsed = parse_payload(payload, max_bytes=None)
+    except PayloadError as exc:
+        return Format.JSON, exc  # detected as a JSON object: text (anything else) always parses
+    return parsed.format, parsed
+
+
+def parse_text(text: str) -> Entry:
+    """The entry of a text payload (BOM already removed)."""
     return Entry(title=derive_title(text), content=text, content_type="text")
 
 
@@ -95,15 +149,19 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def _parse_json(text: str) -> Entry:
+def _load_json(text: str) -> Any:
     try:
-        data = json.loads(text, strict=False)
+        return json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"json: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise PayloadError("json: nested too deeply") from None
     except ValueError as exc:  # e.g. numbers with too many digits
         raise PayloadError(f"json: {exc}") from None
+
+
+def entry_from_json(data: Any) -> Entry:
+    """The entry of a decoded JSON payload; raises :class:`PayloadError` (not an object, wrong types)."""
     if not isinstance(data, dict):
         raise PayloadError(f"json: not an object (got {_json_type(data)})")
 
@@ -179,8 +237,8 @@ def _read_text_construct(elem: ET.Element, what: str) -> tuple[str, str]:
     raise PayloadError(f"atom: <{what}> has unknown type {kind!r}")
 
 
-def _parse_atom(text: str) -> Entry:
-    root = parse_xml(text, "atom")
+def entry_from_atom(root: ET.Element) -> Entry:
+    """The entry of a parsed Atom payload; raises :class:`PayloadError` (not an entry, no title...)."""
     if root.tag != atom("entry"):
         raise PayloadError(f"atom: root element is {_describe_tag(root.tag)}, expected <entry> in namespace {ATOM_NS}")
     entry = Entry(id=_child_text(root, "id") or None)

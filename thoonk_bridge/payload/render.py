@@ -1,5 +1,6 @@
-"""Rendering an :class:`Entry` as a payload (Atom, JSON, text), the Atom ``<entry>`` element, and
-:func:`convert` (parse, then render)."""
+"""Rendering an :class:`Entry` as a payload (Atom, JSON, text), the Atom ``<entry>`` element,
+:func:`convert` (parse, then render), and :func:`render_parsed` (render, and know what the result
+parses as without parsing it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from .detect import parse_xml
 from .model import (
     MAX_PAYLOAD_BYTES,
+    MAX_XML_DEPTH,
     XHTML_NS,
     Entry,
     Format,
@@ -21,7 +23,7 @@ from .model import (
     no_surrogates,
     xml_safe,
 )
-from .parse import parse
+from .parse import Parsed, entry_from_atom, entry_from_json, parse, parse_text
 from .sanitize import as_text
 from .xml_writer import tostring
 
@@ -46,20 +48,69 @@ def render(entry: Entry, fmt: Format | str, *, item_id: str | None = None) -> st
       The title is left out when it is what :func:`derive_title` gives for the body, so plain text
       round-trips unchanged.
     """
+    fmt = _checked(entry, fmt)
+    if fmt is Format.ATOM:
+        return tostring(entry_to_element(entry, item_id))
+    if fmt is Format.JSON:
+        return no_surrogates(json.dumps(_json_object(entry, item_id), ensure_ascii=False))
+    return _render_text(entry)
+
+
+def render_parsed(entry: Entry, fmt: Format | str, *, item_id: str | None = None) -> tuple[str, Parsed | None]:
+    """:func:`render`, and what :func:`~thoonk_bridge.payload.parse.parse_payload` gives for the
+    result (without a size limit), known without parsing it: the router converts an event with it,
+    so that its sinks need not parse the converted payload again. Raises :class:`PayloadError`.
+
+    The second value is ``None`` where that cannot be told for sure (the result would be parsed
+    then): an Atom entry nested deeper than :data:`MAX_XML_DEPTH` (its parse fails), text that starts
+    like XML or JSON (detection decides what it parses as).
+    """
+    fmt = _checked(entry, fmt)
+    if fmt is Format.ATOM:
+        element = entry_to_element(entry, item_id)
+        payload = tostring(element)
+        if _depth(element) > MAX_XML_DEPTH:
+            return payload, None
+        # The element is what parsing the payload gives back: every value in it is already free of
+        # the characters XML forbids, and the writer escapes what XML would normalise (CR, tabs and
+        # line ends in attributes).
+        return payload, Parsed(Format.ATOM, entry_from_atom(element), element)
+    if fmt is Format.JSON:
+        data = _json_object(entry, item_id)
+        payload = no_surrogates(json.dumps(data, ensure_ascii=False))
+        # json.loads(payload) is ``data`` without lone surrogates (the only change dumping made).
+        decoded = {key: _without_surrogates(value) for key, value in data.items()}
+        return payload, Parsed(Format.JSON, entry_from_json(decoded))
+    payload = _render_text(entry)
+    if payload.lstrip().removeprefix("\ufeff").lstrip().startswith(("<", "{")) or payload.startswith("\ufeff"):
+        return payload, None
+    return payload, Parsed(Format.TEXT, parse_text(payload))
+
+
+def _checked(entry: Entry, fmt: Format | str) -> Format:
     try:
         fmt = Format(fmt)
     except ValueError:
         raise PayloadError(f"unknown payload format {fmt!r}") from None
     check_type(entry.content_type, "content_type")
     check_type(entry.summary_type, "summary_type")
-    if fmt is Format.ATOM:
-        return tostring(entry_to_element(entry, item_id))
-    if fmt is Format.JSON:
-        return _render_json(entry, item_id)
-    return _render_text(entry)
+    return fmt
 
 
-def _render_json(entry: Entry, item_id: str | None) -> str:
+def _depth(element: ET.Element) -> int:
+    return 1 + max((_depth(child) for child in element), default=0)
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return no_surrogates(value)
+    if isinstance(value, list):
+        return [no_surrogates(item) for item in value]
+    return value
+
+
+def _json_object(entry: Entry, item_id: str | None) -> dict[str, Any]:
+    """The JSON object of the json format (before dumping)."""
     data: dict[str, Any] = {}
     data["id"] = entry.id or item_id
     data["title"] = entry.title
@@ -76,8 +127,7 @@ def _render_json(entry: Entry, item_id: str | None) -> str:
     data["content"] = entry.content
     if entry.content is not None:
         data["content_type"] = entry.content_type
-    data = {key: value for key, value in data.items() if value is not None}
-    return no_surrogates(json.dumps(data, ensure_ascii=False))
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def _render_text(entry: Entry) -> str:

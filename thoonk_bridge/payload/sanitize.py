@@ -22,9 +22,10 @@ def html_to_text(markup: str, *, max_depth: int = MAX_HTML_DEPTH) -> str:
 
     ``<br>`` becomes a line break and the end of a block element (``p``, ``div``, ``li``, headings…) a
     blank line; ``script``/``style`` elements are dropped with their content. Nesting deeper than
-    ``max_depth`` is flattened first (see :func:`limit_html_depth`).
+    ``max_depth`` is flattened first (see :func:`limit_html_depth`). Lone surrogates are dropped
+    (the HTML parser cannot take them; a JSON payload can hold them as escapes).
     """
-    text = _BREAK_TAGS.sub("\n", limit_html_depth(markup, max_depth))
+    text = _BREAK_TAGS.sub("\n", limit_html_depth(no_surrogates(markup), max_depth))
     text = _BLOCK_END_TAGS.sub("\n\n", text)
     text = html.unescape(nh3.clean(text, tags=set()))
     text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
