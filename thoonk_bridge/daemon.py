@@ -30,13 +30,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
 from thoonk_bridge import keys
 from thoonk_bridge.context import build_plugin_context
 from thoonk_bridge.discovery import discover_plugins, start_order
 from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
 from thoonk_bridge.fleet import Heartbeat, new_instance_id, stable_instance_id
-from thoonk_bridge.http import ConnectionGuard, HttpLimits, LimitedTCPSite, LoopErrorLog, build_app, parse_listen
+from thoonk_bridge.http import (
+    ConnectionGuard,
+    HttpLimits,
+    LimitedTCPSite,
+    LoopErrorLog,
+    RefusalLog,
+    build_app,
+    parse_listen,
+)
 from thoonk_bridge.lease import Lease
 from thoonk_bridge.logs import get_logger
 from thoonk_bridge.maintenance import JobMaintenance, LoopWatch
@@ -123,9 +132,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self._previous_error_handler: Any = None
-        self._refusals: dict[str, int] = {}  # connections closed by the HTTP limits, not yet logged
-        self._refusals_logged = -10.0  # monotonic time of the last refusal line
-        self._refusals_flush: asyncio.TimerHandle | None = None
+        self._refusals = RefusalLog(self.metrics.http_refused, self.log)  # connections closed by the limits
 
     # ------------------------------------------------------------------ properties
 
@@ -207,7 +214,7 @@ class Daemon:
                                      keepalive_timeout=limits.keepalive_timeout)
         await self._runner.setup()
         host, port = parse_listen(http.listen)
-        guard = ConnectionGuard(limits, on_refused=self._connection_refused, on_count=self.metrics.http_connections.set)
+        guard = ConnectionGuard(limits, on_refused=self._refusals, on_count=self.metrics.http_connections.set)
         site = LimitedTCPSite(self._runner, host, port, guard, reuse_address=True)
         try:
             await site.start()
@@ -420,21 +427,6 @@ class Daemon:
         self.loop_watch = LoopWatch(self.metrics.loop_lag, self.log, on_tick=self.ownership.loop_alive)
         self.loop_watch.start()
 
-    def _connection_refused(self, reason: str) -> None:
-        self.metrics.http_refused.labels(reason).inc()
-        self._refusals[reason] = self._refusals.get(reason, 0) + 1
-        if self._refusals_flush is None:  # at most one line per 10 s, however many clients
-            delay = max(0.0, self._refusals_logged + 10.0 - time.monotonic())
-            self._refusals_flush = asyncio.get_running_loop().call_later(delay, self._log_refusals)
-
-    def _log_refusals(self) -> None:
-        self._refusals_flush = None
-        self._refusals_logged = time.monotonic()
-        if self._refusals:
-            self.log.warning("http connections closed by the limits", counts=dict(self._refusals),
-                             limits="http.max_connections, http.header_timeout")
-            self._refusals.clear()
-
     def _refresh_gauges(self) -> None:
         for name, plugin in self.plugins.items():
             self.metrics.plugin_ready.labels(name).set(1 if plugin.health().status is Health.READY else 0)
@@ -511,12 +503,13 @@ class Daemon:
             await self._runner.cleanup()
         if self.redis is not None:
             with contextlib.suppress(Exception):
-                await self.redis.aclose(close_connection_pool=True)
+                if isinstance(self.redis, RedisCluster):
+                    await self.redis.aclose()  # closes every node's connections
+                else:
+                    await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
-        if self._refusals_flush is not None:
-            self._refusals_flush.cancel()
-            self._log_refusals()
+        self._refusals.flush()
         if self.ownership is not None:  # started: so was the loop error log
             asyncio.get_running_loop().set_exception_handler(self._previous_error_handler)
             self.ownership = None

@@ -6,7 +6,8 @@ body naming what is not, while starting, draining or broken) and ``/metrics`` (P
 Connections are bounded (:class:`HttpLimits`, the ``http:`` settings): a header timeout, a
 keep-alive idle timeout and a cap on open connections kept below the process's file limit, so idle
 or slow clients cannot use up the file descriptors and lock out ``/healthz``; and loop errors such
-as failing ``accept()`` calls are logged at most once per interval (:class:`LoopErrorLog`).
+as failing ``accept()`` calls are logged at most once per interval (:class:`LoopErrorLog`), and so
+are connections the limits close (:class:`RefusalLog`).
 """
 
 from __future__ import annotations
@@ -234,6 +235,41 @@ class LimitedTCPSite(web.TCPSite):
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+class RefusalLog:
+    """Counts connections closed by the limits (``ConnectionGuard(on_refused=...)``) and logs them
+    at most once per ``interval`` seconds, however many clients.
+
+    - ``counter``: the ``http_refused{reason}`` metric, incremented at once.
+    - ``log``: gets ``http connections closed by the limits`` with the counts since the last line.
+    """
+
+    def __init__(self, counter: Any, log: Any, interval: float = 10.0) -> None:
+        self.counter = counter
+        self.log = log
+        self.interval = interval
+        self._counts: dict[str, int] = {}  # not yet logged
+        self._logged = -interval  # monotonic time of the last line
+        self._flush: asyncio.TimerHandle | None = None
+
+    def __call__(self, reason: str) -> None:
+        self.counter.labels(reason).inc()
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        if self._flush is None:
+            delay = max(0.0, self._logged + self.interval - time.monotonic())
+            self._flush = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        """Log what is counted now (the daemon calls it when it stops)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._logged = time.monotonic()
+        if self._counts:
+            self.log.warning("http connections closed by the limits", counts=dict(self._counts),
+                             limits="http.max_connections, http.header_timeout")
+            self._counts.clear()
 
 
 class LoopErrorLog:
