@@ -226,14 +226,12 @@ async def _check_live(config: Any) -> list[str]:
 def plugins() -> None:
     """List installed plugins with their endpoint kinds and versions."""
     from thoonk_bridge.discovery import discover_plugins
-    from thoonk_bridge.endpoints import THOONK_KIND
 
     broken: dict[str, str] = {}
     found = discover_plugins(broken)
     for name, why in sorted(broken.items()):
         warn(f"plugin {name!r} is installed but cannot be loaded ({why})")
     click.echo(f"(engine) {__version__}")
-    click.echo(f"    {_kind_line(THOONK_KIND)}")
     for name, cls in sorted(found.items()):
         click.echo(f"{name} {cls.version}: {cls.description}")
         for kind in cls.endpoint_kinds:

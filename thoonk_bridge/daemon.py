@@ -34,8 +34,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from thoonk_bridge import keys
 from thoonk_bridge.context import build_plugin_context
-from thoonk_bridge.discovery import discover_plugins, start_order
-from thoonk_bridge.endpoints import THOONK_KIND, ThoonkSink, ThoonkSinkOptions, ThoonkSource
+from thoonk_bridge.discovery import always_enabled_plugins, discover_plugins, start_order
 from thoonk_bridge.fleet import Heartbeat, new_instance_id, stable_instance_id
 from thoonk_bridge.http import (
     ConnectionGuard,
@@ -63,7 +62,6 @@ from thoonk_bridge.redact import redact_data, redact_url
 from thoonk_bridge.redis_client import AsyncRedis, async_client, sync_client
 from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
 from thoonk_bridge.thoonk import AsyncThoonk
-from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 from thoonk_bridge.topics import TopicRegistry
 from thoonk_bridge.trace import RouteRecorder
@@ -102,6 +100,7 @@ class Daemon:
         self.config = config
         # A broken installed plugin the config does not use is a warning (config.warnings), not a stop.
         self.plugin_classes = plugin_classes if plugin_classes is not None else discover_plugins({})
+        self.plugin_classes = {**always_enabled_plugins(), **self.plugin_classes}  # thoonk's, even when given
         self.retry = retry or RetryPolicy()
         self.instance_id = instance_id or config.instance or stable_instance_id(Path(config.state_dir))
         self.log = get_logger(instance=self.instance_id)
@@ -196,7 +195,6 @@ class Daemon:
         self.topics.redis = self.redis  # the fleet learns which paths are served (bridge.topics)
         self._start_watchers()
         self.thoonk = AsyncThoonk(redis=self.redis)
-        await self._warn_shared_feeds()
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges,
                              request_timeout=self.config.http.request_timeout)
 
@@ -241,20 +239,10 @@ class Daemon:
         self.log.info("daemon running", listen=self.config.http.listen, routes=len(self.routes),
                       plugins=sorted(self.plugins))
 
-    async def _warn_shared_feeds(self) -> None:
-        """Pub/sub is server-wide: say so when another database of our server has feeds named like
-        the routes' thoonk: feeds, whose events our subscriptions hear too (docs/thoonk-keys.md)."""
-        assert self.thoonk is not None
-        names = {e.address for r in self.config.routes for e in (r.source, *r.sinks) if e.kind == THOONK_KIND.name}
-        shared = await self.thoonk.databases_sharing(*names)
-        if shared:
-            self.log.warning("feeds named like ours in other databases of this redis server",
-                             databases={str(db): feeds for db, feeds in sorted(shared.items())},
-                             detail=describe_shared_feeds(client_database(self.redis), shared))
-
     async def _setup_plugins(self) -> None:
         assert self.thoonk is not None and self.redis is not None and self.app is not None
-        enabled = {name: self.plugin_classes[name] for name in self.config.enabled_plugins}
+        names = self.config.enabled_plugins | {n for n, cls in self.plugin_classes.items() if cls.always_enabled}
+        enabled = {name: self.plugin_classes[name] for name in names}
         for name in start_order(enabled):
             cls = enabled[name]
             settings = self.config.plugins.get(name) or cls.settings_model()
@@ -280,20 +268,12 @@ class Daemon:
         return None
 
     def _source(self, endpoint: Endpoint, route: RouteContext) -> Source:
-        assert self.thoonk is not None
-        if endpoint.kind == THOONK_KIND.name:
-            return ThoonkSource(self.thoonk, endpoint.address)
         plugin = self._owner(endpoint.kind)
         if plugin is None:
             raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")
         return plugin.source(endpoint, route)
 
     def _sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
-        assert self.thoonk is not None
-        if endpoint.kind == THOONK_KIND.name:
-            options = endpoint.options
-            max_length = options.max_length if isinstance(options, ThoonkSinkOptions) else None
-            return ThoonkSink(self.thoonk, endpoint.address, max_length)
         plugin = self._owner(endpoint.kind)
         if plugin is None:
             raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from thoonk_bridge.plugin import Plugin
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginLoadError", "discover_plugins", "start_order"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginLoadError", "always_enabled_plugins", "discover_plugins", "start_order"]
 
 ENTRY_POINT_GROUP = "thoonk_bridge.plugins"
 
@@ -50,6 +50,13 @@ def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plu
             "cannot load plugins: " + "; ".join(f"{n} ({v}): {r}" for n, (v, r) in problems.items())
         )
     return found
+
+
+def always_enabled_plugins() -> dict[str, type[Plugin[Any]]]:
+    """The installed plugins every daemon runs whether the config names them or not
+    (``Plugin.always_enabled``: the bridge's own ``thoonk``); their endpoint kinds are always known.
+    One that cannot be loaded is left out (``thoonk-bridge plugins`` says why)."""
+    return {name: cls for name, cls in discover_plugins({}).items() if cls.always_enabled}
 
 
 def start_order(plugins: dict[str, type[Plugin[Any]]]) -> list[str]:

@@ -479,6 +479,9 @@ class Plugin(ABC, Generic[SettingsT]):
       same model as ``SettingsT`` (a ClassVar cannot name a type parameter).
     - ``endpoint_kinds``: the endpoint kinds it offers.
     - ``depends_on``: names of plugins that must start before this one (when enabled).
+    - ``always_enabled``: run whatever the config says, and offer its endpoint kinds to every config
+      without a ``plugins:`` entry (the bridge's own ``thoonk`` kind); only for a plugin that needs
+      no settings and costs nothing while no route uses it.
     - ``cli``: a click command or group added to ``thoonk-bridge`` under its own name (optional);
       ``thoonk_bridge.cli.with_redis`` and ``bridge_redis_url`` give it the bridge's Redis.
     """
@@ -489,6 +492,7 @@ class Plugin(ABC, Generic[SettingsT]):
     settings_model: ClassVar[type[Settings]] = NoSettings
     endpoint_kinds: ClassVar[tuple[EndpointKind[Settings, Settings], ...]] = ()
     depends_on: ClassVar[tuple[str, ...]] = ()
+    always_enabled: ClassVar[bool] = False
     cli: ClassVar[Any] = None
 
     def __init__(self, settings: SettingsT, context: PluginContext) -> None:

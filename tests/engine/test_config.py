@@ -26,9 +26,9 @@ from thoonk_bridge.config import (
     substitute_env,
 )
 from thoonk_bridge.config.docs import yaml_scalar
-from thoonk_bridge.endpoints import ThoonkSinkOptions, ThoonkSourceOptions
 from thoonk_bridge.payload import Format
 from thoonk_bridge.plugin import Endpoint, EndpointKind, NoSettings, Plugin, Settings, discover_plugins
+from thoonk_bridge.plugins.thoonk.settings import ThoonkSinkOptions, ThoonkSourceOptions
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,8 @@ import redis
 import structlog
 
 from tests.support.bridge_process import cli
-from thoonk_bridge.endpoints import ThoonkSource
 from thoonk_bridge.plugin import EventKind
+from thoonk_bridge.plugins.thoonk.source import ThoonkSource
 from thoonk_bridge.testing import running_bridge, wait_until
 from thoonk_bridge.thoonk import AsyncThoonk, Event
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from thoonk_bridge.config.errors import Loc, _show, _type_name
 from thoonk_bridge.config.issues import _Issue, _issues_from_validation
-from thoonk_bridge.endpoints import THOONK_KIND
+from thoonk_bridge.discovery import always_enabled_plugins
 from thoonk_bridge.plugin import Endpoint, EndpointKind, Plugin
 
 __all__ = ["EndpointError", "endpoint_kinds", "parse_endpoint"]
@@ -30,7 +30,7 @@ _KIND_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 def endpoint_kinds(plugins: Mapping[str, type[Plugin]]) -> dict[str, EndpointKind]:
-    """Every endpoint kind available: the engine's ``thoonk`` plus each plugin's, by name.
+    """Every endpoint kind available: the always-enabled plugins' (``thoonk``) plus each plugin's, by name.
 
     Raises ValueError when two plugins (or a plugin and the engine) offer the same kind.
     """
@@ -43,10 +43,15 @@ def endpoint_kinds(plugins: Mapping[str, type[Plugin]]) -> dict[str, EndpointKin
 def _collect_kinds(
     plugins: Mapping[str, type[Plugin]],
 ) -> tuple[dict[str, EndpointKind], dict[str, str], list[str]]:
-    kinds: dict[str, EndpointKind] = {THOONK_KIND.name: THOONK_KIND}
+    kinds: dict[str, EndpointKind] = {}
+    always = always_enabled_plugins()  # the bridge's own kinds, whatever plugins the caller passes
+    for cls in always.values():
+        kinds.update((kind.name, kind) for kind in cls.endpoint_kinds)
     owners: dict[str, str] = {}
     problems: list[str] = []
     for plugin_name in sorted(plugins):
+        if plugin_name in always:
+            continue  # its kinds are in; like the engine's, they enable no plugins: entry
         for kind in plugins[plugin_name].endpoint_kinds:
             if kind.name in kinds:
                 other = owners.get(kind.name, "the engine")
