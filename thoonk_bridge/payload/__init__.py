@@ -17,7 +17,14 @@ All conversions go through the neutral :class:`Entry`: :func:`parse` turns a pay
 The package is pure logic: no I/O, no global state, safe to call from any thread or event loop.
 Its parts: :mod:`.model` (the item model, limits, field helpers), :mod:`.detect` (bytes, size,
 format detection, defused XML reading), :mod:`.parse`, :mod:`.render`, :mod:`.xml_writer` and
-:mod:`.sanitize` (HTML). XEP-0335 JSON containers live in the xmpp plugin, their only user.
+:mod:`.sanitize` (HTML). XEP-0335 JSON containers live in the xmpp plugin, their only user. (The
+package's ``parse`` is the function: import the module as ``from thoonk_bridge.payload.parse import
+...`` or through ``sys.modules``.)
+
+A payload is parsed once per event on its way to the sinks: :func:`parse_payload` (behind
+:func:`parse`) returns a :class:`Parsed` (format, entry, and for Atom the element read) that
+``ItemEvent.parsed()`` keeps for the router's conversion and every sink, and :func:`render_parsed`
+tells what a payload it renders parses as, so a converted event needs no second parse.
 
 Decisions, in one place (each is repeated where it applies):
 
