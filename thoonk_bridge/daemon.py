@@ -118,6 +118,7 @@ class Daemon:
         # The parts that need Redis (made by start): route leases, the fleet's heartbeat, housekeeping.
         self.ownership: RouteOwnership | None = None
         self.heartbeat: Heartbeat | None = None
+        self.started_at = time.time()
         self.job_maintenance: JobMaintenance | None = None
         self.loop_watch: LoopWatch | None = None
         self.replays: Any = None  # deadletters.ReplayDesk: the replay requests of the routes we run
@@ -229,7 +230,7 @@ class Daemon:
         self.job_maintenance.start()
         self.phase = "running"
         self.heartbeat = Heartbeat(self.redis, self.instance_id, lambda: self.config.lease_seconds,
-                                   self._fleet_state, self.log)
+                                   self._fleet_state, self.log, started=self.started_at)
         await self.heartbeat.start()
         from thoonk_bridge.deadletters import ReplayDesk
 

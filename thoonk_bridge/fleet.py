@@ -70,6 +70,7 @@ class Heartbeat:
       next beat comes a third of it later.
     - ``state``: called at each beat for what changes: ``phase``, ``owns``, ``standby``, ``conflicts``.
     - ``log``: where a failed beat is reported (the next one tries again).
+    - ``started``: unix time the daemon started (default: now).
     """
 
     def __init__(
@@ -79,13 +80,14 @@ class Heartbeat:
         lease_seconds: Callable[[], float],
         state: Callable[[], dict[str, Any]],
         log: structlog.typing.FilteringBoundLogger,
+        started: float | None = None,
     ) -> None:
         self.redis = redis
         self.instance = instance
         self.lease_seconds = lease_seconds
         self.state = state
         self.log = log
-        self.started = time.time()
+        self.started = time.time() if started is None else started
         self._task: asyncio.Task[None] | None = None
 
     def record(self) -> dict[str, Any]:

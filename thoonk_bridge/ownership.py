@@ -48,7 +48,7 @@ def route_fingerprint(spec: RouteSpec) -> str:
     Stored with the route's lease: a daemon whose config gives the same route name another
     definition sees that the holder runs something else (a conflict), instead of standing by."""
 
-    def endpoint(e: Endpoint) -> dict[str, Any]:
+    def endpoint(e: Endpoint[Any]) -> dict[str, Any]:
         return {"endpoint": str(e), "options": e.options.model_dump(mode="json")}
 
     doc = {
