@@ -35,6 +35,7 @@ from thoonk_bridge.commands.deadletters import deadletters as deadletters_comman
 from thoonk_bridge.commands.fleet import fleet as fleet_command
 from thoonk_bridge.commands.trace import trace as trace_command
 from thoonk_bridge.redact import redact_text
+from thoonk_bridge.thoonk.keys import FeedKeys
 
 # Plugin commands (Plugin.cli) import the Redis helpers from here.
 __all__ = ["DEFAULT_CONFIG", "BridgeCommands", "bridge_redis_url", "main", "with_redis"]
@@ -322,7 +323,8 @@ def feeds(as_json: bool, redis_url: str | None, config_path: Path) -> None:
         for name in sorted(pubsub.get_feed_names()):
             config = pubsub.get_config(name)
             kind = config.get("type", "feed")
-            size = pubsub.redis.llen(f"feed.ids:{name}") if kind != "feed" else pubsub.redis.zcard(f"feed.ids:{name}")
+            ids = FeedKeys(name).ids  # a list for queues and jobs, a sorted set for feeds
+            size = pubsub.redis.llen(ids) if kind != "feed" else pubsub.redis.zcard(ids)
             rows.append({"name": name, "type": kind, "items": int(size)})
     if as_json:
         click.echo(json.dumps(rows))
