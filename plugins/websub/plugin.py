@@ -140,7 +140,7 @@ class WebSubPlugin(Plugin[WebSubSettings]):
         """Distribute the changes already notified and let the jobs in flight finish (both bounded:
         ``drain`` seconds, by default ``delivery_timeout`` + 1.5), then release everything."""
         bound = self.settings.delivery_timeout + 1.5 if drain is None else drain
-        if bound > 0 and len(self.changes):
+        if bound > 0 and self.changes.busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changes.settled(), bound)
         await self.workers.stop(bound)

@@ -134,8 +134,10 @@ class Changes:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def __len__(self) -> int:
-        return len(self._pending)
+    @property
+    def busy(self) -> bool:
+        """True while a change waits or is being handled."""
+        return not self._idle.is_set()
 
     def put(self, change: TopicChange) -> None:
         """Record ``change`` (replacing an older one of the same path not handled yet); never waits."""

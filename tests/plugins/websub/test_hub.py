@@ -237,6 +237,26 @@ async def test_a_change_is_handed_off_with_its_body(node: Node, sub: Subscriber,
     assert renders == []
 
 
+async def test_stop_distributes_the_changes_already_notified(node: Node, sub: Subscriber,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change notified just before the plugin stops (a route's final render) is still queued for
+    its subscribers: stop() lets the hand-off finish (bounded)."""
+    topic = node.topic("/feeds/news.atom", ATOM1)
+    await subscribed(node, sub, sub.url(), topic)
+    store = node.plugin.store
+    original = store.next_distribution
+
+    async def slow_redis(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "next_distribution", slow_redis)
+    await node.context.topics.changed("/feeds/news.atom", ATOM2)
+    await asyncio.sleep(0.05)  # being handled (waiting on Redis), none left waiting
+    await node.plugin.stop()
+    assert node.metric("thoonk_bridge_websub_distributions_total", result="queued") == 1
+
+
 async def test_lease_is_clamped_and_expires(redis_url: str, sub: Subscriber) -> None:
     node = await start_node(redis_url, lease_min=0.5, lease_max=1000, lease_default=100)
     try:
