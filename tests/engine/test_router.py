@@ -426,12 +426,12 @@ async def test_a_window_source_trimming_is_no_retract_but_a_gap_in_it_is(redis_u
 async def test_reconcile_pages_through_a_big_source_and_a_no_op_restart_sends_nothing(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from thoonk_bridge import router
+    from thoonk_bridge.router import worker
     from thoonk_bridge.thoonk import Thoonk
     from thoonk_bridge.thoonk import feed as feed_module
 
     monkeypatch.setattr(feed_module, "READ_PAGE", 7)  # many pages, page boundaries everywhere
-    monkeypatch.setattr(router, "RECONCILE_WINDOW", 10)  # back-pressure kicks in
+    monkeypatch.setattr(worker, "RECONCILE_WINDOW", 10)  # back-pressure kicks in
     with Thoonk(url=redis_url) as pubsub:
         pubsub.feed("in").publish_many([(str(i), f"v{i}") for i in range(100)])
     config = {"routes": [route("big", "thoonk:in", ["thoonk:out", "memory:m"])]}
