@@ -69,8 +69,7 @@ def test_every_settings_and_options_field_has_a_description() -> None:
         for name, info in m.model_fields.items()
         if not (info.description or "").strip() and name != "address"
     ]
-    # the thoonk kind's options (thoonk_bridge/endpoints.py) are being moved into a plugin
-    assert sorted(m for m in missing if ".ThoonkSinkOptions." not in m) == []
+    assert sorted(missing) == []
 
 
 def test_every_model_has_a_table() -> None:

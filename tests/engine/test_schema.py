@@ -96,9 +96,7 @@ def test_every_key_has_a_description() -> None:
                 walk(sub, f"{path}.{i}")
 
     walk(schema, "")
-    # thoonk_bridge/endpoints.py (the thoonk kind) is being moved into a plugin; its options get
-    # their descriptions there
-    assert [m for m in missing if not m.endswith(".max_length")] == []
+    assert missing == []
 
 
 # --------------------------------------------------------------------------- what it accepts

@@ -29,7 +29,7 @@ class EndpointError(ValueError):
 _KIND_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
-def endpoint_kinds(plugins: Mapping[str, type[Plugin]]) -> dict[str, EndpointKind]:
+def endpoint_kinds(plugins: Mapping[str, type[Plugin[Any]]]) -> dict[str, EndpointKind[Any, Any]]:
     """Every endpoint kind available: the always-enabled plugins' (``thoonk``) plus each plugin's, by name.
 
     Raises ValueError when two plugins (or a plugin and the engine) offer the same kind.
@@ -41,9 +41,9 @@ def endpoint_kinds(plugins: Mapping[str, type[Plugin]]) -> dict[str, EndpointKin
 
 
 def _collect_kinds(
-    plugins: Mapping[str, type[Plugin]],
-) -> tuple[dict[str, EndpointKind], dict[str, str], list[str]]:
-    kinds: dict[str, EndpointKind] = {}
+    plugins: Mapping[str, type[Plugin[Any]]],
+) -> tuple[dict[str, EndpointKind[Any, Any]], dict[str, str], list[str]]:
+    kinds: dict[str, EndpointKind[Any, Any]] = {}
     always = always_enabled_plugins()  # the bridge's own kinds, whatever plugins the caller passes
     for cls in always.values():
         kinds.update((kind.name, kind) for kind in cls.endpoint_kinds)
@@ -62,12 +62,14 @@ def _collect_kinds(
     return kinds, owners, problems
 
 
-def _describe_kinds(kinds: Mapping[str, EndpointKind], role: str) -> str:
+def _describe_kinds(kinds: Mapping[str, EndpointKind[Any, Any]], role: str) -> str:
     usable = [n for n, k in sorted(kinds.items()) if (k.can_source if role == "source" else k.can_sink)]
     return ", ".join(usable) if usable else "none"
 
 
-def parse_endpoint(value: Any, role: Literal["source", "sink"], kinds: Mapping[str, EndpointKind]) -> Endpoint:
+def parse_endpoint(
+    value: Any, role: Literal["source", "sink"], kinds: Mapping[str, EndpointKind[Any, Any]]
+) -> Endpoint[Any]:
     """Parse one endpoint as written in a route (or on the command line).
 
     ``value`` is ``"KIND:ADDRESS"`` (split at the first ``:``) or a mapping
