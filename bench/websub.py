@@ -185,7 +185,7 @@ async def bridge(redis_url: str, rx: str, n: int, rounds: int, tmp: Path, prof: 
         t0 = time.perf_counter()
         from thoonk_bridge.plugins.websub.store import sub_id
 
-        topic_key = plugin.topic_url("/topics/news")
+        topic_key = plugin.topics.url("/topics/news")
         missing = list(range(n))
         for attempt in range(5):  # a verification that timed out on a loaded machine is asked again
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as s:
