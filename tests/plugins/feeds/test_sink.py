@@ -229,9 +229,11 @@ async def test_websub_discovery(redis_url: str, tmp_path: Path) -> None:
     topics = TopicRegistry()
     topics.hub_url = "https://hub.example.org/websub"
     changed: list[str] = []
+    bodies: dict[str, bytes | None] = {}
 
     async def listener(change: TopicChange) -> None:
         changed.append(change.path)
+        bodies[change.path] = change.body
 
     topics.listen(listener)
     async with plugin_context(FeedsPlugin, FAST, redis_url=redis_url, tmp_path=tmp_path, topics=topics) as h:
@@ -245,6 +247,10 @@ async def test_websub_discovery(redis_url: str, tmp_path: Path) -> None:
         topic = topics.get("/feeds/news.atom")
         assert topic is not None and topic.content_type.startswith("application/atom+xml")
         assert b"<title>One</title>" in await topic.render()
+        assert bodies["/feeds/news.atom"] == await topic.render()  # the change carries the new body
+        assert topics.named("news") == [topics.get(p) for p in topics.paths()]  # registered under NAME
+        assert topics.name_of("/feeds/other.rss") == "other"  # a document another daemon may hold
+        assert topics.name_of("/feeds/a/b.rss") is None and topics.name_of("/elsewhere/x.atom") is None
         for fmt in ("atom", "rss", "json"):
             status, headers, body = await get(f"{h.base_url}/feeds/news.{fmt}")
             assert headers["Link"] == (
