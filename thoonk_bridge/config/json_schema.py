@@ -56,7 +56,8 @@ def config_schema(plugins: Mapping[str, type[Plugin[Any]]]) -> dict[str, Any]:
     engine = definition(EngineSettings)
     properties: dict[str, Any] = dict(engine["properties"])
     # `http:` written with nothing under it is the defaults, as `check` takes it
-    properties["http"] = {"anyOf": [properties["http"], {"type": "null"}], "description": _describe(properties["http"])}
+    http = properties["http"]
+    properties["http"] = {"anyOf": [http, {"type": "null"}], "description": http.get("description", "")}
     properties["plugins"] = {
         "description": "Each plugin's own settings, under its name (`thoonk-bridge plugins` lists what is installed).",
         "anyOf": [
@@ -141,10 +142,6 @@ def _used_defs(root: Any, defs: Mapping[str, Any]) -> set[str]:
         elif isinstance(node, list):
             todo.extend(node)
     return used
-
-
-def _describe(schema: Mapping[str, Any]) -> str:
-    return str(schema.get("description", ""))
 
 
 def _endpoint_forms(
