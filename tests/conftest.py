@@ -13,7 +13,7 @@ where ``redis_url`` is a ``redis+cluster://`` URL and every node is flushed befo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -84,10 +84,6 @@ def pubsub(redis_url: str) -> Iterator[Thoonk]:
 
 
 @pytest.fixture
-async def apubsub(redis_url: str) -> AsyncIterator[AsyncThoonk]:
-    """An asyncio Thoonk client on the flushed test database."""
-    client = AsyncThoonk(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def apubsub(thoonk: AsyncThoonk) -> AsyncThoonk:
+    """An asyncio Thoonk client on the flushed test database: the pytest plugin's ``thoonk``."""
+    return thoonk
