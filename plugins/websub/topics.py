@@ -147,11 +147,12 @@ class Changes:
         self._wake.set()
 
     async def run(self) -> None:
-        """Handle the changes as they come (a task of the plugin, until cancelled)."""
+        """Handle the changes as they come (a task of the plugin, until cancelled); first those an
+        earlier run left (cancelled by a stop while they waited)."""
         while True:
+            await self.handle_pending()
             await self._wake.wait()
             self._wake.clear()
-            await self.handle_pending()
 
     async def handle_pending(self) -> None:
         """Handle every change recorded so far (and those recorded meanwhile)."""
