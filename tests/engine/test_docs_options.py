@@ -147,3 +147,34 @@ def test_update_text_regenerates_blocks_and_refuses_unknown_sections() -> None:
     assert "address" not in out  # an endpoint's address is not an option
     with pytest.raises(ValueError, match="unknown options section 'nope'"):
         update_text("<!-- options: nope -->\n<!-- /options -->", known)
+
+
+def test_hand_written_tables_state_the_models_defaults() -> None:
+    """Tables written by hand with a ``default`` column (docs/security.md) agree with the models."""
+    from thoonk_bridge.config.docs import yaml_scalar
+
+    defaults: dict[str, set[str]] = {}
+    seen: set[type[BaseModel]] = set()
+    for model in models().values():
+        _all_models(model, seen)
+    for model in seen:
+        for name, info in model.model_fields.items():
+            if not info.is_required() and info.default_factory is None and info.default is not None:
+                defaults.setdefault(name, set()).add(yaml_scalar(info.default).strip('"'))
+    checked = 0
+    for path in sorted((REPO / "docs").glob("*.md")):
+        text = re.sub(r"<!-- options: .*?<!-- /options -->", "", path.read_text(), flags=re.S)
+        for table in re.findall(r"^(\|[^\n]*\|\n\|[-|]+\|\n(?:\|[^\n]*\|\n)+)", text, re.M):
+            header = [c.strip().lower() for c in table.splitlines()[0].strip("|").split("|")]
+            if len(header) < 2 or header[1] != "default":
+                continue
+            for row in table.splitlines()[2:]:
+                cells = [c.strip() for c in row.strip("|").split("|")]
+                key = re.fullmatch(r"`([a-z_]+)`", cells[0])
+                if key is None or len(defaults.get(key.group(1), ())) != 1:
+                    continue  # not a key, or one whose default differs between models
+                (expected,) = defaults[key.group(1)]
+                stated = cells[1].strip("`").removesuffix(" s")
+                assert stated == expected, f"{path.name}: {key.group(1)} defaults to {expected}, not {stated}"
+                checked += 1
+    assert checked >= 4  # docs/security.md's http table
