@@ -91,6 +91,9 @@ PARSE_THREADS = 2
 MAX_ID_CHARS = 1000
 """Longest item id kept as is; longer ones are replaced by a hash."""
 
+# An id with a control character (NUL separates fields in Thoonk jobs) is replaced by its hash too.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
 ATOM_NS = "http://www.w3.org/2005/Atom"
 _FEED_ROOTS = {
     f"{{{ATOM_NS}}}feed",
@@ -161,7 +164,7 @@ def entry_identity(entry: Entry, identity: Identity | str = Identity.AUTO) -> st
         value = own_id or link or _hash_id(entry.title, entry.link, entry.content, entry.summary)
     if value is None:
         return None
-    if len(value) > MAX_ID_CHARS:
+    if len(value) > MAX_ID_CHARS or _CONTROL.search(value):
         return _hash_id(value)
     return value
 

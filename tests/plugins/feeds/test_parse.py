@@ -146,6 +146,18 @@ def test_identity_modes() -> None:
     assert entry_identity(Entry(id="  ", link=" https://l ")) == "https://l"
 
 
+def test_an_id_with_a_control_character_becomes_a_stable_hash() -> None:
+    # NUL separates fields in Thoonk jobs; an outside feed must not put one in an item id
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "t",
+           "items": [{"url": "\x00"}, {"id": "a\tb", "title": "tab"}, {"id": "plain", "title": "p"}]}
+    feed = parse_feed(json.dumps(doc).encode(), "application/feed+json")
+    ids = [i for i, _ in feed.items]
+    assert len(ids) == 3 and "plain" in ids
+    assert all(not any(c < " " for c in i) for i in ids)
+    assert sum(i.startswith("sha256:") for i in ids) == 2
+    assert ids == [i for i, _ in parse_feed(json.dumps(doc).encode(), "application/feed+json").items]
+
+
 def test_json_feed() -> None:
     feed = parse_feed(json.dumps(JSONFEED).encode(), "application/feed+json")
     assert feed.kind == "json"
