@@ -24,6 +24,7 @@ import redis.asyncio
 
 from .events import AsyncEvents, _dedicated_client
 from .exceptions import RedisUnavailable
+from .tasks import cancel_and_wait
 from .text import as_text
 
 __all__ = ["EventConnection", "SharedEvents"]
@@ -175,10 +176,7 @@ class EventConnection:
 
     async def aclose(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        await cancel_and_wait(reader)
         await self._fail(ConnectionError("closed"))
 
 
