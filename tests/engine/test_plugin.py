@@ -7,12 +7,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.bridge_process import cli
+from thoonk_bridge.config import endpoint_kinds
+from thoonk_bridge.context import build_plugin_context
+from thoonk_bridge.discovery import always_enabled_plugins
 from thoonk_bridge.plugin import Plugin, PluginLoadError, discover_plugins, start_order
+from thoonk_bridge.plugins.thoonk.settings import ThoonkSinkOptions, ThoonkSourceOptions
 from thoonk_bridge.testing import running_bridge, wait_until
+from thoonk_bridge.topics import TopicRegistry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "example_plugin"
 
@@ -64,6 +70,28 @@ def test_entry_point_that_is_not_a_plugin_is_named(tmp_path: Path, monkeypatch: 
     monkeypatch.syspath_prepend(str(site))
     with pytest.raises(PluginLoadError, match="notplugin .*not a thoonk_bridge.plugin.Plugin subclass"):
         discover_plugins()
+
+
+def test_thoonk_kind_is_an_always_enabled_plugin() -> None:
+    thoonk = discover_plugins()["thoonk"]
+    assert thoonk.always_enabled and set(always_enabled_plugins()) == {"thoonk"}
+    kind = endpoint_kinds({})["thoonk"]  # known with no plugin passed, as the engine's kind was
+    assert (kind.source_options, kind.sink_options) == (ThoonkSourceOptions, ThoonkSinkOptions)
+    assert endpoint_kinds(discover_plugins())["thoonk"] is kind  # installed: not offered twice
+
+
+def test_build_plugin_context_defaults_and_given_parts(tmp_path: Path) -> None:
+    stand_in: Any = object()  # nothing connects while building
+    context = build_plugin_context("demo", thoonk=stand_in, redis=stand_in, public_url="https://b.example/x/",
+                                   state_dir=tmp_path)
+    assert context.state_dir == tmp_path / "demo" and not context.state_dir.exists()
+    assert context.public_url == "https://b.example/x" and context.instance_id == "local"
+    assert context.thoonk is stand_in and context.redis is stand_in
+    topics = TopicRegistry()
+    other = build_plugin_context("other", thoonk=stand_in, redis=stand_in, public_url="http://h", state_dir=tmp_path,
+                                 http=context.http, metrics=context.metrics, topics=topics, instance_id="d1")
+    assert (other.http, other.metrics, other.topics, other.instance_id) == (context.http, context.metrics, topics, "d1")
+    assert context.topics is not topics  # each default is a new one
 
 
 def _plugin(name: str, deps: tuple[str, ...] = ()) -> type[Plugin]:
