@@ -38,8 +38,15 @@ def test_readyz_and_metrics(tmp_path: Path, redis_url: str, pubsub: Any) -> None
         assert status == 200
         pubsub.feed("in").publish("hello", id="h1")
         wait(lambda: pubsub.feed("out").get_item("h1") == "hello", message="item copied")
-        status, text = bridge.get("/metrics")
-        assert status == 200
+
+        # The counters move once the worker has recorded the delivery, just after the sink's write.
+        def counted() -> str | None:
+            status, text = bridge.get("/metrics")
+            assert status == 200
+            out = 'thoonk_bridge_route_items_out_total{route="copy",sink="thoonk:out"} 1.0'
+            return text if out in text else None
+
+        text = wait(counted, message="the delivery counted in /metrics")
         assert 'thoonk_bridge_route_items_in_total{route="copy"} 1.0' in text
         assert 'thoonk_bridge_route_items_out_total{route="copy",sink="thoonk:out"} 1.0' in text
         assert 'thoonk_bridge_route_ready{route="copy"} 1.0' in text
