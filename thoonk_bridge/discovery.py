@@ -33,7 +33,7 @@ def discover_plugins(broken: dict[str, str] | None = None) -> dict[str, type[Plu
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
-        except Exception as exc:  # a broken third-party plugin must name itself
+        except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must name itself
             problems[ep.name] = (ep.value, f"{type(exc).__name__}: {exc}")
             continue
         if not (isinstance(obj, type) and issubclass(obj, Plugin)):

@@ -504,7 +504,7 @@ class Plugin(ABC, Generic[SettingsT]):
         """Problems beyond the schema, found without connecting anywhere (empty: fine)."""
         return []
 
-    async def setup(self) -> None:  # noqa: B027 - optional hook
+    async def setup(self) -> None:  # optional hook
         """Acquire resources; add HTTP routes."""
 
     async def start(self) -> None:

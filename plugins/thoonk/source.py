@@ -82,5 +82,5 @@ class ThoonkSource(Source):
         if events is not None:
             try:
                 await events.__aexit__(None, None, None)
-            except Exception:  # noqa: BLE001 - closing a broken subscription must not raise
+            except Exception:  # noqa: BLE001, S110 - closing a broken subscription must not raise
                 pass
