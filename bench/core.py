@@ -31,10 +31,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from thoonk_bridge.thoonk import AsyncThoonk, Thoonk  # noqa: E402
-from thoonk_bridge.thoonk.embedded import EmbeddedRedis  # noqa: E402
-from thoonk_bridge.thoonk.keys import FeedKeys  # noqa: E402
-from thoonk_bridge.thoonk.scripts import SCRIPTS  # noqa: E402
+from thoonk_bridge.thoonk import AsyncThoonk, Thoonk
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis
+from thoonk_bridge.thoonk.keys import FeedKeys
+from thoonk_bridge.thoonk.scripts import SCRIPTS
 
 PAYLOAD = "<entry><title>benchmark item</title><content>" + "x" * 200 + "</content></entry>"
 

@@ -43,8 +43,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from thoonk_bridge.thoonk import Thoonk  # noqa: E402
-from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port  # noqa: E402
+from thoonk_bridge.thoonk import Thoonk
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port
 
 PAYLOAD = "<entry xmlns='http://www.w3.org/2005/Atom'><title>item</title><content>" + "x" * 180 + "</content></entry>"
 SLOW_US = 10_000  # SLOWLOG threshold: commands over 10 ms are recorded

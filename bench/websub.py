@@ -38,7 +38,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port  # noqa: E402
+from thoonk_bridge.thoonk.embedded import EmbeddedRedis, free_tcp_port
 
 PAYLOAD = json.dumps({"title": "benchmark item", "content": "x" * 400, "link": "https://example.org/1"})
 

@@ -291,7 +291,7 @@ def publish(feed: str, payload: str, item_id: str | None, redis_url: str | None,
             click.echo(pubsub.feed(feed).publish(payload, id=item_id))
         except (ValueError, TypeError) as exc:
             fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - e.g. FeedTypeMismatch
+        except Exception as exc:
             if redis_failure(exc) is not None:
                 raise  # the one Redis line (BridgeCommands.invoke)
             fail(f"{type(exc).__name__}: {exc}")

@@ -267,7 +267,7 @@ async def test_the_cli_prints_the_document_the_page_polls(redis_url: str, tmp_pa
 
 
 async def test_websub_topics_and_xmpp_sessions_without_secrets(
-    redis_url: str, tmp_path: Path, prosody: ProsodyServer  # noqa: F811
+    redis_url: str, tmp_path: Path, prosody: ProsodyServer
 ) -> None:
     import time
 

@@ -230,7 +230,7 @@ def test_a_huge_outside_document_never_stalls_healthz_nor_loses_the_lease(tmp_pa
     served: list[float] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             served.append(time.monotonic())
             self.send_response(200)
             self.send_header("Content-Type", "application/atom+xml")

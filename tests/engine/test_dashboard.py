@@ -47,7 +47,7 @@ def served_metrics(text: str) -> set[str]:
 
 
 @pytest.fixture
-def bridge(redis_url: str, tmp_path: Path, prosody: ProsodyServer) -> Iterator[BridgeProcess]:  # noqa: F811
+def bridge(redis_url: str, tmp_path: Path, prosody: ProsodyServer) -> Iterator[BridgeProcess]:
     process = BridgeProcess(tmp_path, {
         "redis": redis_url,
         "plugins": {"feeds": {"output_dir": str(tmp_path / "docs")}, "websub": {}, "xmpp": prosody.account()},

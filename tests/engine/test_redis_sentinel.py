@@ -24,7 +24,7 @@ BEFORE, AFTER = 150, 150  # acknowledged items to see before the kill, and after
 
 
 async def test_daemon_carries_on_after_sentinel_failover(
-    sentinel_group: SentinelGroup,  # noqa: F811 - the fixture imported above
+    sentinel_group: SentinelGroup,
     tmp_path: Path,
 ) -> None:
     url = sentinel_group.url

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.memory_plugin import PLUGINS, SINKS, MemorySink, idle, items, route  # noqa: F401
+from tests.support.memory_plugin import PLUGINS, SINKS, MemorySink, idle, items, route
 from thoonk_bridge.payload import content_hash
 from thoonk_bridge.plugin import (
     DeliveryError,

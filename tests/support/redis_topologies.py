@@ -25,7 +25,7 @@ __all__ = ["RedisCluster3", "SentinelGroup", "redis_cluster", "sentinel_group"]
 SERVICE = "thoonk"
 
 
-def _wait(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202 - test helper
+def _wait(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -61,7 +61,9 @@ class Sentinel:
         binary = shutil.which("redis-sentinel") or find_redis_server()
         args = [binary, str(self.config)] + ([] if binary.endswith("redis-sentinel") else ["--sentinel"])
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, preexec_fn=_set_parent_death_signal)
+                                        stderr=subprocess.DEVNULL,
+                                        # the server dies with the test process; set before any thread
+                                        preexec_fn=_set_parent_death_signal)  # noqa: PLW1509
         client = redis.Redis(port=self.port, socket_timeout=1)
         _wait(client.ping, 10, f"sentinel on port {self.port}")
         client.close()

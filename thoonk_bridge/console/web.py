@@ -251,7 +251,7 @@ class Console:
         if self.daemon.redis is not None:
             try:
                 await self.daemon.redis.hdel(REPORTS_KEY, self.daemon.instance_id)
-            except Exception:  # noqa: BLE001 - stopping anyway; the report goes stale
+            except Exception:  # noqa: BLE001, S110 - stopping anyway; the report goes stale
                 pass
 
     async def _report_loop(self) -> None:

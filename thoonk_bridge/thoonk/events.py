@@ -393,7 +393,7 @@ class Listener(threading.Thread):
                 try:
                     if pubsub is not None:
                         pubsub.close()
-                except Exception:
+                except Exception:  # noqa: BLE001, S110 - closing a connection that already failed
                     pass
 
     def _dispatch(self, message: dict[str, Any]) -> None:

@@ -282,8 +282,9 @@ def async_client(url: str, *, max_connections: int = 100, timeout: float | None 
         options = {**target.options, **kwargs, "max_connections": max_connections, "timeout": timeout}
         if target.ssl:
             options["ssl"] = True
-        return sentinel.master_for(target.service, connection_pool_class=AsyncBlockingSentinelConnectionPool,
-                                   **options)
+        client: AsyncRedis = sentinel.master_for(
+            target.service, connection_pool_class=AsyncBlockingSentinelConnectionPool, **options)
+        return client
     nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.hosts]
     return AsyncRedisCluster(startup_nodes=nodes, **_cluster_kwargs(target, kwargs, max_connections))
 
@@ -301,8 +302,9 @@ def sync_client(url: str, *, max_connections: int = 100, timeout: float | None =
         options = {**target.options, **kwargs, "max_connections": max_connections, "timeout": timeout}
         if target.ssl:
             options["ssl"] = True
-        return sentinel.master_for(target.service, connection_pool_class=BlockingSentinelConnectionPool,
-                                   **options)
+        sync: redis.Redis = sentinel.master_for(
+            target.service, connection_pool_class=BlockingSentinelConnectionPool, **options)
+        return sync
     nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.hosts]
     return redis.cluster.RedisCluster(startup_nodes=nodes, **_cluster_kwargs(target, kwargs, max_connections))
 

@@ -77,7 +77,7 @@ async def outside() -> AsyncIterator[OutsideFeed]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     feed.url = f"http://127.0.0.1:{port}/feed.atom"
     try:
         yield feed

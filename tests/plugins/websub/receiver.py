@@ -17,7 +17,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 challenge = query.get("hub.challenge", [""])[0].encode()
                 receiver.verified.append(query.get("hub.mode", ["?"])[0])
@@ -26,7 +26,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(challenge)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.deliveries.append(body)
                 self.send_response(204)

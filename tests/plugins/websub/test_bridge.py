@@ -60,7 +60,7 @@ async def test_feed_documents_are_distributed_and_subscribed(redis_url: str, tmp
         await sub.close()
 
 
-async def _no_hub_for_a_route_without_websub(daemon, base: str, sub: Subscriber) -> None:  # noqa: ANN001
+async def _no_hub_for_a_route_without_websub(daemon, base: str, sub: Subscriber) -> None:
     """The route "private" has no websub sink: its documents name no hub (header or body), and a
     subscription request for them is denied."""
     await wait_until(lambda: daemon.routes["private"].ready, message="private route ready")
@@ -81,11 +81,11 @@ async def _no_hub_for_a_route_without_websub(daemon, base: str, sub: Subscriber)
     assert sub.verifications[-1]["hub.mode"] == "denied"
 
 
-async def _has_items(feed) -> bool:  # noqa: ANN001
+async def _has_items(feed) -> bool:
     return bool(await feed.get_ids())
 
 
-async def _count(feed, n: int) -> bool:  # noqa: ANN001
+async def _count(feed, n: int) -> bool:
     return len(await feed.get_ids()) >= n
 
 

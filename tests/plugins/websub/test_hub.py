@@ -479,7 +479,7 @@ async def test_host_slots_limit_wait_and_cancel() -> None:
     await wait_for(lambda: order == ["a"])
     assert slots.busy("h") and not slots.try_take("h") and not slots.busy("other")
     second, third = asyncio.create_task(user("b")), asyncio.create_task(user("c"))
-    await wait_for(lambda: len(slots._hosts["h"].waiters) == 2)  # noqa: SLF001 - both in line
+    await wait_for(lambda: len(slots._hosts["h"].waiters) == 2)
     second.cancel()  # waiting: leaves the line
     release.set()
     await asyncio.gather(first, third, return_exceptions=True)

@@ -1,6 +1,5 @@
 """The conformance suite over the xmpp plugin: its sink and source on nodes of a real Prosody, read and
 written by an independent client."""
-# ruff: noqa: F811 - pytest fixtures imported from prosody_server are redefined as arguments
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.support.prosody_server import PUBSUB, Outsider, ProsodyServer, atom, node_name  # noqa: F401
+from tests.support.prosody_server import PUBSUB, Outsider, ProsodyServer, atom
 from thoonk_bridge.plugin import Endpoint
 from thoonk_bridge.plugins.xmpp import plugin as XmppPlugin
 from thoonk_bridge.plugins.xmpp.settings import XmppSinkOptions, XmppSourceOptions
