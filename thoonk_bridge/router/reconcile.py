@@ -78,6 +78,33 @@ class SinkReconcile:
             await self._flush_skipped()
         await self.worker.wait_room()
 
+    def _delivered_and_gone(self, seen: set[str], cut: int, gone: dict[str, str | None]) -> list[str]:
+        """What the route (or the opposite one) delivered after ``cut`` and the source no longer has:
+        the ids to retract from the sink; those the sink lost too are put in ``gone`` (forgotten)."""
+        retract: list[str] = []
+        for delivered in (self.ledger, self.reverse):
+            for item_id, value in delivered.items():
+                if item_id in seen or LedgerEntry.parse(value).at <= cut:
+                    continue
+                if item_id in self.held:
+                    retract.append(item_id)
+                elif item_id in self.ledger:
+                    gone[item_id] = None  # the sink lost it too: nothing to retract, forget it
+        return retract
+
+    def _forget_stale(self, seen: set[str], cut: int | None, gone: dict[str, str | None]) -> None:
+        """The ledger stays bounded: an id neither source nor sink has any more is forgotten (a sink
+        that reports what it holds); for a sink that cannot tell, and a source whose absences say
+        nothing (an outside document), an id no longer in the source delivered over LEDGER_KEEP_US ago."""
+        old = int(time.time() * 1_000_000) - LEDGER_KEEP_US
+        for item_id, value in self.ledger.items():
+            if item_id in seen or item_id in gone:
+                continue
+            if self.worker.reports_ids and item_id not in self.held:
+                gone[item_id] = None
+            elif cut is None and LedgerEntry.parse(value).at < old:
+                gone[item_id] = None
+
     async def end(self, seen: set[str], absence: str) -> int:
         """The snapshot is complete (``seen``: every id in it): queue the rest and the retracts."""
         await self._flush_skipped()
@@ -94,25 +121,8 @@ class SinkReconcile:
         cut = self._retracted_after(seen, absence)
         gone: dict[str, str | None] = {}
         if cut is not None:
-            for delivered in (self.ledger, self.reverse):
-                for item_id, value in delivered.items():
-                    if item_id in seen or LedgerEntry.parse(value).at <= cut:
-                        continue
-                    if item_id in self.held:
-                        retract.append(item_id)
-                    elif item_id in self.ledger:
-                        gone[item_id] = None  # the sink lost it too: nothing to retract, forget it
-        # The ledger stays bounded: an id neither source nor sink has any more is forgotten (a sink
-        # that reports what it holds); for a sink that cannot tell, and a source whose absences say
-        # nothing (an outside document), an id no longer in the source delivered over LEDGER_KEEP_US ago.
-        old = int(time.time() * 1_000_000) - LEDGER_KEEP_US
-        for item_id, value in self.ledger.items():
-            if item_id in seen or item_id in gone:
-                continue
-            if worker._reports_ids and item_id not in self.held:
-                gone[item_id] = None
-            elif cut is None and LedgerEntry.parse(value).at < old:
-                gone[item_id] = None
+            retract += self._delivered_and_gone(seen, cut, gone)
+        self._forget_stale(seen, cut, gone)
         for item_id in dict.fromkeys(retract):
             if item_id not in worker.pending:
                 worker.offer(ItemEvent(EventKind.RETRACT, item_id))

@@ -67,7 +67,7 @@ class SinkWorker:
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ledger_updates: dict[str, str | None] = {}
-        self._reports_ids = False  # the sink's ids() tells what it holds: the ledger keeps no hashes
+        self.reports_ids = False  # the sink's ids() tells what it holds: the ledger keeps no hashes
         self._clock = 0  # the last delivery time recorded (unix µs)
 
     # -- queue
@@ -89,7 +89,7 @@ class SinkWorker:
     async def begin_reconcile(self) -> SinkReconcile:
         """Read what the sink holds and what the route delivered; the caller then feeds the snapshot."""
         held = await self.sink.ids()
-        self._reports_ids = held is not None
+        self.reports_ids = held is not None
         ledger = await self.ledger.entries()
         if held is None:
             held = {item_id: LedgerEntry.parse(value).hash for item_id, value in ledger.items()}
@@ -108,7 +108,7 @@ class SinkWorker:
         """What the ledger records for a delivered event (None: the id is gone)."""
         if event.kind is EventKind.RETRACT:
             return None
-        digest = None if self._reports_ids else content_hash(event.payload or "")
+        digest = None if self.reports_ids else content_hash(event.payload or "")
         # Strictly increasing, so the ledger keeps the order of deliveries made in one instant too.
         self._clock = max(int(time.time() * 1_000_000), self._clock + 1)
         return LedgerEntry.value(digest, self._clock)

@@ -85,7 +85,7 @@ class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
     """redis-py's asyncio cluster client, closable like a ``Redis`` (``aclose(close_connection_pool=...)``)
     so code written for one server (the daemon, plugins) closes it the same way."""
 
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:  # noqa: ARG002 - always closes
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose()
 
 
