@@ -14,9 +14,10 @@ HTTP listen address, plugin settings, the set of plugins), is refused: the old r
 and the reason is logged.
 
 This module is the lifecycle only; the parts it starts and stops, each given what it uses:
-route ownership (which routes run here: ownership.py, over lease.py), the fleet's heartbeat
-(fleet.py), housekeeping (job maintenance and the loop watch: maintenance.py), dead-letter replay
-requests (deadletters.py) and the console (console/web.py). Redis key names: keys.py.
+route ownership (which routes run here: ownership.py, over lease.py), building a route's runner
+from the plugins (route_builder.py), the fleet's heartbeat (fleet.py), housekeeping (job
+maintenance and the loop watch: maintenance.py), dead-letter replay requests (deadletters.py) and
+the console (console/web.py). Redis key names: keys.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import asyncio
 import contextlib
 import signal
 import time
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,21 +50,14 @@ from thoonk_bridge.logs import get_logger
 from thoonk_bridge.maintenance import JobMaintenance, LoopWatch
 from thoonk_bridge.metrics import BridgeMetrics
 from thoonk_bridge.ownership import RouteOwnership, route_fingerprint
-from thoonk_bridge.plugin import (
-    Endpoint,
-    Health,
-    Plugin,
-    RouteContext,
-    Sink,
-    Source,
-)
+from thoonk_bridge.plugin import Health, Plugin
 from thoonk_bridge.redact import redact_data, redact_url
 from thoonk_bridge.redis_client import AsyncRedis, async_client, sync_client
-from thoonk_bridge.router import EchoFilter, Ledger, RetryPolicy, RouteRunner, SinkWorker, store_dead_letter
+from thoonk_bridge.route_builder import RECONCILE_CONCURRENCY, RouteBuilder
+from thoonk_bridge.router import EchoFilter, RetryPolicy, RouteRunner
 from thoonk_bridge.thoonk import AsyncThoonk
 from thoonk_bridge.thoonk.embedded import EmbeddedRedis
 from thoonk_bridge.topics import TopicRegistry
-from thoonk_bridge.trace import RouteRecorder
 
 if TYPE_CHECKING:
     from thoonk_bridge.config import BridgeConfig, RouteSpec
@@ -76,9 +69,6 @@ INSTANCES_KEY = keys.INSTANCES  # the old name of the fleet's hash (see fleet.py
 
 class DaemonError(Exception):
     """The daemon cannot start (plugin validation failed, port in use, Redis unreachable)."""
-
-
-RECONCILE_CONCURRENCY = 16  # routes reconciling at once; the others wait their turn (see RouteRunner)
 
 
 class Daemon:
@@ -110,9 +100,7 @@ class Daemon:
         self.topics = TopicRegistry()
         self.topics.sinks = tuple(sink for route in config.routes for sink in route.sinks)  # hub topics
         self.echoes = EchoFilter()
-        self._reconcile_slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
-        self._edges: dict[tuple[str, str], str] = {}  # (source, sink) -> route, see _reverse_ledger
-        self._edges_of: BridgeConfig | None = None
+        self.builder: RouteBuilder | None = None  # makes the routes' runners (route_builder.py), made by start
         self.plugins: dict[str, Plugin] = {}
         self.routes: dict[str, RouteRunner] = {}  # the routes this daemon owns and runs now
         # The parts that need Redis (made by start): route leases, the fleet's heartbeat, housekeeping.
@@ -196,6 +184,8 @@ class Daemon:
         self.topics.redis = self.redis  # the fleet learns which paths are served (bridge.topics)
         self._start_watchers()
         self.thoonk = AsyncThoonk(redis=self.redis)
+        self.builder = RouteBuilder(self.thoonk, self.redis, self.plugins, self.echoes, self.metrics, self.retry,
+                                    RECONCILE_CONCURRENCY)
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges,
                              request_timeout=self.config.http.request_timeout)
 
@@ -262,57 +252,10 @@ class Daemon:
 
     # ------------------------------------------------------------------ routes
 
-    def _owner(self, kind: str) -> Plugin | None:
-        for plugin in self.plugins.values():
-            if any(k.name == kind for k in plugin.endpoint_kinds):
-                return plugin
-        return None
-
-    def _source(self, endpoint: Endpoint, route: RouteContext) -> Source:
-        plugin = self._owner(endpoint.kind)
-        if plugin is None:
-            raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")
-        return plugin.source(endpoint, route)
-
-    def _sink(self, endpoint: Endpoint, route: RouteContext) -> Sink:
-        plugin = self._owner(endpoint.kind)
-        if plugin is None:
-            raise DaemonError(f"route {route.name}: no plugin offers endpoint kind {endpoint.kind!r}")
-        return plugin.sink(endpoint, route)
-
     def build_route(self, spec: RouteSpec, lease: Lease | None = None) -> RouteRunner:
-        assert self.thoonk is not None and self.redis is not None
-        log = get_logger(route=spec.name)
-        context = RouteContext(
-            name=spec.name,
-            mirror=spec.mirror,
-            format=str(spec.format) if spec.format else None,
-            initial=spec.initial,
-            log=log,
-            dead_letter=partial(store_dead_letter, self.thoonk, spec.name),
-            guard=lease.held if lease is not None else None,
-        )
-        recorder = RouteRecorder(self.thoonk, spec.name, str(spec.source), [str(s) for s in spec.sinks])
-        source = self._source(spec.source, context)
-        workers = [
-            SinkWorker(
-                context, endpoint, self._sink(endpoint, context), Ledger(self.redis, spec.name, str(endpoint)),
-                self.echoes, self.metrics, self.retry, log, guard=lease.held if lease is not None else None,
-                origin=str(spec.source), reverse=self._reverse_ledger(spec, endpoint), recorder=recorder,
-            )
-            for endpoint in spec.sinks
-        ]
-        return RouteRunner(context, spec.source, source, workers, self.echoes, self.metrics, self.retry, log,
-                           reconcile_slots=self._reconcile_slots, fingerprint=route_fingerprint(spec))
-
-    def _reverse_ledger(self, spec: RouteSpec, sink: Endpoint) -> Ledger | None:
-        """The ledger of the opposite route (from ``sink`` back to ``spec``'s source), if one exists."""
-        assert self.redis is not None
-        if self._edges_of is not self.config:  # an index per config: a lookup per sink, not a scan
-            self._edges = {(str(r.source), str(s)): r.name for r in self.config.routes for s in r.sinks}
-            self._edges_of = self.config
-        other = self._edges.get((str(sink), str(spec.source)))
-        return Ledger(self.redis, other, str(spec.source)) if other is not None else None
+        """The runner of ``spec`` (route_builder.py); ``lease`` guards its writes (None: unguarded)."""
+        assert self.builder is not None
+        return self.builder.build(spec, self.config.routes, lease)
 
     async def _start_route(self, spec: RouteSpec) -> None:
         """Want the route: run it now if its lease is free, else stand by (see ownership.py)."""
@@ -460,21 +403,9 @@ class Daemon:
         drain = self.config.drain_seconds if drain is None else drain
         self.phase = "draining"
         self.log.info("draining", drain_seconds=drain)
-        if self.job_maintenance is not None:
-            await self.job_maintenance.stop()
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        if self.replays is not None:
-            await self.replays.stop()
-        if self.console is not None:
-            await self.console.stop()
+        await self._stop_periodic()
         await asyncio.gather(*(self._stop_route(n, drain) for n in list(self.leases)), return_exceptions=True)
-        if self.ownership is not None:
-            await self.ownership.stop()
-        if self.loop_watch is not None:
-            await self.loop_watch.stop()
-        if self.heartbeat is not None:
-            await self.heartbeat.forget()
+        await self._leave_fleet()
         for plugin in reversed(list(self.plugins.values())):
             try:
                 await plugin.stop()
@@ -482,6 +413,31 @@ class Daemon:
                 self.log.error("plugin stop failed", plugin=plugin.name, error=str(exc))
         if self._runner is not None:
             await self._runner.cleanup()
+        await self._close_redis()
+        self._refusals.flush()
+        if self.ownership is not None:  # started: so was the loop error log
+            asyncio.get_running_loop().set_exception_handler(self._previous_error_handler)
+            self.ownership = None
+        self.phase = "stopped"
+        self._stopped.set()
+        self.log.info("stopped")
+
+    async def _stop_periodic(self) -> None:
+        """First step of a stop: the periodic work that is not a route's."""
+        for part in (self.job_maintenance, self.heartbeat, self.replays, self.console):
+            if part is not None:
+                await part.stop()
+
+    async def _leave_fleet(self) -> None:
+        """After the routes: stop renewing leases and watching the loop, and take our heartbeat out."""
+        if self.ownership is not None:
+            await self.ownership.stop()
+        if self.loop_watch is not None:
+            await self.loop_watch.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.forget()
+
+    async def _close_redis(self) -> None:
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 if isinstance(self.redis, RedisCluster):
@@ -490,13 +446,6 @@ class Daemon:
                     await self.redis.aclose(close_connection_pool=True)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
-        self._refusals.flush()
-        if self.ownership is not None:  # started: so was the loop error log
-            asyncio.get_running_loop().set_exception_handler(self._previous_error_handler)
-            self.ownership = None
-        self.phase = "stopped"
-        self._stopped.set()
-        self.log.info("stopped")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
