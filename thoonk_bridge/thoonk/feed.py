@@ -116,7 +116,7 @@ class FeedBase:
         self.thoonk = thoonk
         self.name = name
         self.keys = FeedKeys(name)
-        self._run = thoonk._run
+        self._run = thoonk._run  # noqa: SLF001 - a feed handle runs its operations on its client's executor
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

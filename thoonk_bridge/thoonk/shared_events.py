@@ -55,7 +55,7 @@ class EventConnection:
     async def attach(self, stream: SharedEvents, channels: list[str], patterns: list[str]) -> None:
         """Subscribe ``stream`` to these channels and patterns; returns once Redis confirmed them."""
         keys = [f"c:{c}" for c in channels] + [f"p:{p}" for p in patterns]
-        stream._keys = keys
+        stream.subscribed_keys = keys
         waits: list[asyncio.Future[None]] = []
         async with self._lock:
             try:
@@ -88,7 +88,7 @@ class EventConnection:
     async def detach(self, stream: SharedEvents) -> None:
         """Forget ``stream``; channels nobody reads any more are unsubscribed."""
         unused: list[str] = []
-        for key in stream._keys:
+        for key in stream.subscribed_keys:
             streams = self._streams.get(key)
             if streams is None or stream not in streams:
                 continue
@@ -137,7 +137,7 @@ class EventConnection:
             elif kind == "pong":
                 stream = self._pings.pop(as_text(message.get("data") or ""), None)
                 if stream is not None:
-                    stream._receive(message)
+                    stream.deliver(message)
                 continue
             else:
                 if kind in ("subscribe", "psubscribe"):
@@ -147,7 +147,7 @@ class EventConnection:
                             future.set_result(None)
                 continue
             for stream in self._streams.get(key, ()):
-                stream._receive(message)
+                stream.deliver(message)
 
     async def _fail(self, error: BaseException) -> None:
         """The connection is gone: every stream on it ends; the next attach opens a new one."""
@@ -161,7 +161,7 @@ class EventConnection:
                     future.exception()  # retrieved: no "never retrieved" warning when nobody waits
         self._confirming.clear()
         for stream in streams:
-            stream._fail(error)
+            stream.connection_lost(error)
         pubsub, self._pubsub = self._pubsub, None
         own, self._own = self._own, None
         reader, self._reader = self._reader, None
@@ -190,7 +190,7 @@ class SharedEvents(AsyncEvents):
         self._messages: collections.deque[dict[str, Any]] = collections.deque()
         self._arrived = asyncio.Event()
         self._error: BaseException | None = None
-        self._keys: list[str] = []  # what this stream is subscribed to on the connection
+        self.subscribed_keys: list[str] = []  # what this stream is subscribed to on the connection
 
     async def _subscribe(self, channels: list[str], patterns: list[str]) -> None:
         try:
@@ -202,11 +202,11 @@ class SharedEvents(AsyncEvents):
     async def _ping(self, token: str) -> None:
         await self._connection.ping(self, token)
 
-    def _receive(self, message: dict[str, Any]) -> None:
+    def deliver(self, message: dict[str, Any]) -> None:
         self._messages.append(message)
         self._arrived.set()
 
-    def _fail(self, error: BaseException) -> None:
+    def connection_lost(self, error: BaseException) -> None:
         self._error = error
         self._arrived.set()
 
