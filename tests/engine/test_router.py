@@ -577,12 +577,12 @@ async def test_a_burst_just_before_a_clean_stop_is_in_the_sink_or_reconciled(
 
     # Pub/sub messages reach the route late (in order): a stop that read the source's version
     # without waiting for them would record a checkpoint the sink does not match.
-    receive = SharedEvents._receive
+    receive = SharedEvents.deliver
 
     def late(self: SharedEvents, message: dict[str, Any]) -> None:
         asyncio.get_running_loop().call_later(0.2, receive, self, message)
 
-    monkeypatch.setattr(SharedEvents, "_receive", late)
+    monkeypatch.setattr(SharedEvents, "deliver", late)
     config = {"routes": [route("burst", "thoonk:in", "thoonk:out")]}
     other = AsyncThoonk(redis_url)
     try:

@@ -27,15 +27,15 @@ OURS, THEIRS, ELSEWHERE = 7, 11, 3
 
 @pytest.fixture
 def db_urls(redis_server: EmbeddedRedis) -> Iterator[dict[int, str]]:
-    """URLs of databases 7, 11 and 3 of the session's redis-server, empty before and after."""
+    """URLs of databases 7, 11 and 3 of the session's redis-server; the whole server (db 0, which other
+    tests use, included) is empty before and after, so only what a test writes is there to find."""
     base = redis_server.url.rsplit("/", 1)[0]
     urls = {db: f"{base}/{db}" for db in (OURS, THEIRS, ELSEWHERE)}
 
     def flush() -> None:
-        for url in urls.values():
-            client = redis.Redis.from_url(url)
-            client.flushdb()
-            client.close()
+        client = redis.Redis.from_url(redis_server.url)
+        client.flushall()
+        client.close()
 
     flush()
     yield urls
