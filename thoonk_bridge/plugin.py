@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 from thoonk_bridge.discovery import ENTRY_POINT_GROUP, PluginLoadError, discover_plugins, start_order
 from thoonk_bridge.payload import MAX_PAYLOAD_BYTES, Entry, Format, PayloadError
 from thoonk_bridge.payload.detect import check_size
-from thoonk_bridge.payload.parse import Parsed, detect_parsed, parse_payload
+from thoonk_bridge.payload.parsing import Parsed, detect_parsed, parse_payload
 from thoonk_bridge.tasks import cancel_and_wait
 from thoonk_bridge.topics import TOPICS_KEY, Topic, TopicChange, TopicRegistry
 

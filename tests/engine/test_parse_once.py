@@ -5,7 +5,6 @@ parses as (render_parsed), exactly what parsing it again would give."""
 from __future__ import annotations
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,12 +28,11 @@ from thoonk_bridge.payload import (
     render,
     render_parsed,
 )
+from thoonk_bridge.payload import parsing as parse_module
 from thoonk_bridge.payload.xml_writer import tostring
 from thoonk_bridge.plugin import Endpoint, EndpointKind, EventKind, ItemEvent, Plugin, RouteContext, Settings, Sink
 from thoonk_bridge.plugins.xmpp import xml as xmpp_xml
 from thoonk_bridge.testing import running_bridge, wait_until
-
-parse_module = sys.modules["thoonk_bridge.payload.parse"]  # (the package's ``parse`` is the function)
 
 # --------------------------------------------------------------------------------------------------
 # render_parsed: what the rendered payload parses as, without parsing it

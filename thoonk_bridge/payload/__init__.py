@@ -16,10 +16,8 @@ All conversions go through the neutral :class:`Entry`: :func:`parse` turns a pay
 ``Entry`` and :func:`render` turns an ``Entry`` into a payload; :func:`convert` is the two together.
 The package is pure logic: no I/O, no global state, safe to call from any thread or event loop.
 Its parts: :mod:`.model` (the item model, limits, field helpers), :mod:`.detect` (bytes, size,
-format detection, defused XML reading), :mod:`.parse`, :mod:`.render`, :mod:`.xml_writer` and
-:mod:`.sanitize` (HTML). XEP-0335 JSON containers live in the xmpp plugin, their only user. (The
-package's ``parse`` is the function: import the module as ``from thoonk_bridge.payload.parse import
-...`` or through ``sys.modules``.)
+format detection, defused XML reading), :mod:`.parsing`, :mod:`.render`, :mod:`.xml_writer` and
+:mod:`.sanitize` (HTML). XEP-0335 JSON containers live in the xmpp plugin, their only user.
 
 A payload is parsed once per event on its way to the sinks: :func:`parse_payload` (behind
 :func:`parse`) returns a :class:`Parsed` (format, entry, and for Atom the element read) that
@@ -62,7 +60,7 @@ from .model import (
     content_hash,
     derive_title,
 )
-from .parse import Parsed, parse, parse_payload
+from .parsing import Parsed, parse, parse_payload
 from .render import convert, entry_to_element, render, render_parsed
 from .sanitize import html_to_text, limit_html_depth, sanitize_html
 

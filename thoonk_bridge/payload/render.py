@@ -23,7 +23,7 @@ from .model import (
     no_surrogates,
     xml_safe,
 )
-from .parse import Parsed, entry_from_atom, entry_from_json, parse, parse_text
+from .parsing import Parsed, entry_from_atom, entry_from_json, parse, parse_text
 from .sanitize import as_text
 from .xml_writer import tostring
 
@@ -57,7 +57,7 @@ def render(entry: Entry, fmt: Format | str, *, item_id: str | None = None) -> st
 
 
 def render_parsed(entry: Entry, fmt: Format | str, *, item_id: str | None = None) -> tuple[str, Parsed | None]:
-    """:func:`render`, and what :func:`~thoonk_bridge.payload.parse.parse_payload` gives for the
+    """:func:`render`, and what :func:`~thoonk_bridge.payload.parsing.parse_payload` gives for the
     result (without a size limit), known without parsing it: the router converts an event with it,
     so that its sinks need not parse the converted payload again. Raises :class:`PayloadError`.
 
