@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import nh3
@@ -317,7 +318,7 @@ class _HubLinks(BaseExtension):
     def extend_ns(self) -> dict[str, str]:
         return {"atom": ATOM_NS}
 
-    def extend_rss(self, feed):  # type: ignore[no-untyped-def]
+    def extend_rss(self, feed: Any) -> Any:
         if self.hub:
             channel = feed[0]
             link = channel.makeelement(f"{{{ATOM_NS}}}link", {"rel": "hub", "href": self.hub})
@@ -348,40 +349,44 @@ def _generator(meta: FeedMeta, prepared: Sequence[_Prepared], fmt: str) -> FeedG
     fg.lastBuildDate(newest)
     # feedgen lists entries in the order added, newest first unless order="append" is used.
     for p in prepared:
-        fe = fg.add_entry(order="append")
-        fe.id(p.atom_id)
-        rss = _rss_fields(p) if fmt == "rss" else None
-        link = rss.link if rss is not None else p.link
-        fe.title(rss.title if rss is not None else p.title)
-        if link:
-            fe.link(href=link, rel="alternate")
-        fe.updated(p.updated)
-        fe.published(p.published)
-        if p.author:
-            author = {"name": p.author}
-            if p.author_email:
-                author["email"] = p.author_email
-            if p.author_uri:
-                author["uri"] = rss.author_uri or p.author_uri if rss is not None else p.author_uri
-            fe.author(author)
-        for term in p.categories:
-            fe.category({"term": term})
-        if rss is not None:
-            # No CDATA: a "]]>" in the content would break it; XML escaping says the same.
-            if rss.description is not None:
-                fe.summary(rss.description)
-            if rss.content is not None:
-                fe.content(rss.content)
-            continue
-        if p.summary is not None:
-            fe.summary(p.summary, type=p.summary_type)
-        if p.content is not None:
-            fe.content(p.content, type=p.content_type)
-        elif not p.link and p.summary is None:
-            fe.content(p.title, type="text")  # Atom: an entry needs content or an alternate link
-        elif not p.link:
-            fe.content(p.summary, type=p.summary_type)
+        _add_entry(fg.add_entry(order="append"), p, fmt)
     return fg
+
+
+def _add_entry(fe: Any, p: _Prepared, fmt: str) -> None:
+    """One entry of the document ``fmt`` (feedgen's FeedEntry ``fe``)."""
+    fe.id(p.atom_id)
+    rss = _rss_fields(p) if fmt == "rss" else None
+    link = rss.link if rss is not None else p.link
+    fe.title(rss.title if rss is not None else p.title)
+    if link:
+        fe.link(href=link, rel="alternate")
+    fe.updated(p.updated)
+    fe.published(p.published)
+    if p.author:
+        author = {"name": p.author}
+        if p.author_email:
+            author["email"] = p.author_email
+        if p.author_uri:
+            author["uri"] = rss.author_uri or p.author_uri if rss is not None else p.author_uri
+        fe.author(author)
+    for term in p.categories:
+        fe.category({"term": term})
+    if rss is not None:
+        # No CDATA: a "]]>" in the content would break it; XML escaping says the same.
+        if rss.description is not None:
+            fe.summary(rss.description)
+        if rss.content is not None:
+            fe.content(rss.content)
+        return
+    if p.summary is not None:
+        fe.summary(p.summary, type=p.summary_type)
+    if p.content is not None:
+        fe.content(p.content, type=p.content_type)
+    elif not p.link and p.summary is None:
+        fe.content(p.title, type="text")  # Atom: an entry needs content or an alternate link
+    elif not p.link:
+        fe.content(p.summary, type=p.summary_type)
 
 
 def _json_feed(meta: FeedMeta, prepared: Sequence[_Prepared]) -> bytes:

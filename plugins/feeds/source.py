@@ -83,7 +83,7 @@ class FeedSource(Source):
         self.retry_after: float | None = None
         self.polls = 0
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests replace it
-        self.random = random.Random()
+        self.random = random.Random()  # noqa: S311 - jitter of poll delays, not a secret
         self._session: aiohttp.ClientSession | None = None
         self._closed = asyncio.Event()
 
@@ -105,7 +105,7 @@ class FeedSource(Source):
         if session is not None:
             try:
                 await session.close()
-            except Exception:  # noqa: BLE001 - close must not raise
+            except Exception:  # noqa: BLE001, S110 - close must not raise
                 pass
 
     # ----------------------------------------------------------------- polling

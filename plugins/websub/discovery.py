@@ -120,7 +120,7 @@ def discover_links(headers: Any, body: bytes, base: str) -> tuple[list[str], str
         parser = _HeadLinks()
         try:
             parser.feed(body[:1024 * 1024].decode("utf-8", "replace"))
-        except Exception:  # noqa: BLE001 - broken HTML: whatever was found
+        except Exception:  # noqa: BLE001, S110 - broken HTML: whatever was found
             pass
         hubs, self_url = pick(parser.links)
         return hubs, self_url, "html"

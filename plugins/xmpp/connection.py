@@ -180,6 +180,35 @@ class Connection:
         started: asyncio.Future[None] = loop.create_future()
         lost: asyncio.Future[Any] = loop.create_future()
         failures: list[str] = []
+        self._watch(client, started, lost, failures)
+        if self.settings.host:
+            client.connect(self.settings.host, self.settings.port)
+        else:
+            client.connect()
+        try:
+            # asyncio.wait, not wait_for: wait_for may swallow a cancellation when the future
+            # completes at the same time (Python 3.11), and stop() would then never return.
+            await asyncio.wait({started}, timeout=self.settings.timeout)
+        except BaseException:
+            self._abort(client)
+            raise
+        if not started.done():
+            started.cancel()
+            self._abort(client)
+            raise ConnectFailed(
+                f"no session with {self._where()} after {self.settings.timeout:g} s"
+                + (f" ({'; '.join(failures)})" if failures else "")
+            )
+        if started.exception() is not None:
+            self._abort(client)
+            raise started.exception()  # type: ignore[misc]
+        return lost
+
+    def _watch(self, client: ClientXMPP, started: asyncio.Future[None], lost: asyncio.Future[Any],
+               failures: list[str]) -> None:
+        """Handlers of ``client``'s events during a login: ``started`` gets the outcome (None, or
+        AuthFailed / ConnectFailed), ``lost`` the end of the session, ``failures`` the connection
+        attempts that failed."""
 
         def fail(exc: Exception) -> None:
             if not started.done():
@@ -240,29 +269,6 @@ class Connection:
         client.add_event_handler("ssl_invalid_chain", on_tls_failed)
         client.add_event_handler("ssl_invalid_cert", on_tls_failed)
 
-        if self.settings.host:
-            client.connect(self.settings.host, self.settings.port)
-        else:
-            client.connect()
-        try:
-            # asyncio.wait, not wait_for: wait_for may swallow a cancellation when the future
-            # completes at the same time (Python 3.11), and stop() would then never return.
-            await asyncio.wait({started}, timeout=self.settings.timeout)
-        except BaseException:
-            self._abort(client)
-            raise
-        if not started.done():
-            started.cancel()
-            self._abort(client)
-            raise ConnectFailed(
-                f"no session with {self._where()} after {self.settings.timeout:g} s"
-                + (f" ({'; '.join(failures)})" if failures else "")
-            )
-        if started.exception() is not None:
-            self._abort(client)
-            raise started.exception()  # type: ignore[misc]
-        return lost
-
     def _where(self) -> str:
         s = self.settings
         return f"{s.host}:{s.port}" if s.host else s.bare_jid.partition("@")[2]
@@ -290,7 +296,7 @@ class Connection:
         if client is not None:
             try:
                 await asyncio.wait_for(client.disconnect(wait=0.5), 2)
-            except BaseException:  # noqa: BLE001 - best effort
+            except BaseException:  # noqa: BLE001, S110 - best effort
                 pass
             self._abort(client)
 
