@@ -131,7 +131,8 @@ class FeedBase:
     def get_item(self, id: str) -> Op[str | None]:
         """The item stored under ``id``, or None."""
         id = self._check_id(id)
-        return as_str((yield Cmd("HGET", self.keys.items, id)))
+        item: str | None = as_str((yield Cmd("HGET", self.keys.items, id)))
+        return item
 
     @op
     def get_items(self, ids: Iterable[str]) -> Op[list[str | None]]:

@@ -70,7 +70,8 @@ class Queue(FeedBase):
         wait = check_timeout(self.name, timeout)
         k = self.keys
         reply = yield from blocking_take(self, wait, "queue_get", (k.config, k.ids, k.items), "item")
-        return as_str(reply[1])
+        item: str = as_str(reply[1])
+        return item
 
     @op
     def get_ids(self) -> Op[list[str]]:
