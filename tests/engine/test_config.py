@@ -237,8 +237,22 @@ def test_state_dir_relative_to_config_file(tmp_path: Path) -> None:
     assert load_config(path, env={}, plugins={}).state_dir == tmp_path / "etc" / "var" / "state"
 
 
-def test_example_yaml_loads_and_documents_every_engine_key() -> None:
-    example = REPO / "config" / "example.yaml"
+EXAMPLE = REPO / "config" / "example.yaml"
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    names = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        inner = info.annotation
+        for arg in (inner, *typing.get_args(inner)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names += _field_names(arg)
+    return names
+
+
+def test_example_yaml_loads() -> None:
+    example = EXAMPLE
     installed = discover_plugins()
     config = load_config(example, env={}, plugins=installed)
     assert config.routes and config.redis is None
@@ -246,7 +260,10 @@ def test_example_yaml_loads_and_documents_every_engine_key() -> None:
     assert {"feeds", "websub"} <= config.enabled_plugins
     with_url = load_config(example, env={"REDIS_URL": "redis://r:6379/1"}, plugins=installed)
     assert with_url.redis == "redis://r:6379/1"
-    text = example.read_text()
+
+
+def test_example_yaml_documents_every_engine_key() -> None:
+    text = EXAMPLE.read_text()
     keys = [
         *EngineSettings.model_fields,
         *HttpSettings.model_fields,
@@ -261,35 +278,37 @@ def test_example_yaml_loads_and_documents_every_engine_key() -> None:
     for key in keys:
         assert f"{key}:" in text, f"config/example.yaml does not document {key!r}"
 
+
+def test_example_yaml_documents_every_key_of_the_enabled_plugins() -> None:
     # every key of the enabled plugins' settings too (their blocks are generated from the models:
     # python -m thoonk_bridge.config.docs --write), nested ones included
-    def field_names(model: type[BaseModel]) -> list[str]:
-        names = []
-        for name, info in model.model_fields.items():
-            names.append(name)
-            inner = info.annotation
-            for arg in (inner, *typing.get_args(inner)):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    names += field_names(arg)
-        return names
-
-    engine_models: list[type[BaseModel]] = [EngineSettings, RouteOptions]
+    installed = discover_plugins()
+    config = load_config(EXAMPLE, env={}, plugins=installed)
+    text = EXAMPLE.read_text()
     for name in sorted(config.enabled_plugins):
         model = installed[name].settings_model
-        for key in field_names(model):
+        for key in _field_names(model):
             assert re.search(rf"^\s*(# )?{key}:", text, re.M), f"config/example.yaml leaves out {name}.{key}"
 
+
+def test_example_yaml_mentions_only_known_keys() -> None:
+    installed = discover_plugins()
+    text = EXAMPLE.read_text()
+    engine_models: list[type[BaseModel]] = [EngineSettings, RouteOptions]
     # and every key it mentions, written or commented out, is one that some model has
     known = {"plugins", "routes", "from", "to", "endpoint", "options", *installed}  # options: the block markers
     for model in engine_models + [p.settings_model for p in installed.values()]:
-        known.update(field_names(model))
+        known.update(_field_names(model))
     for kind in endpoint_kinds(installed).values():
         for options in (kind.source_options, kind.sink_options):
             if options is not None:
-                known.update(field_names(options))
+                known.update(_field_names(options))
     mentioned = re.findall(r"^\s*(?:#\s*)?(?:-\s+)?([a-z_]+):(?:\s|$)", text, re.M)
     assert mentioned and sorted(set(mentioned) - known) == []
 
+
+def test_example_yaml_defaults_match_the_models() -> None:
+    text = EXAMPLE.read_text()
     # the "Default: X" of a hand-written comment is the model's default for the key(s) below it
     fields = {**RouteOptions.model_fields, **HttpSettings.model_fields, **EngineSettings.model_fields}
     lines = text.splitlines()

@@ -73,119 +73,128 @@ class _Substituted:
 
 
 def _substitute(text: str, env: Mapping[str, str], file: str) -> _Substituted:
-    out: list[str] = []
-    unset_at: list[int] = []
-    out_len = 0
-    offsets = _OffsetMap()
-    problems: list[ConfigProblem] = []
-    positions = _Positions(text)
-    quote: str | None = None
-    in_comment = False
-    last_sig = "\n"  # last non-blank character on this line outside quotes
-    i, n = 0, len(text)
-    run_start = 0  # start of the current literal run in ``text``
+    return _Substituter(text, env, file).run()
 
-    def flush(upto: int) -> None:
-        nonlocal out_len
-        out.append(text[run_start:upto])
-        out_len += upto - run_start
 
-    def problem(at: int, message: str) -> None:
-        line, col = positions.of_offset(at)
-        problems.append(ConfigProblem(file, line, col, "", message))
+class _Substituter:
+    """One pass over the YAML text: ``${...}`` and ``$$`` replaced, outside comments, escaped for
+    the quoting they sit in, with a map from output offsets back to the original text."""
 
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            in_comment = False
-            last_sig = "\n"
-            i += 1
-            continue
-        if in_comment:
-            i += 1
-            continue
-        if c == "$" and i + 1 < n and text[i + 1] in "${":
-            flush(i)
-            if text[i + 1] == "$":
-                out.append("$")
-                offsets.add(out_len, i, True)
-                out_len += 1
-                run_start = i + 2
-                offsets.add(out_len, run_start, True)
-                i += 2
-                continue
-            end = text.find("}", i + 2)
-            newline = text.find("\n", i + 2)
-            if end < 0 or (0 <= newline < end):
-                problem(i, "unterminated ${: write $$ for a literal $")
-                run_start = i
+    def __init__(self, text: str, env: Mapping[str, str], file: str) -> None:
+        self.text, self.env, self.file = text, env, file
+        self.out: list[str] = []
+        self.out_len = 0
+        self.offsets = _OffsetMap()
+        self.problems: list[ConfigProblem] = []
+        self.unset_at: list[int] = []
+        self.positions = _Positions(text)
+        self.quote: str | None = None
+        self.last_sig = "\n"  # last non-blank character on this line outside quotes
+        self.run_start = 0  # start of the current literal run in ``text``
+
+    def run(self) -> _Substituted:
+        text, i, n = self.text, 0, len(self.text)
+        in_comment = False
+        while i < n:
+            c = text[i]
+            if c == "\n":
+                in_comment = False
+                self.last_sig = "\n"
                 i += 1
-                continue
-            inner = text[i + 2 : end]
-            m = _SUBST.fullmatch(inner)
-            value: str | None = None
-            if not m:
-                problem(
-                    i,
-                    f"invalid substitution ${{{inner}}}: expected ${{NAME}}, ${{NAME:-default}} "
-                    "or ${NAME:?message} (NAME: letters, digits, _)",
-                )
-            else:
-                name, op, arg = m.group(1), m.group(2), m.group(3) or ""
-                current = env.get(name)
-                unset = current is None or (current == "" and op is not None and op.startswith(":"))
-                if op is None:
-                    if current is None:
-                        problem(i, f"environment variable {name} is not set")
-                        current = _placeholder(name)
-                        unset_at.append(i)
-                    value = current
-                elif op in (":-", "-"):
-                    value = arg if unset else current
-                else:  # :? or ?
-                    if unset:
-                        problem(i, f"{name}: {arg}" if arg else f"environment variable {name} is not set")
-                        current = _placeholder(name)
-                        unset_at.append(i)
-                    value = current
-            value = value or ""
-            if quote == '"':
-                value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-            elif quote == "'":
-                value = value.replace("'", "''")
-            offsets.add(out_len, i, False)
-            out.append(value)
-            out_len += len(value)
-            run_start = end + 1
-            offsets.add(out_len, run_start, True)
-            last_sig = "x"
-            i = end + 1
-            continue
-        if quote == '"':
-            if c == "\\":
-                i += 2
-                continue
-            if c == '"':
-                quote = None
-        elif quote == "'":
-            if c == "'":
-                if text[i + 1 : i + 2] == "'":
-                    i += 2
-                    continue
-                quote = None
-        else:
-            prev = text[i - 1] if i else "\n"
-            if c == "#" and prev in " \t\n":
+            elif in_comment:
+                i += 1
+            elif c == "$" and i + 1 < n and text[i + 1] in "${":
+                i = self._dollar(i)
+            elif self.quote is None and c == "#" and (text[i - 1] if i else "\n") in " \t\n":
                 in_comment = True
                 i += 1
-                continue
-            if c in "'\"" and last_sig in "\n:-[{,?" and prev in " \t\n[{,":
-                quote = c
+            else:
+                i = self._scan(i)
+        self._flush(n)
+        return _Substituted("".join(self.out), self.offsets, self.problems, self.unset_at)
+
+    def _flush(self, upto: int) -> None:
+        self.out.append(self.text[self.run_start:upto])
+        self.out_len += upto - self.run_start
+
+    def _problem(self, at: int, message: str) -> None:
+        line, col = self.positions.of_offset(at)
+        self.problems.append(ConfigProblem(self.file, line, col, "", message))
+
+    def _scan(self, i: int) -> int:
+        """Track quoting at ``text[i]``; the offset of the next character to look at."""
+        text, c = self.text, self.text[i]
+        if self.quote == '"':
+            if c == "\\":
+                return i + 2
+            if c == '"':
+                self.quote = None
+        elif self.quote == "'":
+            if c == "'":
+                if text[i + 1 : i + 2] == "'":
+                    return i + 2
+                self.quote = None
+        else:
+            prev = text[i - 1] if i else "\n"
+            if c in "'\"" and self.last_sig in "\n:-[{,?" and prev in " \t\n[{,":
+                self.quote = c
             if c not in " \t\r":
-                last_sig = c
-        i += 1
-    flush(n)
-    return _Substituted("".join(out), offsets, problems, unset_at)
+                self.last_sig = c
+        return i + 1
+
+    def _dollar(self, i: int) -> int:
+        """``$$`` or ``${...}`` at ``i``: write what replaces it; the offset after it."""
+        text = self.text
+        self._flush(i)
+        if text[i + 1] == "$":
+            self.out.append("$")
+            self.offsets.add(self.out_len, i, True)
+            self.out_len += 1
+            self.run_start = i + 2
+            self.offsets.add(self.out_len, self.run_start, True)
+            return i + 2
+        end = text.find("}", i + 2)
+        newline = text.find("\n", i + 2)
+        if end < 0 or (0 <= newline < end):
+            self._problem(i, "unterminated ${: write $$ for a literal $")
+            self.run_start = i
+            return i + 1
+        value = self._value(text[i + 2 : end], i)
+        if self.quote == '"':
+            value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        elif self.quote == "'":
+            value = value.replace("'", "''")
+        self.offsets.add(self.out_len, i, False)
+        self.out.append(value)
+        self.out_len += len(value)
+        self.run_start = end + 1
+        self.offsets.add(self.out_len, self.run_start, True)
+        self.last_sig = "x"
+        return end + 1
+
+    def _value(self, inner: str, at: int) -> str:
+        """What ``${inner}`` at offset ``at`` stands for (a placeholder when unset: reported)."""
+        m = _SUBST.fullmatch(inner)
+        if not m:
+            self._problem(
+                at,
+                f"invalid substitution ${{{inner}}}: expected ${{NAME}}, ${{NAME:-default}} "
+                "or ${NAME:?message} (NAME: letters, digits, _)",
+            )
+            return ""
+        name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+        current = self.env.get(name)
+        unset = current is None or (current == "" and op is not None and op.startswith(":"))
+        if op in (":-", "-"):
+            return (arg if unset else current) or ""
+        if op is None and current is None:
+            self._problem(at, f"environment variable {name} is not set")
+        elif op is not None and unset:  # :? or ?
+            self._problem(at, f"{name}: {arg}" if arg else f"environment variable {name} is not set")
+        else:
+            return current or ""
+        self.unset_at.append(at)
+        return _placeholder(name)
 
 
 def substitute_env(text: str, env: Mapping[str, str], *, file: str) -> str:

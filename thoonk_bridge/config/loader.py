@@ -143,18 +143,52 @@ def _validate(
     kinds, owners, kind_problems = _collect_kinds(plugins)
     for message in kind_problems:
         doc.problems.append(ConfigProblem(doc.file, 0, 0, "", message))
+    engine = _validate_engine(data, doc)
+    plugin_data, settings = _validate_plugin_settings(data, doc, plugins, broken)
+    routes_data = data.get("routes")
+    if routes_data is None:
+        routes_data = []
+    if not isinstance(routes_data, list):
+        doc.at(("routes",), f"expected a list of routes, got {_type_name(routes_data)}")
+        routes_data = []
+    routes: list[RouteSpec | None] = [_parse_route(doc, i, r, kinds, broken) for i, r in enumerate(routes_data)]
+    _settle_used_plugins(doc, routes_data, routes, owners, plugins, plugin_data, settings)
+    _check_topology(doc, routes_data, routes, kinds)
 
-    # -- engine keys
+    if doc.problems or engine is None or any(r is None for r in routes):
+        return None
+    state_dir = engine.state_dir.expanduser()
+    if not state_dir.is_absolute():
+        state_dir = source_file.parent / state_dir
+    values = dict(engine)
+    values["state_dir"] = state_dir
+    return BridgeConfig(
+        **values,
+        plugins=settings,
+        routes=[r for r in routes if r is not None],
+        source_file=source_file,
+        warnings=tuple(
+            f"{_broken_plugin(name, why)}; the config does not use it, so it is left out"
+            for name, why in sorted(broken.items())
+        ),
+    )
+
+
+def _validate_engine(data: dict[str, Any], doc: _Doc) -> EngineSettings | None:
     engine_data = {k: v for k, v in data.items() if k not in ("plugins", "routes")}
     if engine_data.get("http", {}) is None:
         engine_data.pop("http")
-    engine: EngineSettings | None = None
     try:
-        engine = EngineSettings.model_validate(engine_data)
+        return EngineSettings.model_validate(engine_data)
     except ValidationError as exc:
         doc.add_all((), _issues_from_validation(exc, EngineSettings, ("plugins", "routes")))
+        return None
 
-    # -- plugin settings
+
+def _validate_plugin_settings(
+    data: dict[str, Any], doc: _Doc, plugins: Mapping[str, type[Plugin[Any]]], broken: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, Settings]]:
+    """The ``plugins:`` section (as written, a mapping) and each named plugin's parsed settings."""
     settings: dict[str, Settings] = {}
     plugin_data = data.get("plugins")
     if plugin_data is None:
@@ -176,17 +210,15 @@ def _validate(
             settings[name] = plugin.settings_model.model_validate({} if section is None else section)
         except ValidationError as exc:
             doc.add_all(("plugins", name), _issues_from_validation(exc, plugin.settings_model))
+    return plugin_data, settings
 
-    # -- routes
-    routes_data = data.get("routes")
-    if routes_data is None:
-        routes_data = []
-    if not isinstance(routes_data, list):
-        doc.at(("routes",), f"expected a list of routes, got {_type_name(routes_data)}")
-        routes_data = []
-    routes: list[RouteSpec | None] = [_parse_route(doc, i, r, kinds, broken) for i, r in enumerate(routes_data)]
 
-    # -- plugins used by routes
+def _settle_used_plugins(
+    doc: _Doc, routes_data: list[Any], routes: list[RouteSpec | None], owners: Mapping[str, str],
+    plugins: Mapping[str, type[Plugin[Any]]], plugin_data: dict[str, Any], settings: dict[str, Settings],
+) -> None:
+    """A plugin a route uses but ``plugins:`` does not name runs on its defaults: added to
+    ``settings``, or reported once, at its first use, when it has required settings."""
     unusable: set[str] = set()
     for i, route in enumerate(routes):
         if route is None:
@@ -206,27 +238,7 @@ def _validate(
                     f"endpoint kind {endpoint.kind!r} needs the {owner} plugin's settings under "
                     f"plugins.{owner}{detail}",
                 )
-                unusable.add(owner)  # reported once, at its first use
-
-    _check_topology(doc, routes_data, routes, kinds)
-
-    if doc.problems or engine is None or any(r is None for r in routes):
-        return None
-    state_dir = engine.state_dir.expanduser()
-    if not state_dir.is_absolute():
-        state_dir = source_file.parent / state_dir
-    values = dict(engine)
-    values["state_dir"] = state_dir
-    return BridgeConfig(
-        **values,
-        plugins=settings,
-        routes=[r for r in routes if r is not None],
-        source_file=source_file,
-        warnings=tuple(
-            f"{_broken_plugin(name, why)}; the config does not use it, so it is left out"
-            for name, why in sorted(broken.items())
-        ),
-    )
+                unusable.add(owner)
 
 
 def _broken_plugin(name: str, why: str) -> str:
