@@ -42,8 +42,9 @@ class WebSubSettings(Settings):
       ``delivery_batch``: POSTs in flight per daemon (twice ``delivery_workers`` jobs are claimed at once
       so that one batch's slow callback does not idle the others); ``per_host_concurrency``: POSTs in
       flight to one callback host.
-    - ``retry_base`` / ``retry_max_delay`` / ``retry_window``: exponential backoff with full jitter between
-      attempts of one notification, given up (dropped, counted) once ``retry_window`` has passed since it
+    - ``retry_base`` / ``retry_max_delay`` / ``retry_window``: exponential backoff between attempts of one
+      notification (each wait drawn between half and all of ``retry_base`` doubled per attempt, at most
+      ``retry_max_delay``), given up (dropped, counted) once ``retry_window`` has passed since it
       was first tried. The subscription stays.
     - ``breaker_threshold`` / ``breaker_cooldown`` / ``breaker_max_cooldown``: after that many failures in a
       row a callback host is left alone for the cooldown (doubling up to the max); its notifications wait.
@@ -141,7 +142,10 @@ class WebSubSettings(Settings):
 
     retry_base: float = Field(
         default=10.0, gt=0,
-        description="Seconds before the first retry of a failed delivery, then doubling (full jitter).",
+        description=(
+            "Seconds before the first retry of a failed delivery, then doubling "
+            "(each wait drawn between half and all of it)."
+        ),
     )
     retry_max_delay: float = Field(
         default=600.0, gt=0,
@@ -271,9 +275,9 @@ class WebSubSinkOptions(Settings):
     """``to: websub:NAME`` (or the mapping form with options).
 
     - ``address``: NAME. In ``mode: auto`` (the default) the sink distributes the feeds plugin's
-      documents for NAME (``/feeds/NAME.atom|.rss|.json``) when they exist: nothing is done per item,
-      the documents' changes drive the hub. When no such document is registered, or with
-      ``mode: raw``, NAME is exposed as a raw topic ``/topics/NAME`` whose body is the latest item's
+      documents named NAME (``<path_prefix>/NAME.atom|.rss|.json``, found through the topic registry)
+      when they exist: nothing is done per item, the documents' changes drive the hub. When no such
+      document is registered, or with ``mode: raw``, NAME is exposed as a raw topic ``/topics/NAME`` whose body is the latest item's
       payload, distributed on every publish and edit.
     - ``content_type``: the raw topic's Content-Type (default: by the route format, else guessed
       from the payload: JSON object, XML, or plain text).
