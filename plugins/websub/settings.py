@@ -277,8 +277,8 @@ class WebSubSinkOptions(Settings):
     - ``address``: NAME. In ``mode: auto`` (the default) the sink distributes the feeds plugin's
       documents named NAME (``<path_prefix>/NAME.atom|.rss|.json``, found through the topic registry)
       when they exist: nothing is done per item, the documents' changes drive the hub. When no such
-      document is registered, or with ``mode: raw``, NAME is exposed as a raw topic ``/topics/NAME`` whose body is the latest item's
-      payload, distributed on every publish and edit.
+      document is registered, or with ``mode: raw``, NAME is exposed as a raw topic ``/topics/NAME``
+      whose body is the latest item's payload, distributed on every publish and edit.
     - ``content_type``: the raw topic's Content-Type (default: by the route format, else guessed
       from the payload: JSON object, XML, or plain text).
     """
