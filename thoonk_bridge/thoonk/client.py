@@ -22,7 +22,7 @@ from .databases import other_databases_with_feeds
 from .embedded import EmbeddedRedis
 from .events import EVENT_KINDS, AsyncEvents, Listener
 from .exceptions import FeedDoesNotExist, FeedTypeMismatch
-from .feed import Feed, FeedBase, as_str, check_name, op
+from .feed import Feed, FeedBase, check_name, op
 from .job import Job
 from .keys import CONFFEED, DELFEED, FEED_TYPES, FEEDS, NEWFEED, FeedKeys
 from .queue import Queue
@@ -30,6 +30,7 @@ from .redis_client import async_client, is_cluster, sync_client
 from .scripts import AsyncExecutor, Batch, Cmd, Eval, Op, SyncExecutor, describe
 from .shared_events import EventConnection, SharedEvents
 from .sorted_feed import SortedFeed
+from .text import as_text, as_text_or_none
 
 __all__ = ["ThoonkBase", "Thoonk", "AsyncThoonk", "DEFAULT_STATE_DIR"]
 
@@ -169,7 +170,7 @@ class ThoonkBase:
                 yield Eval("announce", (k.config,), (f"{name}\x00{self.instance}", NEWFEED, CONFFEED))
         else:
             _, actual = yield Eval("create", (FEEDS, k.config), (name, self.instance, mode, *fields))
-        actual = as_str(actual)
+        actual = as_text(actual)
         if actual != wanted:
             raise FeedTypeMismatch(name, actual, wanted)
         return FEED_CLASSES[wanted](self, name)
@@ -199,7 +200,7 @@ class ThoonkBase:
         )
         if not exists:
             raise FeedDoesNotExist(name)
-        config = {as_str(k): as_str(v) for k, v in raw.items()}
+        config = {as_text(k): as_text(v) for k, v in raw.items()}
         config.setdefault("type", "feed")
         return config
 
@@ -211,7 +212,7 @@ class ThoonkBase:
         )
         if not exists:
             raise FeedDoesNotExist(name)
-        return as_str(kind) or "feed"
+        return as_text_or_none(kind) or "feed"
 
     @op
     def feed_exists(self, name: str) -> Op[bool]:
@@ -220,7 +221,7 @@ class ThoonkBase:
 
     @op
     def get_feed_names(self) -> Op[set[str]]:
-        return {as_str(n) for n in (yield Cmd("SMEMBERS", FEEDS))}
+        return {as_text(n) for n in (yield Cmd("SMEMBERS", FEEDS))}
 
     @op
     def delete_feed(self, name: str) -> Op[None]:

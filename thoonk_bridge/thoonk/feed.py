@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .keys import FeedKeys
 from .scripts import Batch, Cmd, Eval, Op
+from .text import as_text, as_text_or_none
 
 if TYPE_CHECKING:
     from .client import ThoonkBase
@@ -75,13 +76,6 @@ def check_timeout(feed: str, timeout: object) -> float:
     return float(timeout)
 
 
-def as_str(value: Any) -> Any:
-    """Replies may be bytes (our clients) or str (a shared client with decode_responses)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return value
-
-
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -131,8 +125,7 @@ class FeedBase:
     def get_item(self, id: str) -> Op[str | None]:
         """The item stored under ``id``, or None."""
         id = self._check_id(id)
-        item: str | None = as_str((yield Cmd("HGET", self.keys.items, id)))
-        return item
+        return as_text_or_none((yield Cmd("HGET", self.keys.items, id)))
 
     @op
     def get_items(self, ids: Iterable[str]) -> Op[list[str | None]]:
@@ -142,7 +135,7 @@ class FeedBase:
             return []
         pages = [wanted[i : i + READ_PAGE] for i in range(0, len(wanted), READ_PAGE)]
         replies = yield Batch([Cmd("HMGET", self.keys.items, *page) for page in pages])
-        return [as_str(item) for reply in replies for item in reply]
+        return [as_text_or_none(item) for reply in replies for item in reply]
 
     #: How ``feed.ids`` is read: 'zset' (by score) or 'list' (by index).
     _ids_kind: ClassVar[str] = "list"
@@ -164,7 +157,7 @@ class FeedBase:
         else:
             args = ("list", cursor.offset, count)
         flat = yield Eval("read_page", (self.keys.ids, self.keys.items), args)
-        items = [(as_str(flat[i]), as_str(flat[i + 2])) for i in range(0, len(flat), 3) if flat[i + 2] is not None]
+        items = [(as_text(flat[i]), as_text(flat[i + 2])) for i in range(0, len(flat), 3) if flat[i + 2] is not None]
         rows = len(flat) // 3
         if rows < count:
             return Page(items, None)
@@ -176,7 +169,7 @@ class FeedBase:
             if score != scores[-1]:
                 break
             same += 1
-        last = as_str(scores[-1])
+        last = as_text(scores[-1])
         # Every row of this page had the cursor's score: skip them too next time.
         offset = cursor.offset + same if same == rows and _same_score(last, cursor.min) else same
         return Page(items, PageCursor(last, offset))
@@ -196,7 +189,7 @@ class FeedBase:
     def get_config(self) -> Op[dict[str, str]]:
         """This feed's config hash."""
         raw = yield Cmd("HGETALL", self.keys.config)
-        return {as_str(k): as_str(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     def delete_feed(self) -> Any:
         return self.thoonk.delete_feed(self.name)
@@ -262,7 +255,7 @@ class Feed(FeedBase):
     @op
     def get_ids(self) -> Op[list[str]]:
         """Item ids, oldest first."""
-        return [as_str(i) for i in (yield Cmd("ZRANGE", self.keys.ids, 0, -1))]
+        return [as_text(i) for i in (yield Cmd("ZRANGE", self.keys.ids, 0, -1))]
 
     @op
     def get_all(self) -> Op[dict[str, str]]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .exceptions import Empty
-from .feed import PUBLISH_CHUNK, FeedBase, as_str, check_timeout, new_id, op
+from .feed import PUBLISH_CHUNK, FeedBase, check_timeout, new_id, op
 from .queue import HIGH, NORMAL, blocking_take, check_priority
 from .scripts import Batch, Cmd, Eval, Op
+from .text import as_text, as_text_or_none
 
 __all__ = ["Job"]
 
@@ -65,7 +66,7 @@ class Job(FeedBase):
         k = self.keys
         keys = (k.config, k.ids, k.items, k.claimed, k.cancelled)
         reply = yield from blocking_take(self, wait, "job_get", keys, "job")
-        return as_str(reply[0]), as_str(reply[1]), int(reply[2])
+        return as_text(reply[0]), as_text(reply[1]), int(reply[2])
 
     @op
     def finish(self, id: str, item: str | bytes | None = None, result: bool = False,
@@ -97,7 +98,7 @@ class Job(FeedBase):
         popped = yield Cmd("BRPOP", self.keys.jobfinished(id), wait)
         if popped is None:
             raise Empty(self.name, f"result for job {id!r}")
-        query, _, res = as_str(popped[1]).partition("\x00")
+        query, _, res = as_text(popped[1]).partition("\x00")
         return query, res
 
     def _state(self, action: str, id: str) -> Op[int]:
@@ -127,12 +128,12 @@ class Job(FeedBase):
     @op
     def get_ids(self) -> Op[list[str]]:
         """Ids of every job not finished (queued, claimed or stalled)."""
-        return [as_str(i) for i in (yield Cmd("HKEYS", self.keys.items))]
+        return [as_text(i) for i in (yield Cmd("HKEYS", self.keys.items))]
 
     @op
     def get_failure_count(self, id: str) -> Op[int]:
         id = self._check_id(id, "job id")
-        return int(as_str((yield Cmd("HGET", self.keys.cancelled, id))) or 0)
+        return int(as_text_or_none((yield Cmd("HGET", self.keys.cancelled, id))) or 0)
 
     @op
     def maintenance(self) -> Op[int]:

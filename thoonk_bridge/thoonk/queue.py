@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 from .exceptions import Empty
-from .feed import FeedBase, as_str, check_timeout, new_id, op
+from .feed import FeedBase, check_timeout, new_id, op
 from .scripts import Cmd, Eval, Op
+from .text import as_text
 
 __all__ = ["Queue", "NORMAL", "HIGH"]
 
@@ -40,7 +41,7 @@ def blocking_take(feed: FeedBase, timeout: float, script: str, keys: tuple[str, 
         popped = yield Cmd("BRPOP", feed.keys.ids, wait)
         if popped is None:
             raise Empty(feed.name, what)
-        reply = yield Eval(script, keys, (feed.name, as_str(popped[1])))
+        reply = yield Eval(script, keys, (feed.name, as_text(popped[1])))
         if reply:
             return reply
 
@@ -70,13 +71,12 @@ class Queue(FeedBase):
         wait = check_timeout(self.name, timeout)
         k = self.keys
         reply = yield from blocking_take(self, wait, "queue_get", (k.config, k.ids, k.items), "item")
-        item: str = as_str(reply[1])
-        return item
+        return as_text(reply[1])
 
     @op
     def get_ids(self) -> Op[list[str]]:
         """Waiting ids, next to be taken first."""
-        return [as_str(i) for i in reversed((yield Cmd("LRANGE", self.keys.ids, 0, -1)))]
+        return [as_text(i) for i in reversed((yield Cmd("LRANGE", self.keys.ids, 0, -1)))]
 
     @op
     def length(self) -> Op[int]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .feed import FeedBase, as_str, op
+from .feed import FeedBase, op
 from .scripts import Cmd, Eval, Op
+from .text import as_text
 
 __all__ = ["SortedFeed"]
 
@@ -26,7 +27,7 @@ class SortedFeed(FeedBase):
         new = yield Eval(
             "sorted_insert", (k.config, k.ids, k.items, k.publishes, k.idincr), (self.name, where, rel, data)
         )
-        return str(as_str(new))
+        return as_text(new)
 
     @op
     def publish(self, item: str | bytes) -> Op[str]:
@@ -99,7 +100,7 @@ class SortedFeed(FeedBase):
     @op
     def get_ids(self) -> Op[list[str]]:
         """Item ids in feed order."""
-        return [as_str(i) for i in (yield Cmd("LRANGE", self.keys.ids, 0, -1))]
+        return [as_text(i) for i in (yield Cmd("LRANGE", self.keys.ids, 0, -1))]
 
     @op
     def get_all(self) -> Op[dict[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["as_text"]
+__all__ = ["as_text", "as_text_or_none"]
 
 
 def as_text(value: Any) -> str:
@@ -17,3 +17,8 @@ def as_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", errors="replace")
     return str(value)
+
+
+def as_text_or_none(value: Any) -> str | None:
+    """:func:`as_text`, but a missing reply (``None``: no such field or key) stays ``None``."""
+    return None if value is None else as_text(value)
