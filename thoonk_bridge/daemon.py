@@ -189,9 +189,13 @@ class Daemon:
         self.app = build_app(self.metrics.registry, self.readiness, before_metrics=self._refresh_gauges,
                              request_timeout=self.config.http.request_timeout)
 
-        from thoonk_bridge.console.web import Console
+        from thoonk_bridge.console.web import Console, daemon_report
 
-        self.console = Console(self)
+        self.console = Console(
+            self.config.http.console, self.redis, self.instance_id, self.log,
+            report=lambda: daemon_report(self.instance_id, self.routes, self.plugins),
+            configured_routes=lambda: [r.name for r in self.config.routes],
+        )
         self.console.mount(self.app)
         await self._setup_plugins()
         http = self.config.http

@@ -30,6 +30,7 @@ import html
 import ipaddress
 import json
 import time
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -48,7 +49,12 @@ from thoonk_bridge.thoonk.text import as_text
 from thoonk_bridge.trace import TraceRecord, trace_key
 
 if TYPE_CHECKING:
-    from thoonk_bridge.daemon import Daemon
+    import structlog
+
+    from thoonk_bridge.console.settings import ConsoleSettings
+    from thoonk_bridge.plugin import Plugin
+    from thoonk_bridge.redis_client import AsyncRedis
+    from thoonk_bridge.router import RouteRunner
 
 __all__ = ["REPORTS_KEY", "Console", "fleet_state"]
 
@@ -64,11 +70,13 @@ STATIC_FILES = {"console.js": "application/javascript", "console.css": "text/css
 # --------------------------------------------------------------------------- what a daemon reports
 
 
-def daemon_report(daemon: Daemon) -> dict[str, Any]:
+def daemon_report(
+    instance_id: str, runners: Mapping[str, RouteRunner], plugins: Mapping[str, Plugin[Any]]
+) -> dict[str, Any]:
     """This daemon's routes, plugins and XMPP accounts, redacted (see the module doc)."""
     now = time.time()
     routes: dict[str, Any] = {}
-    for name, runner in daemon.routes.items():
+    for name, runner in runners.items():
         recorder = next((w.recorder for w in runner.workers if w.recorder is not None), None)
         state = runner.state()
         rates = recorder.rates(now) if recorder is not None else []
@@ -87,17 +95,17 @@ def daemon_report(daemon: Daemon) -> dict[str, Any]:
         for info in routes[name]["sinks"].values():
             if "detail" in info:
                 info["detail"] = redact_text(info["detail"])
-    plugins = {}
+    health_of = {}
     xmpp = []
-    for name, plugin in daemon.plugins.items():
+    for name, plugin in plugins.items():
         health = plugin.health()
-        plugins[name] = {"status": str(health.status), "detail": redact_text(health.detail)}
+        health_of[name] = {"status": str(health.status), "detail": redact_text(health.detail)}
         for account, conn in (getattr(plugin, "connections", None) or {}).items() if name == "xmpp" else ():
             jid = getattr(getattr(conn, "settings", None), "bare_jid", "")  # never its password
             xmpp.append({"account": account, "jid": str(jid), "state": str(getattr(conn, "state", "?")),
                          "detail": redact_text(str(getattr(conn, "detail", "")))})
-    return {"instance": daemon.instance_id, "version": __version__, "at": now, "routes": routes,
-            "plugins": plugins, "xmpp": xmpp}
+    return {"instance": instance_id, "version": __version__, "at": now, "routes": routes,
+            "plugins": health_of, "xmpp": xmpp}
 
 
 # --------------------------------------------------------------------------- the fleet (async redis)
@@ -235,9 +243,23 @@ def _refuse(status: int, message: str) -> web.HTTPException:
 class Console:
     """Writes this daemon's report; serves the page when ``http.console.enabled``."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.settings = daemon.config.http.console
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        redis: AsyncRedis,
+        instance_id: str,
+        log: structlog.typing.FilteringBoundLogger,
+        report: Callable[[], dict[str, Any]],
+        configured_routes: Callable[[], list[str]],
+    ) -> None:
+        """``report``: this daemon's report (:func:`daemon_report` of its routes and plugins, read
+        when written); ``configured_routes``: the route names of the config in force (reloads change it)."""
+        self.settings = settings
+        self.redis = redis
+        self.instance_id = instance_id
+        self.log = log
+        self._report = report
+        self._configured_routes = configured_routes
         self._task: asyncio.Task[None] | None = None
 
     # -- report
@@ -248,11 +270,10 @@ class Console:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        if self.daemon.redis is not None:
-            try:
-                await self.daemon.redis.hdel(REPORTS_KEY, self.daemon.instance_id)
-            except Exception:  # noqa: BLE001, S110 - stopping anyway; the report goes stale
-                pass
+        try:
+            await self.redis.hdel(REPORTS_KEY, self.instance_id)
+        except Exception:  # noqa: BLE001, S110 - stopping anyway; the report goes stale
+            pass
 
     async def _report_loop(self) -> None:
         while True:
@@ -261,12 +282,11 @@ class Console:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the next round tries again
-                self.daemon.log.warning("console report not written", error=f"{type(exc).__name__}: {exc}")
+                self.log.warning("console report not written", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(REPORT_SECONDS)
 
     async def report(self) -> None:
-        assert self.daemon.redis is not None
-        await self.daemon.redis.hset(REPORTS_KEY, self.daemon.instance_id, json.dumps(daemon_report(self.daemon)))
+        await self.redis.hset(REPORTS_KEY, self.instance_id, json.dumps(self._report()))
 
     # -- HTTP
 
@@ -328,8 +348,7 @@ class Console:
         return self._headers(web.json_response(body, status=status))
 
     async def _fleet(self) -> dict[str, Any]:
-        assert self.daemon.redis is not None
-        return await fleet_state(self.daemon.redis, [r.name for r in self.daemon.config.routes])
+        return await fleet_state(self.redis, self._configured_routes())
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         allowed = self._may_read(request)
@@ -346,14 +365,14 @@ class Console:
         route = request.query.get("route", "")
         if not route:
             raise web.HTTPBadRequest(text="route is missing")
-        return self._json({"route": route, "entries": await dead_letters(self.daemon.redis, route)})
+        return self._json({"route": route, "entries": await dead_letters(self.redis, route)})
 
     async def trace(self, request: web.Request) -> web.StreamResponse:
         self._check_read(request)
         feed, item_id = request.query.get("feed", ""), request.query.get("id", "")
         if not feed or not item_id:
             raise web.HTTPBadRequest(text="feed and id are needed")
-        return self._json({"feed": feed, "id": item_id, "path": await trace_of(self.daemon.redis, feed, item_id)})
+        return self._json({"feed": feed, "id": item_id, "path": await trace_of(self.redis, feed, item_id)})
 
     async def _action_body(self, request: web.Request) -> tuple[str, list[str] | None]:
         self._check_action(request)
@@ -371,7 +390,7 @@ class Console:
 
     async def replay(self, request: web.Request) -> web.StreamResponse:
         route, wanted = await self._action_body(request)
-        redis = self.daemon.redis
+        redis = self.redis
         assert redis is not None
         request_id = _new_request()
         await redis.rpush(replay_request_key(route), json.dumps({"request": request_id, "entries": wanted}))
@@ -392,7 +411,7 @@ class Console:
         from thoonk_bridge.thoonk import AsyncThoonk
 
         route, wanted = await self._action_body(request)
-        thoonk = AsyncThoonk(redis=self.daemon.redis)
+        thoonk = AsyncThoonk(redis=self.redis)
         if not await thoonk.feed_exists(dead_letter_feed(route)):
             return self._json({"discarded": [], "missing": wanted or []})
         feed = await thoonk.feed(dead_letter_feed(route), {"max_length": DEAD_LETTER_MAX})
