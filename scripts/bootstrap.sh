@@ -43,7 +43,7 @@ fi
 # ask for different extras, so an install covering both is kept instead of redone on each switch.
 _stamp="$VENV/.thoonk-bridge-installed"
 _hash=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-read -r _have_hash _have_extras < "$_stamp" 2>/dev/null || true
+if [[ -f "$_stamp" ]]; then read -r _have_hash _have_extras < "$_stamp" || true; fi
 _extras=${BOOTSTRAP_EXTRAS:-}
 if [[ "${_have_hash:-}" == "$_hash" ]]; then
   _missing=""
