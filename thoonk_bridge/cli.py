@@ -20,11 +20,14 @@ from typing import Any
 import click
 
 from thoonk_bridge import __version__
+from thoonk_bridge.commands.check import check as check_command
 from thoonk_bridge.commands.common import (
     DEFAULT_CONFIG,
     bridge_redis_url,
+    config_argument,
+    env_file_option,
     fail,
-    print_problems,
+    load_or_fail,
     redis_failure,
     thoonk_client,
     warn,
@@ -34,7 +37,6 @@ from thoonk_bridge.commands.common import (
 from thoonk_bridge.commands.deadletters import deadletters as deadletters_command
 from thoonk_bridge.commands.fleet import fleet as fleet_command
 from thoonk_bridge.commands.trace import trace as trace_command
-from thoonk_bridge.redact import redact_text
 from thoonk_bridge.thoonk.keys import FeedKeys
 
 # Plugin commands (Plugin.cli) import the Redis helpers from here.
@@ -92,14 +94,7 @@ def main() -> None:
     configure_logging("warning", "console", stream=sys.stderr)
 
 
-# ---------------------------------------------------------------------------- run, check
-
-
-config_argument = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-env_file_option = click.option(
-    "--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="KEY=VALUE file read before ${VAR} substitution (the environment wins).",
-)
+# ---------------------------------------------------------------------------- run
 
 
 @main.command()
@@ -107,17 +102,10 @@ env_file_option = click.option(
 @env_file_option
 def run(config: Path, env_file: Path | None) -> None:
     """Run the daemon on CONFIG until SIGTERM (SIGHUP reloads CONFIG)."""
-    from thoonk_bridge.config import ConfigError, load_config
     from thoonk_bridge.daemon import serve
     from thoonk_bridge.logs import configure_logging
 
-    try:
-        loaded = load_config(config, env_file=env_file)
-    except ConfigError as exc:
-        print_problems(exc)
-        sys.exit(1)
-    except OSError as exc:
-        fail(f"{config}: {exc.strerror or exc}")
+    loaded = load_or_fail(config, env_file)
     configure_logging(loaded.log_level, loaded.log_format)
     use_event_loop()
     sys.exit(asyncio.run(serve(config, env_file=env_file)))
@@ -135,89 +123,6 @@ def use_event_loop() -> str:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
             return "uvloop"
     return "asyncio"
-
-
-@main.command()
-@config_argument
-@env_file_option
-@click.option("--live", is_flag=True, help="Also connect: Redis and each plugin's servers.")
-def check(config: Path, env_file: Path | None, live: bool) -> None:
-    """Validate CONFIG: print every problem as FILE:LINE:COL: path: message, or a summary.
-
-    With --live, the summary (and OK) is printed only when Redis and every plugin's servers answer.
-    """
-    from thoonk_bridge.config import ConfigError, load_config
-
-    try:
-        loaded = load_config(config, env_file=env_file)
-    except ConfigError as exc:
-        print_problems(exc)
-        sys.exit(1)
-    except OSError as exc:
-        fail(f"{config}: {exc.strerror or exc}")
-    for warning in loaded.warnings:
-        warn(warning)
-    if live:
-        problems = asyncio.run(_check_live(loaded))
-        if problems:
-            for problem in problems:
-                click.echo(f"live: {redact_text(problem)}", err=True)
-            fail(f"{config}: the config is valid, but {len(problems)} live check(s) failed")
-    enabled = ", ".join(sorted(loaded.enabled_plugins)) or "none"
-    lines = [f"{config}: OK, {len(loaded.routes)} route(s), plugins: {enabled}"]
-    lines.append(f"  redis: {loaded.redis or 'embedded (' + str((Path(loaded.state_dir) / 'redis').resolve()) + ')'}")
-    lines.append(f"  http: {loaded.http.listen} (public {loaded.http.base_url})")
-    for route in loaded.routes:
-        extras = [f"mirror={str(route.mirror).lower()}", f"initial={route.initial}"]
-        if route.format:
-            extras.append(f"format={route.format}")
-        sinks = ", ".join(str(s) for s in route.sinks)
-        lines.append(f"  {route.name}: {route.source} -> {sinks} ({', '.join(extras)})")
-    if live:
-        lines.append("live: Redis and every plugin reachable")
-    for line in lines:
-        click.echo(redact_text(line))
-
-
-async def _check_live(config: Any) -> list[str]:
-    from thoonk_bridge.context import build_plugin_context
-    from thoonk_bridge.discovery import discover_plugins
-    from thoonk_bridge.redact import redact_url
-    from thoonk_bridge.redis_client import async_client
-    from thoonk_bridge.thoonk import AsyncThoonk
-    from thoonk_bridge.thoonk.databases import client_database, describe_shared_feeds
-
-    problems: list[str] = []
-    client: Any  # one server, Sentinel or Cluster client
-    if not config.redis:
-        problems_redis = None  # embedded: started by the daemon itself, nothing to reach
-    else:
-        client = async_client(config.redis)
-        try:
-            await asyncio.wait_for(client.ping(), 5)
-            # Pub/sub is server-wide: same-named feeds in other databases leak events into ours.
-            names = {e.address for r in config.routes for e in (r.source, *r.sinks) if e.kind == "thoonk"}
-            shared = await AsyncThoonk(redis=client).databases_sharing(*names)
-            if shared:
-                click.echo(f"live: warning: {describe_shared_feeds(client_database(client), shared)}", err=True)
-        except Exception as exc:  # noqa: BLE001 - reported
-            problems.append(f"redis {redact_url(config.redis)}: {type(exc).__name__}: {exc}")
-        finally:
-            await client.aclose()
-        problems_redis = config.redis
-    classes = discover_plugins({})  # the config loaded: every plugin it enables could be loaded
-    client = async_client(problems_redis or "redis://127.0.0.1:1")  # never used when embedded
-    for name in sorted(config.enabled_plugins):
-        cls = classes[name]
-        settings = config.plugins.get(name) or cls.settings_model()
-        context = build_plugin_context(name, thoonk=AsyncThoonk(redis=client), redis=client,
-                                       public_url=config.http.base_url, state_dir=Path(config.state_dir))
-        try:
-            problems += [f"plugin {name}: {p}" for p in await cls(settings, context).check_live()]
-        except Exception as exc:  # noqa: BLE001 - reported
-            problems.append(f"plugin {name}: {type(exc).__name__}: {exc}")
-    await client.aclose()
-    return problems
 
 
 # ---------------------------------------------------------------------------- plugins, version
@@ -360,6 +265,7 @@ def status(as_json: bool, redis_url: str | None, config_path: Path) -> None:
         click.echo(f"route {route}: held by {holder}")
 
 
+main.add_command(check_command)
 main.add_command(deadletters_command)
 main.add_command(trace_command)
 main.add_command(fleet_command)

@@ -155,3 +155,23 @@ def thoonk_client(redis_url: str | None, config_path: Path) -> Iterator[Any]:
 
 def when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "?"
+
+
+config_argument = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+env_file_option = click.option(
+    "--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="KEY=VALUE file read before ${VAR} substitution (the environment wins).",
+)
+
+
+def load_or_fail(config: Path, env_file: Path | None) -> Any:
+    """The loaded config (``thoonk_bridge.config.BridgeConfig``), or every problem printed and exit 1."""
+    from thoonk_bridge.config import ConfigError, load_config
+
+    try:
+        return load_config(config, env_file=env_file)
+    except ConfigError as exc:
+        print_problems(exc)
+        sys.exit(1)
+    except OSError as exc:
+        fail(f"{config}: {exc.strerror or exc}")
