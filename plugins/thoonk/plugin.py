@@ -16,6 +16,10 @@ from .source import ThoonkSource
 __all__ = ["THOONK_KIND", "ThoonkPlugin"]
 
 STOP_WAIT = 1.0  # seconds stop() lets a check of the other databases finish
+# The check waits for the routes being built to settle: until no new feed name came for CHECK_QUIET
+# seconds (at most CHECK_MAX_WAIT), so a start with 1,000 routes makes one check, not one per route.
+CHECK_QUIET = 0.25
+CHECK_MAX_WAIT = 5.0
 
 THOONK_KIND = EndpointKind(
     name="thoonk",
@@ -30,8 +34,8 @@ class ThoonkPlugin(Plugin[NoSettings]):
 
     Pub/sub is server-wide: the feeds its endpoints use are checked against the other databases of
     the Redis server, and a warning names those holding feeds of the same names, whose events our
-    subscriptions hear too (docs/thoonk-keys.md). Endpoints made in one pass (a route's) are checked
-    together: one warning; each feed name is checked once.
+    subscriptions hear too (docs/thoonk-keys.md). Endpoints made while routes start are checked
+    together, once they settle: one check and one warning; each feed name is checked once.
     """
 
     name = "thoonk"
@@ -72,7 +76,12 @@ class ThoonkPlugin(Plugin[NoSettings]):
             self._check = loop.create_task(self._warn_shared(), name="thoonk-shared-feeds")
 
     async def _warn_shared(self) -> None:
-        await asyncio.sleep(0)  # the endpoints made in the same pass (a route's) join the same check
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CHECK_MAX_WAIT
+        seen = -1
+        while len(self._unchecked) != seen and loop.time() < deadline:
+            seen = len(self._unchecked)
+            await asyncio.sleep(CHECK_QUIET)
         names, self._unchecked = self._unchecked, set()
         self._checked |= names
         try:
