@@ -31,7 +31,7 @@ import nh3
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 
-from thoonk_bridge.payload import MAX_HTML_DEPTH, Entry, derive_title, html_to_text, sanitize_html
+from thoonk_bridge.payload import MAX_HTML_DEPTH, Entry, derive_title, html_to_text, model, sanitize_html
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 CONTENT_TYPES = {
@@ -39,7 +39,6 @@ CONTENT_TYPES = {
     "rss": "application/rss+xml; charset=utf-8",
     "json": "application/feed+json; charset=utf-8",
 }
-_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # An absolute IRI (RFC 3987) as far as an id needs: a scheme, then no space, control or the ASCII
 # characters IRIs exclude.
 _IRI = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"{}|\\^`\x00-\x1f\x7f]+$')
@@ -71,8 +70,8 @@ Note = Callable[[str, str], None]
 
 
 def xml_safe(text: str | None) -> str | None:
-    """``text`` without the characters XML 1.0 forbids (lxml refuses them)."""
-    return None if text is None else _XML_FORBIDDEN.sub("", text)
+    """``text`` without the characters XML 1.0 forbids (lxml refuses them); None stays None."""
+    return None if text is None else model.xml_safe(text)
 
 
 @dataclass
