@@ -1,9 +1,10 @@
 """A real ejabberd on loopback, the second XMPP server of the xmpp tests (Debian's ``ejabberd`` 23.01).
 
-``EjabberdServer`` has the interface of :class:`prosody_server.ProsodyServer` (``start``, ``stop``,
-``restart``, ``cleanup``, ``account``, ``port``, ``logs``), so a test written for one runs against
-both. It writes ``tests/ejabberd/ejabberd.yml.in`` into a fresh temp dir with a free loopback port and
-runs the Erlang VM directly as the current user (``ejabberdctl`` insists on the ``ejabberd`` user and
+``EjabberdServer`` and :class:`prosody_server.ProsodyServer` share their lifecycle and accounts
+(:class:`xmpp_server.XmppServerProcess`: ``start``, ``stop``, ``restart``, ``cleanup``, ``account``,
+``port``, ``logs``), so a test written for one runs against both. It writes
+``tests/support/ejabberd/ejabberd.yml.in`` into a fresh temp dir with a free loopback port and runs
+the Erlang VM directly as the current user (``ejabberdctl`` insists on the ``ejabberd`` user and
 on Erlang distribution; neither is needed): no distribution (node ``nonode@nohost``), Mnesia in the
 temp dir (so nodes, items and accounts survive ``stop()``/``start()``), the users ``bridge``, ``alice``
 and ``bob`` (password ``pw-<user>``) registered by an ``-eval`` once the application is up.
@@ -20,17 +21,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.prosody_server import DOMAIN, USERS, free_port, password
+from tests.support.xmpp_server import DOMAIN, USERS, XmppServerProcess, password
 
 TEMPLATE = Path(__file__).resolve().parent / "ejabberd" / "ejabberd.yml.in"
 
@@ -45,14 +41,16 @@ def ejabberd_installed() -> bool:
     return shutil.which("erl") is not None and ejabberd_lib() is not None
 
 
-class EjabberdServer:
+class EjabberdServer(XmppServerProcess):
     """One throwaway ejabberd VM; ``start()`` may be called again after ``stop()``."""
 
+    name = "ejabberd"
+    log_files = ("console.log", "ejabberd.log")
+    stop_timeout = 15.0  # the VM shuts down cleanly (init:stop) on SIGTERM
+
     def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
-        self.dir = Path(directory or tempfile.mkdtemp(prefix="ejabberd-"))
-        self.port = port or free_port()
+        super().__init__(directory, port, "ejabberd-")
         self.config = self.dir / "ejabberd.yml"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EjabberdServer:
         (self.dir / "db").mkdir(parents=True, exist_ok=True)
@@ -71,77 +69,14 @@ class EjabberdServer:
             "ERL_CRASH_DUMP_BYTES": "0",
             "HOME": str(self.dir),
         }
-        console = open(self.dir / "console.log", "ab")  # noqa: SIM115 - kept by the child
-        self.proc = subprocess.Popen(
+        self._launch(
             ["erl", "-noinput", "-noshell", "+K", "true",
              "-mnesia", "dir", f'"{self.dir / "db"}"', "-s", "ejabberd", "-eval", script],
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
             env=env,
             cwd=self.dir,
         )
-        console.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if ready.exists():
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                    return self
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        logs = self.logs()
-        self.stop()
-        raise RuntimeError(f"ejabberd did not start on port {self.port}:\n{logs}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # the VM shuts down cleanly (init:stop) on SIGTERM
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def logs(self) -> str:
-        out = []
-        for name in ("console.log", "ejabberd.log"):
-            path = self.dir / name
-            if path.exists():
-                out.append(path.read_text(errors="replace")[-4000:])
-        return "\n".join(out)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def account(self, user: str = "bridge", **extra: object) -> dict[str, object]:
-        """Settings of the xmpp plugin for ``user`` on this server (plain TCP on loopback)."""
-        settings: dict[str, object] = {
-            "jid": f"{user}@{DOMAIN}",
-            "password": password(user),
-            "host": "127.0.0.1",
-            "port": self.port,
-            "tls": "disabled",
-            "timeout": 5,
-            "reconnect_min": 0.05,
-            "reconnect_max": 0.5,
-        }
-        settings.update(extra)
-        return settings
+        self._wait_ready(30, ready.exists)
+        return self
 
 
 def _require_ejabberd() -> None:

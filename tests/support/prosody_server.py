@@ -21,11 +21,8 @@ import asyncio
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -34,11 +31,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.xmpp_server import DOMAIN, USERS, XmppServerProcess, password
+
 HERE = Path(__file__).resolve().parent / "prosody"
 TEMPLATE = HERE / "prosody.cfg.lua.in"
 SQL_TEMPLATE = HERE / "sql-component.lua.in"
-USERS = ("bridge", "alice", "bob")
-DOMAIN = "localhost"
 PUBSUB = "pubsub.localhost"
 AUTO_PUBSUB = "autopubsub.localhost"  # autocreate_on_publish = true, as ejabberd
 SQL_PUBSUB = "sqlpubsub.localhost"
@@ -52,25 +49,16 @@ def sqlite_available() -> bool:
     return bool(glob.glob("/usr/lib/*/lua/5.*/dbd/sqlite3.so") or glob.glob("/usr/lib/lua/5.*/dbd/sqlite3.so"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def password(user: str) -> str:
-    return f"pw-{user}"
-
-
-class ProsodyServer:
+class ProsodyServer(XmppServerProcess):
     """One throwaway Prosody process; ``start()`` may be called again after ``stop()``."""
 
+    name = "prosody"
+    log_files = ("console.log", "prosody.log")
+
     def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
-        self.dir = Path(directory or tempfile.mkdtemp(prefix="prosody-"))
-        self.port = port or free_port()
+        super().__init__(directory, port, "prosody-")
         self.sql = sqlite_available()
         self.config = self.dir / "prosody.cfg.lua"
-        self.proc: subprocess.Popen[bytes] | None = None
         self._configured = False
 
     # ------------------------------------------------------------------ setup
@@ -100,74 +88,9 @@ class ProsodyServer:
     def start(self) -> ProsodyServer:
         if not self._configured:
             self._configure()
-        console = open(self.dir / "console.log", "ab")  # noqa: SIM115 - kept by the child
-        self.proc = subprocess.Popen(
-            ["prosody", "--config", str(self.config), "-F"],
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        console.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        logs = self.logs()
-        self.stop()
-        raise RuntimeError(f"prosody did not start on port {self.port}:\n{logs}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def logs(self) -> str:
-        out = []
-        for name in ("console.log", "prosody.log"):
-            path = self.dir / name
-            if path.exists():
-                out.append(path.read_text(errors="replace")[-4000:])
-        return "\n".join(out)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    # ------------------------------------------------------------------ config helpers
-    def account(self, user: str = "bridge", **extra: object) -> dict[str, object]:
-        """Settings of the xmpp plugin for ``user`` on this server (plain TCP on loopback)."""
-        settings: dict[str, object] = {
-            "jid": f"{user}@{DOMAIN}",
-            "password": password(user),
-            "host": "127.0.0.1",
-            "port": self.port,
-            "tls": "disabled",
-            "timeout": 5,
-            "reconnect_min": 0.05,
-            "reconnect_max": 0.5,
-        }
-        settings.update(extra)
-        return settings
-
+        self._launch(["prosody", "--config", str(self.config), "-F"])
+        self._wait_ready(15)
+        return self
 
 def _require_prosody() -> None:
     if not prosody_installed():

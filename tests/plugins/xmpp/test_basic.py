@@ -102,7 +102,7 @@ async def test_wrong_password_is_reported(prosody: ProsodyServer) -> None:
 
 
 async def test_unreachable_server_is_degraded(prosody: ProsodyServer) -> None:
-    from tests.support.prosody_server import free_port
+    from tests.support.xmpp_server import free_port
 
     plugin = await start_plugin(prosody, port=free_port())
     try:
