@@ -47,13 +47,6 @@ async def raw_request(node: Node, method: str, target: str, headers: list[tuple[
         writer.close()
 
 
-@pytest.fixture
-async def node(redis_url: str):
-    n = await start_node(redis_url)
-    yield n
-    await n.stop()
-
-
 async def test_non_ascii_signature_is_an_invalid_signature(node: Node) -> None:
     """A non-ASCII X-Hub-Signature is acknowledged and dropped like any invalid one (§7.1.2), not a 500."""
     path = await plant_subscription(node)

@@ -24,20 +24,6 @@ ATOM2 = b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>
 ATOM3 = b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>three</title></feed>'
 
 
-@pytest.fixture
-async def node(redis_url: str):
-    n = await start_node(redis_url)
-    yield n
-    await n.stop()
-
-
-@pytest.fixture
-async def sub():
-    s = await Subscriber().start()
-    yield s
-    await s.close()
-
-
 async def test_typical_subscription_and_delivery(node: Node, sub: Subscriber) -> None:
     """websub.rocks hub 100: 202, verification GET, full content with exact type and Link, no signature."""
     topic = node.topic("/feeds/news.atom", ATOM1)

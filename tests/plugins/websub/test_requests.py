@@ -27,20 +27,6 @@ from thoonk_bridge.plugins.websub.settings import WebSubSinkOptions
 ATOM = b'<feed xmlns="http://www.w3.org/2005/Atom"><title>x</title></feed>'
 
 
-@pytest.fixture
-async def node(redis_url: str):
-    n = await start_node(redis_url)
-    yield n
-    await n.stop()
-
-
-@pytest.fixture
-async def sub():
-    s = await Subscriber().start()
-    yield s
-    await s.close()
-
-
 async def _form(node: Node, **fields: str) -> tuple[int, str, dict[str, str]]:
     data = {k.replace("_", ".", 1): v for k, v in fields.items()}
     return await hub_post(node, data)
