@@ -8,10 +8,11 @@ import dataclasses
 import hashlib
 import json
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 
 import pytest
 
+from tests.support.entries import FULL, LATER, WHEN, A, atom
 from thoonk_bridge.payload import (
     ATOM_NS,
     MAX_HTML_DEPTH,
@@ -32,32 +33,9 @@ from thoonk_bridge.payload import (
     sanitize_html,
 )
 
-A = f"{{{ATOM_NS}}}"
-WHEN = datetime(2024, 5, 17, 12, 30, 15, tzinfo=UTC)
-LATER = datetime(2024, 5, 18, 8, 0, 0, 250000, tzinfo=timezone(timedelta(hours=2)))
-
-
-def atom(body: str, root: str = "entry") -> str:
-    return f'<{root} xmlns="{ATOM_NS}">{body}</{root}>'
-
-
 # --------------------------------------------------------------------------------------------------
 # Entries that survive Atom and JSON without loss
 
-FULL = Entry(
-    id="tag:example.org,2024:1",
-    title="Full entry",
-    link="https://example.org/1?a=1&b=2",
-    content="Line one\n  indented <not a tag> & more\n\ttabbed\r\nCRLF",
-    content_type="text",
-    summary="Short & sweet",
-    author="Ada Lovelace",
-    author_email="ada@example.org",
-    author_uri="https://example.org/ada",
-    published=WHEN,
-    updated=LATER,
-    categories=["news", "tech & science", "ünïcode"],
-)
 HTML = Entry(
     id="h1",
     title="HTML entry",

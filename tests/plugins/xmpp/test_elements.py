@@ -4,30 +4,11 @@ route's payloads (moved from tests/engine/test_payload.py with the code they tes
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta, timezone
 
+from tests.support.entries import FULL, A
 from thoonk_bridge.payload import ATOM_NS, Entry, Format, detect_format, entry_to_element, parse, render
 from thoonk_bridge.plugins.xmpp.json_container import XEP0335_NS, json_to_element
 from thoonk_bridge.plugins.xmpp.xml import element_to_payload
-
-A = f"{{{ATOM_NS}}}"
-WHEN = datetime(2024, 5, 17, 12, 30, 15, tzinfo=UTC)
-LATER = datetime(2024, 5, 18, 8, 0, 0, 250000, tzinfo=timezone(timedelta(hours=2)))
-
-FULL = Entry(
-    id="tag:example.org,2024:1",
-    title="Full entry",
-    link="https://example.org/1?a=1&b=2",
-    content="Line one\n  indented <not a tag> & more\n\ttabbed\r\nCRLF",
-    content_type="text",
-    summary="Short & sweet",
-    author="Ada Lovelace",
-    author_email="ada@example.org",
-    author_uri="https://example.org/ada",
-    published=WHEN,
-    updated=LATER,
-    categories=["news", "tech & science", "ünïcode"],
-)
 
 
 def test_entry_to_element_is_the_atom_render() -> None:
