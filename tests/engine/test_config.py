@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from tests.support.config_plugins import FULL_CONFIG, PLUGINS, ChatSettings, ChatSinkNode, FilesSettings, HookSource
 from thoonk_bridge.config import (
     BridgeConfig,
     ConfigError,
@@ -27,75 +28,11 @@ from thoonk_bridge.config import (
 )
 from thoonk_bridge.config.docs import yaml_scalar
 from thoonk_bridge.payload import Format
-from thoonk_bridge.plugin import Endpoint, EndpointKind, NoSettings, Plugin, Settings, discover_plugins
+from thoonk_bridge.plugin import Endpoint, EndpointKind, NoSettings, Plugin, discover_plugins
 from thoonk_bridge.plugins.thoonk.settings import ThoonkSinkOptions, ThoonkSourceOptions
 
 REPO = Path(__file__).resolve().parents[2]
 
-# --------------------------------------------------------------------------- test plugins
-
-
-class ChatTls(BaseModel):
-    model_config = Settings.model_config
-    verify: bool = True
-
-
-class ChatSettings(Settings):
-    jid: str
-    password: str
-    tls: ChatTls = Field(default_factory=lambda: ChatTls())
-
-
-class ChatNode(Settings):
-    address: str = Field(pattern=r"^[a-z.]+/[a-z-]+$")
-
-
-class ChatSinkNode(ChatNode):
-    max_items: int = Field(default=10, ge=1)
-
-
-class ChatPlugin(Plugin):
-    """Like xmpp: required settings, a kind that is source and sink."""
-
-    name: ClassVar[str] = "chat"
-    settings_model: ClassVar[type[Settings]] = ChatSettings
-    endpoint_kinds: ClassVar[tuple[EndpointKind, ...]] = (
-        EndpointKind("chat", source_options=ChatNode, sink_options=ChatSinkNode),
-    )
-
-
-class FileSink(Settings):
-    address: str
-    title: str | None = None
-
-
-class FilesSettings(Settings):
-    directory: str = "feeds"
-
-
-class FilesPlugin(Plugin):
-    """Like feeds: sink only, settings all optional, resource = the file written."""
-
-    name: ClassVar[str] = "files"
-    settings_model: ClassVar[type[Settings]] = FilesSettings
-    endpoint_kinds: ClassVar[tuple[EndpointKind, ...]] = (
-        EndpointKind("files", sink_options=FileSink, resource=lambda ep: f"file:{ep.address}.atom"),
-    )
-
-
-class HookSource(Settings):
-    address: str
-
-
-class HookPlugin(Plugin):
-    """Like a WebSub subscriber: source only, no settings."""
-
-    name: ClassVar[str] = "hook"
-    settings_model: ClassVar[type[Settings]] = NoSettings
-    endpoint_kinds: ClassVar[tuple[EndpointKind, ...]] = (EndpointKind("hook", source_options=HookSource),)
-
-
-PLUGINS: dict[str, type[Plugin]] = {"chat": ChatPlugin, "files": FilesPlugin, "hook": HookPlugin}
 KINDS = endpoint_kinds(PLUGINS)
 
 
@@ -150,34 +87,7 @@ def test_minimal_config_and_defaults(tmp_path: Path) -> None:
 def test_full_config(tmp_path: Path) -> None:
     config = load(
         tmp_path,
-        """
-        redis: redis://127.0.0.1:6379/0
-        state_dir: /var/lib/bridge
-        http:
-          listen: "[::1]:9000"
-          public_url: https://bridge.example.org/prefix/
-        plugins:
-          chat: {jid: bridge@example.org, password: "${PW}"}
-        routes:
-          - name: out
-            from: thoonk:news
-            to:
-              - files:news
-              - {endpoint: "chat:pubsub.example.org/news", max_items: 50}
-              - endpoint: thoonk:copy
-                max_length: 100
-            mirror: true
-            format: json
-            initial: latest:5
-          - name: in
-            from: hook:https://partner.example/feed.atom
-            to: thoonk:partner
-            initial: none
-        drain_seconds: 2.5
-        log_level: debug
-        log_format: json
-        job_maintenance_seconds: 5
-        """,
+        FULL_CONFIG,
         env={"PW": "s3cret $x"},
     )
     assert config.redis == "redis://127.0.0.1:6379/0"

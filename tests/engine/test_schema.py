@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.engine.test_config import PLUGINS
+from tests.support.config_plugins import FULL_CONFIG, PLUGINS
 from thoonk_bridge.config import ConfigError, load_config, substitute_env
 from thoonk_bridge.config.json_schema import DRAFT, config_schema
 from thoonk_bridge.discovery import discover_plugins
@@ -169,34 +169,7 @@ def test_a_config_using_every_builtin_kind_is_valid(tmp_path: Path) -> None:
 
 
 TEST_PLUGIN_CONFIGS = [
-    """
-    redis: redis://127.0.0.1:6379/0
-    state_dir: /var/lib/bridge
-    http:
-      listen: "[::1]:9000"
-      public_url: https://bridge.example.org/prefix/
-    plugins:
-      chat: {jid: bridge@example.org, password: "${PW}"}
-    routes:
-      - name: out
-        from: thoonk:news
-        to:
-          - files:news
-          - {endpoint: "chat:pubsub.example.org/news", max_items: 50}
-          - endpoint: thoonk:copy
-            max_length: 100
-        mirror: true
-        format: json
-        initial: latest:5
-      - name: in
-        from: hook:https://partner.example/feed.atom
-        to: thoonk:partner
-        initial: none
-    drain_seconds: 2.5
-    log_level: debug
-    log_format: json
-    job_maintenance_seconds: 5
-    """,
+    FULL_CONFIG,
     """
     routes:
       - &base {name: a, from: "thoonk:a", to: "thoonk:b", mirror: true}
