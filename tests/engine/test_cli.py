@@ -214,7 +214,7 @@ def test_check_reports_an_unset_variable_with_the_other_problems(tmp_path: Path)
 @pytest.fixture
 def broken_plugin_env(tmp_path: Path) -> dict[str, str]:
     """A third-party plugin installed (dist-info with an entry point) whose module does not import."""
-    from tests.engine.test_plugin import install_plugin
+    from tests.support.plugin_install import install_plugin
 
     site = tmp_path / "site"
     install_plugin(site, "thoonk_bridge_broken", "broken = thoonk_bridge_broken_missing:Plugin")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.bridge_process import cli
+from tests.support.plugin_install import install_plugin
 from thoonk_bridge.config import endpoint_kinds
 from thoonk_bridge.context import build_plugin_context
 from thoonk_bridge.discovery import always_enabled_plugins
@@ -21,16 +21,6 @@ from thoonk_bridge.testing import running_bridge, wait_until
 from thoonk_bridge.topics import TopicRegistry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "example_plugin"
-
-
-def install_plugin(site: Path, dist: str, entry_points: str, package: Path | None = None) -> None:
-    """Install a plugin into ``site`` the way pip would leave it: package + dist-info with entry points."""
-    if package is not None:
-        shutil.copytree(package, site / package.name)
-    info = site / f"{dist}-1.0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0.0\n")
-    (info / "entry_points.txt").write_text(f"[thoonk_bridge.plugins]\n{entry_points}\n")
 
 
 @pytest.fixture

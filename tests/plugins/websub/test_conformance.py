@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from tests.plugins.websub.outside import Outside, atom
 from tests.plugins.websub.support import FAST, Subscriber, wait_for
-from tests.plugins.websub.test_subscriber import Outside, atom
 from thoonk_bridge.plugin import Endpoint, EventKind, ItemEvent, Source
 from thoonk_bridge.plugins.websub.plugin import WebSubPlugin
 from thoonk_bridge.plugins.websub.settings import WebSubSinkOptions, WebSubSourceOptions
